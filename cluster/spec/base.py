@@ -1,0 +1,45 @@
+"""What every spec section shares: unknown keys are errors, and rules report problems, not exceptions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Section(BaseModel):
+    """A spec section: forbids unknown keys; `problems()` lists the cross-field rules it breaks."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    def problems(self) -> list[Problem]:
+        """Cross-field rules of this section; paths are relative to it."""
+        return []
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a spec: where (a dotted field path), what, and the fix."""
+
+    field: str
+    problem: str
+    fix: str = ""
+    line: int | None = None
+
+    def within(self, prefix: str) -> Problem:
+        """The same problem with its field path under `prefix`."""
+        return Problem(f"{prefix}.{self.field}" if self.field else prefix, self.problem, self.fix, self.line)
+
+    def __str__(self) -> str:
+        where = f"{self.field} (line {self.line})" if self.line else self.field
+        return f"{where}: {self.problem}" + (f" Fix: {self.fix}" if self.fix else "")
+
+
+class SpecError(Exception):
+    """Every problem found in a spec, raised once; not a ValueError so pydantic does not wrap it."""
+
+    def __init__(self, problems: list[Problem], source: str | None = None):
+        self.problems, self.source = problems, source
+        head = f"{source}: " if source else ""
+        noun = "problem" if len(problems) == 1 else "problems"
+        super().__init__(f"{head}{len(problems)} {noun} in the spec:\n" + "\n".join(f"  - {p}" for p in problems))

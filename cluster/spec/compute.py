@@ -1,0 +1,35 @@
+"""The `cluster` section: workers, accelerators and DeepSpeed sharding."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from cluster.spec.base import Problem, Section
+
+
+class ClusterSpec(Section):
+    """How the job is spread over the Ray cluster."""
+
+    num_workers: int = Field(1, ge=1, description="Ray Train workers (one per GPU).")
+    gpus_per_worker: float = Field(1, ge=0, description="GPUs per worker; 0 trains on CPU.")
+    cpus_per_worker: float = Field(4, gt=0, description="CPUs per worker (data loading, and the compute itself on CPU).")
+    accelerator_type: str | None = Field(None, description="Ray accelerator type to place workers on, e.g. H100 or A100-80G.")
+    deepspeed: Literal["none", "zero2", "zero3"] = Field("none", description="DeepSpeed ZeRO stage; none runs plain DDP.")
+    offload_optimizer: bool = Field(False, description="Keep optimizer states in host RAM (ZeRO-2/3).")
+    offload_params: bool = Field(False, description="Keep parameters in host RAM between uses (ZeRO-3 only).")
+    max_failures: int = Field(2, ge=0, description="Worker-group restarts from the last checkpoint before the run fails.")
+
+    @property
+    def use_gpu(self) -> bool:
+        """Whether workers ask Ray for GPUs."""
+        return self.gpus_per_worker > 0
+
+    def problems(self) -> list[Problem]:
+        out = []
+        if self.offload_params and self.deepspeed != "zero3":
+            out.append(Problem("offload_params", "parameter offload needs ZeRO-3.", "set cluster.deepspeed: zero3, or offload_params: false."))
+        if self.offload_optimizer and self.deepspeed == "none":
+            out.append(Problem("offload_optimizer", "optimizer offload needs DeepSpeed.", "set cluster.deepspeed: zero2 or zero3."))
+        return out

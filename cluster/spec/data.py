@@ -1,0 +1,53 @@
+"""The `data` section: where the records are, what shape they have, and how they become tokens."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from cluster.spec.base import Problem, Section
+
+EMBEDDED_DATASETS = ("construction-faq", "construction-faq-sharegpt")
+Format = Literal["auto", "alpaca", "messages", "sharegpt", "text"]
+
+
+class SourceSpec(Section):
+    """One data source."""
+
+    path: str = Field(
+        description="A .jsonl/.json/.parquet/.csv file, a datasets.save_to_disk folder, a local path or an "
+        "s3://, gs:// or file:// URI, or embedded:construction-faq (ships with rayfit)."
+    )
+    format: Format = Field("auto", description="Record shape; auto detects it per source and reports its choice.")
+    weight: float = Field(1.0, gt=0, description="Mixing weight relative to the other sources (e.g. 0.15 of general data).")
+    split: str | None = Field(None, description="Split to read from a save_to_disk DatasetDict folder.")
+
+
+class DataSpec(Section):
+    """Training and evaluation data and tokenization."""
+
+    train: list[SourceSpec] = Field(min_length=1, description="Training sources, mixed by weight.")
+    eval: list[SourceSpec] = Field(default_factory=list, description="Held-out sources; when empty, eval_split of train is held out.")
+    eval_split: float = Field(0.05, ge=0.0, lt=0.5, description="Fraction of train held out for evaluation when no eval source is given.")
+    max_seq_len: int = Field(2048, ge=16, le=1_048_576, description="Tokens per training row.")
+    packing: bool = Field(True, description="Pack samples into max_seq_len rows; position ids restart per sample so samples never attend to each other.")
+    too_long: Literal["drop", "truncate"] = Field("drop", description="What happens to a sample longer than max_seq_len.")
+    min_tokens: int = Field(2, ge=1, description="Samples with fewer assistant (trained) tokens than this are dropped as too short.")
+    system_prompt: str | None = Field(None, description="System message added to every conversation that has none.")
+    max_dropped_fraction: float = Field(0.2, ge=0.0, le=1.0, description="The job stops before training when more than this fraction of rows is dropped.")
+    dedupe: bool = Field(True, description="Drop exact duplicate rows.")
+    num_proc: int | None = Field(None, ge=1, description="Processes for tokenization; default: the CPUs available.")
+    seed: int = Field(42, description="Seed for the eval split and source mixing.")
+
+    def problems(self) -> list[Problem]:
+        out = []
+        if self.eval and "eval_split" in self.model_fields_set and self.eval_split > 0:
+            out.append(Problem("eval_split", "both eval sources and eval_split are given; it is unclear which is held out.",
+                               "remove data.eval_split, or remove data.eval."))
+        for i, src in enumerate([*self.train, *self.eval]):
+            if src.path.startswith("embedded:") and src.path.removeprefix("embedded:") not in EMBEDDED_DATASETS:
+                where = f"train.{i}" if i < len(self.train) else f"eval.{i - len(self.train)}"
+                out.append(Problem(f"{where}.path", f"unknown embedded dataset {src.path!r}.",
+                                   f"use one of: {', '.join('embedded:' + d for d in EMBEDDED_DATASETS)}."))
+        return out

@@ -1,0 +1,79 @@
+"""The whole job spec, and the rules that span its sections."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pydantic import Field, model_validator
+
+from cluster.spec.base import Problem, Section, SpecError
+from cluster.spec.compute import ClusterSpec
+from cluster.spec.data import DataSpec
+from cluster.spec.evaluate import EvaluateSpec
+from cluster.spec.merge import MergeSpec
+from cluster.spec.model import ModelSpec
+from cluster.spec.output import OutputSpec
+from cluster.spec.plan import PlanSpec
+from cluster.spec.train import TrainSpec
+
+
+class JobSpec(Section):
+    """A fine-tuning job: what to train, on what, how, where, and what to do after."""
+
+    model: ModelSpec = Field(description="Base model and fine-tuning method.")
+    data: DataSpec = Field(description="Training and evaluation data.")
+    train: TrainSpec = Field(default_factory=TrainSpec, description="Optimisation and cadence.")
+    cluster: ClusterSpec = Field(default_factory=ClusterSpec, description="Workers, accelerators and sharding.")
+    output: OutputSpec = Field(description="Where the run is written.")
+    merge: MergeSpec = Field(default_factory=MergeSpec, description="Export of a merged model after training.")
+    evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec, description="Base-versus-tuned evaluation after training.")
+    plan: PlanSpec = Field(default_factory=PlanSpec, description="Pre-flight memory, time and cost check.")
+
+    @model_validator(mode="after")
+    def _rules(self) -> JobSpec:
+        problems = all_problems(self)
+        if problems:
+            raise SpecError(problems)
+        return self
+
+
+# Rules across sections: (sections they read, rule). A rule runs only when its sections are valid.
+CrossRule = tuple[tuple[str, ...], Callable[[JobSpec], list[Problem]]]
+
+
+def _qlora_zero3(s: JobSpec) -> list[Problem]:
+    if s.model.method == "qlora" and s.cluster.deepspeed == "zero3":
+        return [Problem("cluster.deepspeed", "QLoRA with ZeRO-3 is not supported: bitsandbytes 4-bit weights are not "
+                        "partitioned by ZeRO-3 here, so it would only add communication.",
+                        "use cluster.deepspeed: zero2 or none (a 70B QLoRA model fits one 48 GB GPU), or method: lora with zero3.")]
+    return []
+
+
+def _eval_needs_data(s: JobSpec) -> list[Problem]:
+    if s.evaluate.enabled and not s.data.eval and s.data.eval_split == 0:
+        return [Problem("evaluate.enabled", "evaluation needs held-out data, but data.eval is empty and data.eval_split is 0.",
+                        "set data.eval_split (e.g. 0.05) or add data.eval sources.")]
+    return []
+
+
+def _eval_steps_need_data(s: JobSpec) -> list[Problem]:
+    if s.train.eval_steps is not None and not s.data.eval and s.data.eval_split == 0:
+        return [Problem("train.eval_steps", "evaluation during training needs held-out data, but there is none.",
+                        "set data.eval_split, add data.eval, or set train.eval_steps: null.")]
+    return []
+
+
+CROSS_RULES: list[CrossRule] = [
+    (("model", "cluster"), _qlora_zero3),
+    (("evaluate", "data"), _eval_needs_data),
+    (("train", "data"), _eval_steps_need_data),
+]
+SECTIONS = ("model", "data", "train", "cluster", "output", "merge", "evaluate", "plan")
+
+
+def all_problems(spec: JobSpec, valid: set[str] | None = None) -> list[Problem]:
+    """Every section rule and cross-section rule broken by `spec`, limited to the `valid` sections."""
+    valid = set(SECTIONS) if valid is None else valid
+    out = [p.within(name) for name in SECTIONS if name in valid for p in getattr(spec, name).problems()]
+    out += [p for needs, rule in CROSS_RULES if set(needs) <= valid for p in rule(spec)]
+    return out

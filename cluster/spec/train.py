@@ -1,0 +1,45 @@
+"""The `train` section: optimisation, schedule, evaluation and checkpoint cadence."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from cluster.spec.base import Problem, Section
+
+
+class TrainSpec(Section):
+    """Optimisation and cadence of the training loop."""
+
+    epochs: float = Field(1.0, gt=0, description="Passes over the training data (ignored when max_steps is set).")
+    max_steps: int | None = Field(None, ge=1, description="Optimizer steps to run; overrides epochs.")
+    learning_rate: float = Field(2e-4, gt=0, lt=1, description="Peak learning rate.")
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field("cosine", description="Learning-rate schedule after warmup.")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Fraction of steps spent warming up.")
+    warmup_steps: int | None = Field(None, ge=0, description="Warmup in steps; replaces warmup_ratio.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    optimizer: Literal["adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit"] = Field(
+        "adamw_torch", description="Optimizer (transformers name); 8-bit ones need bitsandbytes and a GPU."
+    )
+    micro_batch_size: int = Field(1, ge=1, description="Rows per worker per forward pass.")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    gradient_checkpointing: bool = Field(True, description="Recompute activations in backward to save memory.")
+    logging_steps: int = Field(10, ge=1, description="Steps between loss/throughput log lines.")
+    eval_steps: int | None = Field(50, ge=1, description="Steps between evaluations; none disables evaluation during training.")
+    save_steps: int = Field(100, ge=1, description="Steps between checkpoints.")
+    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept, best by eval loss (newest when there is no eval).")
+    early_stopping_patience: int | None = Field(None, ge=1, description="Stop after this many evaluations without improvement.")
+    early_stopping_threshold: float = Field(0.0, ge=0, description="Least eval-loss improvement that counts.")
+    seed: int = Field(42, description="Seed for weights init, dropout and data order.")
+    report_to: list[Literal["tensorboard", "mlflow"]] = Field(default_factory=list, description="Experiment trackers.")
+
+    def problems(self) -> list[Problem]:
+        out = []
+        if self.warmup_steps is not None and "warmup_ratio" in self.model_fields_set:
+            out.append(Problem("warmup_steps", "both warmup_steps and warmup_ratio are given.", "keep one of them."))
+        if self.early_stopping_patience is not None and self.eval_steps is None:
+            out.append(Problem("early_stopping_patience", "early stopping needs evaluations, but eval_steps is none.",
+                               "set train.eval_steps, or remove train.early_stopping_patience."))
+        return out

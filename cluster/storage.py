@@ -1,0 +1,108 @@
+"""Storage addressed by URI (local path, file://, s3://, gs://) through fsspec; no hand-written clients."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import fsspec
+from fsspec.core import url_to_fs
+
+from cluster.spec.base import Problem
+
+REMOTE_SCHEMES = ("s3://", "gs://", "gcs://", "abfs://", "abfss://", "az://", "hf://", "memory://")
+
+
+def is_remote(uri: str) -> bool:
+    """True for object-store URIs; False for local paths and file:// URIs."""
+    return uri.startswith(REMOTE_SCHEMES)
+
+
+def local_path(uri: str) -> Path:
+    """The filesystem path of a local path or file:// URI, made absolute."""
+    if is_remote(uri):
+        raise ValueError(f"{uri} is not a local path")
+    return Path(uri.removeprefix("file://")).expanduser().resolve()
+
+
+def normalize(uri: str) -> str:
+    """A URI every node can use: remote URIs unchanged, local paths absolute."""
+    return uri.rstrip("/") if is_remote(uri) else str(local_path(uri))
+
+
+def join(uri: str, *parts: str) -> str:
+    """Join path parts onto a URI or path."""
+    return "/".join([uri.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def exists(uri: str) -> bool:
+    """Whether a file or folder exists at `uri`."""
+    fs, path = url_to_fs(uri)
+    return fs.exists(path)
+
+
+def read_text(uri: str) -> str:
+    """The text of the file at `uri`."""
+    with fsspec.open(uri, "r", encoding="utf-8") as f:
+        return f.read()
+
+
+def write_text(uri: str, text: str) -> None:
+    """Write a file; locally via a temporary file and rename, so readers never see half of it."""
+    if is_remote(uri):
+        with fsspec.open(uri, "w", encoding="utf-8") as f:
+            f.write(text)
+        return
+    path = local_path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def list_dirs(uri: str) -> list[str]:
+    """Names of the sub-folders of `uri` (empty when it does not exist)."""
+    fs, path = url_to_fs(uri)
+    if not fs.exists(path):
+        return []
+    return sorted(Path(p["name"]).name for p in fs.ls(path, detail=True) if p["type"] == "directory")
+
+
+def download_dir(uri: str, dest: Path) -> Path:
+    """Copy a remote folder to `dest` (a no-op returning the path for local URIs)."""
+    if not is_remote(uri):
+        return local_path(uri)
+    fs, path = url_to_fs(uri)
+    dest.mkdir(parents=True, exist_ok=True)
+    fs.get(path.rstrip("/") + "/", str(dest), recursive=True)
+    return dest
+
+
+def upload_dir(src: Path, uri: str) -> None:
+    """Copy a local folder to `uri` (local or remote)."""
+    if not is_remote(uri):
+        dst = local_path(uri)
+        if dst != src.resolve():
+            shutil.copytree(src, dst, dirs_exist_ok=True)
+        return
+    fs, path = url_to_fs(uri)
+    fs.put(str(src).rstrip("/") + "/", path, recursive=True)
+
+
+def cache_dir_for(uri: str, root: Path) -> Path:
+    """A stable local cache folder for a remote URI."""
+    return root / hashlib.sha256(uri.encode()).hexdigest()[:16]
+
+
+def shared_storage_problems(storage: str, num_nodes: int) -> list[Problem]:
+    """A plain local path is only safe on one node; checked at submit, where the cluster is known."""
+    if num_nodes > 1 and not is_remote(storage):
+        return [Problem("output.storage", f"{storage!r} is a local path but the cluster has {num_nodes} nodes, so "
+                        "checkpoints written on one node are invisible to the others.",
+                        "use an s3:// or gs:// URI, or a path on a filesystem mounted on every node (e.g. NFS) "
+                        "given as file:// only if it really is shared.")]
+    return []

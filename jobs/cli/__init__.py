@@ -1,0 +1,41 @@
+"""The `rayfit` command: each module in this package adds one or more subcommands via `register(subparsers)`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from cluster.errors import UserError
+from cluster.spec import SpecError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand module of jobs.cli registered."""
+    parser = argparse.ArgumentParser(prog="rayfit", description="Fine-tune and serve LLMs on Ray.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        importlib.import_module(f"{__name__}.{info.name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; user errors print one clear message and exit non-zero, without a traceback."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except SpecError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    except UserError as e:
+        print(f"rayfit: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""Every shipped example spec loads, and its header gives the exact ray job submit command for itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cluster.spec import load_spec
+
+SPECS = sorted((Path(__file__).resolve().parents[2] / "jobs" / "specs").glob("*.yaml"))
+
+
+def test_the_four_promised_specs_ship():
+    names = {p.name for p in SPECS}
+    assert {"demo-cpu.yaml", "llama-3.1-8b-lora.yaml", "llama-3.1-70b-qlora.yaml", "llama-3.1-70b-full-zero3.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.name)
+def test_spec_loads_and_documents_its_submit_command(path):
+    spec = load_spec(path)
+    header = "".join(line for line in path.read_text().splitlines(keepends=True) if line.startswith("#"))
+    assert f"-- python -m jobs.finetune jobs/specs/{path.name}" in header
+    assert "ray job submit" in header and "--working-dir ." in header
+    assert spec.model.trust_remote_code is False

@@ -20,7 +20,10 @@ class SourceSpec(Section):
         "s3://, gs:// or file:// URI, or embedded:construction-faq (ships with rayfit)."
     )
     format: Format = Field("auto", description="Record shape; auto detects it per source and reports its choice.")
-    weight: float = Field(1.0, gt=0, description="Mixing weight relative to the other sources (e.g. 0.15 of general data).")
+    weight: float = Field(
+        1.0, gt=0, description="Share of the training mix relative to the other sources' weights (e.g. 0.15 of general "
+        "data against forgetting). No row is repeated: the source scarcest for its share is used in full and the others "
+        "are sampled (seeded) to match; see cluster/data/mixing.py.")
     split: str | None = Field(None, description="Split to read from a save_to_disk DatasetDict folder.")
 
 

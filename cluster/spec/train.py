@@ -29,7 +29,7 @@ class TrainSpec(Section):
     logging_steps: int = Field(10, ge=1, description="Steps between loss/throughput log lines.")
     eval_steps: int | None = Field(50, ge=1, description="Steps between evaluations; none disables evaluation during training.")
     save_steps: int = Field(100, ge=1, description="Steps between checkpoints.")
-    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept, best by eval loss (newest when there is no eval).")
+    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept in storage, best by eval loss (newest when there is no eval); the newest is always kept for resume.")
     early_stopping_patience: int | None = Field(None, ge=1, description="Stop after this many evaluations without improvement.")
     early_stopping_threshold: float = Field(0.0, ge=0, description="Least eval-loss improvement that counts.")
     seed: int = Field(42, description="Seed for weights init, dropout and data order.")
@@ -39,6 +39,10 @@ class TrainSpec(Section):
         out = []
         if self.warmup_steps is not None and "warmup_ratio" in self.model_fields_set:
             out.append(Problem("warmup_steps", "both warmup_steps and warmup_ratio are given.", "keep one of them."))
+        if self.eval_steps is not None and self.save_steps % self.eval_steps:
+            out.append(Problem("save_steps", f"save_steps ({self.save_steps}) is not a multiple of eval_steps ({self.eval_steps}), "
+                               "so checkpoints cannot be ranked by the eval loss of their own step.",
+                               f"set train.save_steps to a multiple of {self.eval_steps}, e.g. {self.eval_steps * max(1, round(self.save_steps / self.eval_steps))}."))
         if self.early_stopping_patience is not None and self.eval_steps is None:
             out.append(Problem("early_stopping_patience", "early stopping needs evaluations, but eval_steps is none.",
                                "set train.eval_steps, or remove train.early_stopping_patience."))

@@ -1,0 +1,98 @@
+"""The base-versus-tuned report: report.json for machines, report.md and chart.png for people, and the gate."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from cluster import storage
+from cluster.spec import EvaluateSpec
+
+# (key, label, higher is better)
+ROWS = [("eval_loss", "eval loss", False), ("perplexity", "perplexity", False), ("rouge_l", "ROUGE-L", True),
+        ("bleu", "BLEU", True), ("exact_match", "exact match", True), ("format_compliance", "format compliance", True)]
+HIGHER_IS_BETTER = {key: higher for key, _, higher in ROWS}
+
+
+def gate(base: dict, tuned: dict, cfg: EvaluateSpec) -> dict:
+    """How much worse tuned is than base on the gate metric, as a fraction of base, and whether that passes."""
+    metric, b, t = cfg.gate_metric, base.get(cfg.gate_metric), tuned.get(cfg.gate_metric)
+    worse = None
+    if b is not None and t is not None:
+        diff = (b - t) if HIGHER_IS_BETTER[metric] else (t - b)
+        worse = diff / abs(b) if b else (0.0 if diff <= 0 else float("inf"))
+    passed = cfg.max_regression is None or worse is None or worse <= cfg.max_regression
+    return {"metric": metric, "max_regression": cfg.max_regression, "worse_by": worse, "passed": passed}
+
+
+def markdown(report: dict) -> str:
+    """The report as a Markdown table of metrics, then sample generations side by side."""
+    base, tuned = report["base"], report["tuned"]
+    lines = [f"# Evaluation: {report['run']}", "",
+             f"Base `{base['model']}` vs tuned `{tuned['model']}` on {report['eval_rows']} held-out rows "
+             f"({base['eval_tokens']} scored tokens); generation metrics on {report['generation_samples']} prompts, greedy, "
+             f"up to {report['max_new_tokens']} new tokens.", "",
+             "| metric | base | tuned | change |", "|---|---:|---:|---:|"]
+    for key, label, higher in ROWS:
+        b, t = base.get(key), tuned.get(key)
+        if b is None and t is None:
+            continue
+        change = "" if b is None or t is None else f"{t - b:+.4f} {'better' if (t > b) == higher and t != b else 'worse' if t != b else ''}"
+        lines.append(f"| {label} | {_fmt(b)} | {_fmt(t)} | {change.strip()} |")
+    g = report["gate"]
+    if g["max_regression"] is not None:
+        verdict = "passed" if g["passed"] else "FAILED"
+        lines += ["", f"Gate on {g['metric']}: tuned worse by {_fmt(g['worse_by'])} of base, allowed "
+                  f"{g['max_regression']}: **{verdict}**."]
+    for i, s in enumerate(report["samples"], 1):
+        lines += ["", f"## Sample {i}", "", "**Prompt**", "", _quote(s["prompt"]), "", "| reference | base | tuned |",
+                  "|---|---|---|", f"| {_cell(s['reference'])} | {_cell(s['base'])} | {_cell(s['tuned'])} |"]
+    return "\n".join(lines) + "\n"
+
+
+def chart(report: dict, path: Path) -> None:
+    """A PNG with eval loss and the 0-1 scores of base and tuned as grouped bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on cluster nodes
+    import matplotlib.pyplot as plt
+
+    base, tuned = report["base"], report["tuned"]
+    scores = [(label, base[k] / (100 if k == "bleu" else 1), tuned[k] / (100 if k == "bleu" else 1))
+              for k, label, higher in ROWS if higher and base.get(k) is not None and tuned.get(k) is not None]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [1, max(len(scores), 1)]})
+    axes[0].bar(["base", "tuned"], [base["eval_loss"], tuned["eval_loss"]], color=["#9aa5b1", "#2f7ed8"])
+    axes[0].set_title("eval loss (lower is better)")
+    xs = range(len(scores))
+    axes[1].bar([x - 0.2 for x in xs], [s[1] for s in scores], 0.4, label="base", color="#9aa5b1")
+    axes[1].bar([x + 0.2 for x in xs], [s[2] for s in scores], 0.4, label="tuned", color="#2f7ed8")
+    axes[1].set_xticks(list(xs), [s[0] + (" /100" if s[0] == "BLEU" else "") for s in scores])
+    axes[1].set_ylim(0, 1)
+    axes[1].set_title("generation scores (higher is better)")
+    axes[1].legend()
+    fig.suptitle(f"{report['run']}: base vs tuned")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(report: dict, out_uri: str) -> None:
+    """Write report.json, report.md and chart.png to `out_uri` (local or remote); report.json last."""
+    with tempfile.TemporaryDirectory(prefix="rayfit-eval-") as tmp:
+        chart(report, Path(tmp) / "chart.png")
+        (Path(tmp) / "report.md").write_text(markdown(report), encoding="utf-8")
+        storage.upload_dir(Path(tmp), storage.normalize(out_uri))
+    storage.write_text(storage.join(storage.normalize(out_uri), "report.json"), json.dumps(report, indent=2))
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", "<br>") or "(empty)"
+
+
+def _quote(text: str) -> str:
+    return "\n".join("> " + line for line in text.splitlines()) or "> (empty)"

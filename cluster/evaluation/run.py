@@ -1,0 +1,118 @@
+"""evaluate_run: the base model and the tuned export (or checkpoint) scored on the same held-out set, one report."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+
+import torch
+
+from cluster import storage
+from cluster.errors import UserError
+from cluster.evaluation.heldout import Sample, generation_samples, load_eval_rows
+from cluster.evaluation.report import gate, write_report
+from cluster.evaluation.scoring import eval_loss, generate, text_metrics
+from cluster.manifest import read_manifest
+from cluster.merge.locate import local_copy
+from cluster.merge.quantized import DTYPES
+from cluster.merge.weights import merged_model, spec_as_trained
+from cluster.model.source import resolve_base
+from cluster.spec import JobSpec
+
+log = logging.getLogger(__name__)
+
+
+def evaluate_run(spec: JobSpec, tuned_uri: str, out_uri: str, cache_dir: str | None = None) -> dict:
+    """Score base and tuned on the spec's held-out data; write report.json, report.md and chart.png to `out_uri`.
+
+    `tuned_uri` is an export or a checkpoint. Raises UserError when the spec's gate (evaluate.max_regression on
+    evaluate.gate_metric) fails; the reports are written first so the failure can be read. `cache_dir` overrides
+    where the tokenized data is cached (default: the run's data/ folder).
+    """
+    cfg = spec.evaluate
+    tokenizer = eval_tokenizer(spec)
+    rows = load_eval_rows(spec, tokenizer, cache_dir)
+    samples = generation_samples(rows, tokenizer, cfg.max_samples)
+    started = time.time()
+    base, base_answers = _score(load_base(spec), tokenizer, rows, samples, spec)
+    base["model"] = spec.model.base
+    tuned, tuned_answers = _score(load_tuned(tuned_uri, spec), tokenizer, rows, samples, spec)
+    tuned["model"] = storage.normalize(tuned_uri)
+    report = {
+        "run": spec.output.name, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "eval_rows": len(rows), "generation_samples": len(samples), "max_new_tokens": cfg.max_new_tokens,
+        "base": base, "tuned": tuned,
+        "delta": {k: tuned[k] - base[k] for k in base if isinstance(base[k], float) and isinstance(tuned.get(k), float)},
+        "gate": gate(base, tuned, cfg),
+        "samples": [{"prompt": tokenizer.decode(s.prompt_ids, skip_special_tokens=False), "reference": s.reference,
+                     "base": b, "tuned": t} for s, b, t in zip(samples, base_answers, tuned_answers)][: cfg.samples_shown],
+        "seconds": round(time.time() - started, 1),
+    }
+    write_report(report, out_uri)
+    g = report["gate"]
+    if not g["passed"]:
+        raise UserError(f"evaluation gate failed: tuned {g['metric']} is worse than base by {g['worse_by']:.1%} of the base "
+                        f"value ({base[g['metric']]:.4f} -> {tuned[g['metric']]:.4f}), more than evaluate.max_regression "
+                        f"{g['max_regression']}. Report: {storage.join(storage.normalize(out_uri), 'report.md')}. Fix: improve "
+                        "the run (data, steps, learning rate) or raise evaluate.max_regression.")
+    return report
+
+
+def eval_tokenizer(spec: JobSpec):
+    """The tokenizer the run's data was tokenized with (the base's, with the spec's chat template when given)."""
+    from cluster.data import load_tokenizer
+
+    tokenizer = load_tokenizer(spec)
+    if spec.model.chat_template:
+        tokenizer.chat_template = spec.model.chat_template
+    return tokenizer
+
+
+def eval_dtype(spec: JobSpec) -> torch.dtype:
+    """The dtype both models are scored in: the spec's on GPU, float32 on CPU (as training there)."""
+    return DTYPES[spec.model.dtype] if torch.cuda.is_available() else torch.float32
+
+
+def load_base(spec: JobSpec):
+    """The untuned base model in the spec's dtype, for evaluation."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        resolve_base(spec.model.base), dtype=eval_dtype(spec), revision=spec.model.revision,
+        trust_remote_code=spec.model.trust_remote_code, attn_implementation=spec.model.attn_implementation)
+    return _ready(model)
+
+
+def load_tuned(uri: str, spec: JobSpec):
+    """The tuned model: an export loads as it is; a checkpoint is merged in memory the way the spec merges."""
+    from transformers import AutoModelForCausalLM
+
+    manifest = read_manifest(storage.normalize(uri))
+    folder = local_copy(storage.normalize(uri))
+    if manifest.get("kind") == "export":
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=eval_dtype(spec),
+                                                     trust_remote_code=spec.model.trust_remote_code)
+    elif manifest.get("kind") == "checkpoint":
+        model = merged_model(folder, spec_as_trained(manifest), spec.merge.into).to(eval_dtype(spec))
+    else:
+        raise UserError(f"{uri} is a rayfit {manifest.get('kind')!r}; evaluation takes an export or a checkpoint.")
+    return _ready(model)
+
+
+def _ready(model):
+    model.eval()
+    return model.to("cuda") if torch.cuda.is_available() else model
+
+
+def _score(model, tokenizer, rows, samples: list[Sample], spec: JobSpec) -> tuple[dict, list[str]]:
+    """Loss on every eval row and metrics on the generations of one model, which is freed afterwards."""
+    cfg = spec.evaluate
+    scores = eval_loss(model, rows)
+    answers = generate(model, tokenizer, samples, cfg.max_new_tokens, cfg.batch_size)
+    scores.update(text_metrics(answers, [s.reference for s in samples], cfg))
+    del model
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return scores, answers

@@ -1,0 +1,15 @@
+"""Merge and export: a checkpoint becomes one deployable model that reproduces what was trained.
+
+Public API:
+    merge_checkpoint(checkpoint_uri, into="dequantized", out_uri=None) -> str   export URI (idempotent)
+    find_checkpoint(uri) -> (checkpoint_uri, manifest)                          a checkpoint or a run's best one
+    merged_model(ckpt_dir, spec, into) -> transformers model                    the merge without writing
+    dequantized_weights(model, dtype)                                           4-bit weights, safe after any forward
+"""
+
+from cluster.merge.export import default_export_uri, merge_checkpoint
+from cluster.merge.locate import find_checkpoint
+from cluster.merge.quantized import dequantized_weights
+from cluster.merge.weights import merge_adapter, merged_model
+
+__all__ = ["default_export_uri", "dequantized_weights", "find_checkpoint", "merge_adapter", "merge_checkpoint", "merged_model"]

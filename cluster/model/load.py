@@ -1,0 +1,109 @@
+"""Loading the tokenizer and the model to train: full weights, LoRA adapters, or LoRA on a 4-bit base (QLoRA).
+
+For ZeRO-3 the DeepSpeed config is made live (transformers' `HfDeepSpeedConfig`) before `from_pretrained`,
+so `deepspeed.zero.Init` partitions each weight as it is created and no worker ever holds the whole model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from cluster.model.source import resolve_base
+from cluster.spec import JobSpec
+
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def load_tokenizer(spec: JobSpec):
+    """The base model's tokenizer, with the spec's chat template and a pad token (eos when the base has none)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(resolve_base(spec.model.base), revision=spec.model.revision,
+                                        trust_remote_code=spec.model.trust_remote_code)
+    if spec.model.chat_template:
+        tok.chat_template = spec.model.chat_template
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def train_dtype(spec: JobSpec, on_gpu: bool) -> torch.dtype:
+    """Dtype of the trained weights: the spec's on GPU; float32 on CPU, where half-precision training is unsupported."""
+    return DTYPES[spec.model.dtype] if on_gpu else torch.float32
+
+
+def load_model(spec: JobSpec, ds_config: dict[str, Any] | None = None, on_gpu: bool = False, device_index: int = 0):
+    """The model ready for the Trainer: full weights, or a PEFT model for lora/qlora.
+
+    `ds_config` must be the exact config the Trainer will use; with ZeRO-3 its parameters come back partitioned
+    (each has `ds_numel` for the full size and a `ds_tensor` holding this rank's shard).
+    """
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {
+        "dtype": train_dtype(spec, on_gpu),
+        "attn_implementation": spec.model.attn_implementation,
+        "revision": spec.model.revision,
+        "trust_remote_code": spec.model.trust_remote_code,
+    }
+    if spec.model.method == "qlora":
+        kwargs["quantization_config"] = bnb_config(spec, on_gpu)
+        kwargs["device_map"] = {"": device_index} if on_gpu else "cpu"
+    live = _zero3_live(ds_config)  # must stay referenced until from_pretrained returns
+    model = AutoModelForCausalLM.from_pretrained(resolve_base(spec.model.base), **kwargs)
+    del live
+    # Packed rows are only correct with the cache off (shared/VERIFIED.md); training never needs the cache.
+    model.config.use_cache = False
+    if spec.model.method == "full":
+        return model
+    return _with_adapter(model, spec)
+
+
+def bnb_config(spec: JobSpec, on_gpu: bool):
+    """bitsandbytes 4-bit settings from `model.quantization`."""
+    from transformers import BitsAndBytesConfig
+
+    q = spec.model.quantization
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=q.quant_type,
+        bnb_4bit_use_double_quant=q.double_quant,
+        bnb_4bit_compute_dtype=DTYPES[q.compute_dtype] if on_gpu else torch.float32,
+        bnb_4bit_quant_storage=getattr(torch, q.storage_dtype),
+    )
+
+
+def lora_config(spec: JobSpec):
+    """The PEFT `LoraConfig` of `model.lora`."""
+    from peft import LoraConfig
+
+    lo = spec.model.lora
+    return LoraConfig(
+        r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout, target_modules=lo.target_modules,
+        modules_to_save=lo.modules_to_save or None, use_rslora=lo.use_rslora, task_type="CAUSAL_LM",
+    )
+
+
+def _with_adapter(model, spec: JobSpec):
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    if spec.model.method == "qlora":
+        # Casts norms to fp32 and enables input grads so checkpointed activations reach the adapters.
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=spec.train.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+    elif spec.train.gradient_checkpointing:
+        model.enable_input_require_grads()  # the frozen embeddings would otherwise cut the graph
+    return get_peft_model(model, lora_config(spec))
+
+
+def _zero3_live(ds_config: dict[str, Any] | None):
+    """Make a ZeRO-3 config visible to `from_pretrained` (it calls `zero.Init`) for as long as the result lives."""
+    if not ds_config or ds_config["zero_optimization"]["stage"] != 3:
+        return None
+    from transformers.integrations import HfDeepSpeedConfig
+
+    return HfDeepSpeedConfig(ds_config)

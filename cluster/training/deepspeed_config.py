@@ -1,0 +1,58 @@
+"""DeepSpeed ZeRO configs built from the spec, with every value explicit.
+
+No "auto" values: the same dict is handed to `HfDeepSpeedConfig` before `from_pretrained` (so ZeRO-3's
+`zero.Init` partitions weights at load) and to the Trainer, and `zero.Init` cannot resolve "auto".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cluster.spec import JobSpec
+
+# Bucket sizes (elements) that work from 135M to 70B models; DeepSpeed's own defaults are in the same range.
+REDUCE_BUCKET = 50_000_000
+PREFETCH_BUCKET = 50_000_000
+PARAM_PERSISTENCE_THRESHOLD = 100_000
+
+
+def deepspeed_config(spec: JobSpec, world_size: int, on_gpu: bool) -> dict[str, Any] | None:
+    """The DeepSpeed config for `spec` on `world_size` workers, or None when the spec runs plain DDP."""
+    stage = {"none": 0, "zero2": 2, "zero3": 3}[spec.cluster.deepspeed]
+    if stage == 0:
+        return None
+    t = spec.train
+    half = spec.model.dtype if on_gpu else "float32"  # CPUs train in fp32 (the Trainer disables bf16/fp16 there)
+    zero: dict[str, Any] = {
+        "stage": stage,
+        "overlap_comm": on_gpu,
+        "contiguous_gradients": True,
+        "reduce_bucket_size": REDUCE_BUCKET,
+    }
+    if spec.cluster.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": on_gpu}
+    if stage == 2:
+        zero["allgather_bucket_size"] = REDUCE_BUCKET
+    if stage == 3:
+        zero.update({
+            "stage3_prefetch_bucket_size": PREFETCH_BUCKET,
+            "stage3_param_persistence_threshold": PARAM_PERSISTENCE_THRESHOLD,
+            # Checkpoints must hold consolidated weights that merge and serve load directly (docs/architecture.md).
+            "stage3_gather_16bit_weights_on_model_save": True,
+        })
+        if spec.cluster.offload_params:
+            zero["offload_param"] = {"device": "cpu", "pin_memory": on_gpu}
+    return {
+        "train_micro_batch_size_per_gpu": t.micro_batch_size,
+        "gradient_accumulation_steps": t.gradient_accumulation_steps,
+        "train_batch_size": t.micro_batch_size * t.gradient_accumulation_steps * world_size,
+        "gradient_clipping": t.max_grad_norm,
+        "bf16": {"enabled": half == "bfloat16"},
+        "fp16": {"enabled": half == "float16"},
+        "zero_optimization": zero,
+        # The Trainer's AdamW is used; with offload DeepSpeed would otherwise insist on its own CPU Adam op.
+        "zero_force_ds_cpu_optimizer": False,
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 1_000_000,
+        "wall_clock_breakdown": False,
+    }

@@ -1,0 +1,139 @@
+"""The per-worker training loop: a plain function of a dict, run by Ray Train workers or by one process alone."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from cluster import storage
+from cluster.manifest import read_manifest
+from cluster.model.load import load_model, load_tokenizer, train_dtype
+from cluster.spec import JobSpec, validate_spec
+from cluster.training.args import sft_args
+from cluster.training.callbacks import CheckpointReporter, FaultInjection, ProgressLog, RunArtifacts
+from cluster.training.checkpoints import local_copy, newest_complete
+from cluster.training.collator import make_collator
+from cluster.training.deepspeed_config import deepspeed_config
+
+
+def train_loop(config: dict[str, Any]) -> dict[str, Any]:
+    """Train this worker's share of the run described by `config`; returns the log history and final step.
+
+    `config` holds only plain values: `spec` (JobSpec.model_dump()), `run` (run folder URI), `train_path` and
+    `eval_path` (prepared datasets, eval may be None) and `scratch` (a node-local folder). It resumes from the
+    newest complete checkpoint in the run folder, so a restarted worker group or a resubmitted run continues.
+    """
+    from transformers import PrinterCallback, set_seed
+    from trl import SFTTrainer
+
+    spec = validate_spec(config["spec"])  # the worker re-validates what crossed the Ray boundary
+    run, scratch = config["run"], Path(config["scratch"])
+    under_ray = _in_ray_worker()
+    rank, local_rank, world = _ranks(under_ray)
+    on_gpu = spec.cluster.use_gpu and torch.cuda.is_available()
+    resume = newest_complete(run)
+    if resume and _finished(read_manifest(resume), spec):
+        if rank == 0:
+            print(f"[rayfit] {resume} already completes this run; nothing to train", flush=True)
+        return {"log_history": [], "global_step": read_manifest(resume)["step"]}
+    ds_config = deepspeed_config(spec, world, on_gpu)
+    if ds_config:
+        _init_deepspeed_comm(on_gpu)  # zero.Init reads the world size from DeepSpeed's comm before the model exists
+
+    set_seed(spec.train.seed)  # adapter init happens before the Trainer seeds anything
+    tokenizer = load_tokenizer(spec)
+    model = load_model(spec, ds_config, on_gpu, local_rank)
+    train_ds = _load_dataset(config["train_path"])
+    eval_ds = _load_dataset(config["eval_path"]) if config.get("eval_path") and spec.train.eval_steps else None
+    if "tensorboard" in spec.train.report_to:  # transformers 5 reads the event-file folder from here only
+        os.environ["TENSORBOARD_LOGGING_DIR"] = _tensorboard_dir(run, scratch)
+    args = sft_args(spec, scratch / "hf", ds_config, on_gpu, has_eval=eval_ds is not None, eval_on_start=resume is None)
+    dtype = str(train_dtype(spec, on_gpu)).removeprefix("torch.")
+    trainer = SFTTrainer(
+        model=model, args=args, data_collator=make_collator(tokenizer.pad_token_id), train_dataset=train_ds,
+        eval_dataset=eval_ds, processing_class=tokenizer,
+        callbacks=[CheckpointReporter(spec, run, dtype, under_ray, rank, local_rank), ProgressLog(rank),
+                   RunArtifacts(run, rank, f"{spec.output.name}: {spec.model.method} of {spec.model.base}"),
+                   FaultInjection(run, rank), *_early_stopping(spec)],
+    )
+    trainer.remove_callback(PrinterCallback)  # ProgressLog prints the same numbers once, with tokens/s
+    if under_ray:
+        from ray.train.huggingface.transformers import prepare_trainer
+
+        trainer = prepare_trainer(trainer)
+    if resume and rank == 0:
+        print(f"[rayfit] resuming from {resume}", flush=True)
+    trainer.train(resume_from_checkpoint=str(local_copy(resume, scratch / f"rank{rank}")) if resume else None)
+    if dist.is_initialized():
+        dist.barrier()  # every rank is done with the node-local copies (checkpoints are already in storage)
+    if local_rank == 0:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {"log_history": trainer.state.log_history, "global_step": trainer.state.global_step}
+
+
+def _finished(manifest: dict, spec: JobSpec) -> bool:
+    """Whether a checkpoint is the end of the run (the Trainer would otherwise take one more step on resume)."""
+    if spec.train.max_steps is not None:
+        return manifest["step"] >= spec.train.max_steps
+    return manifest["metrics"].get("epoch", 0.0) >= spec.train.epochs - 1e-9
+
+
+def _load_dataset(path: str):
+    """A prepared dataset written by cluster.data on the driver."""
+    from cluster.data import load_prepared
+
+    return load_prepared(path)
+
+
+def _early_stopping(spec: JobSpec) -> list:
+    if spec.train.early_stopping_patience is None:
+        return []
+    from transformers import EarlyStoppingCallback
+
+    return [EarlyStoppingCallback(spec.train.early_stopping_patience, spec.train.early_stopping_threshold)]
+
+
+def _tensorboard_dir(run: str, scratch: Path) -> str:
+    """TensorBoard event files go in the run folder when it is local; remote runs keep them on the worker."""
+    return str(scratch / "tensorboard") if storage.is_remote(run) else storage.join(run, "tensorboard")
+
+
+def _in_ray_worker() -> bool:
+    try:
+        import ray.train
+
+        ray.train.get_context().get_world_rank()
+        return True
+    except Exception:  # no Ray, or not inside a Ray Train worker
+        return False
+
+
+def _ranks(under_ray: bool) -> tuple[int, int, int]:
+    """(world rank, local rank, world size): from Ray Train, from torchrun's variables, or a single process."""
+    if under_ray:
+        import ray.train
+
+        ctx = ray.train.get_context()
+        return ctx.get_world_rank(), ctx.get_local_rank(), ctx.get_world_size()
+    if dist.is_initialized():
+        return dist.get_rank(), int(os.environ.get("LOCAL_RANK", dist.get_rank())), dist.get_world_size()
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def _init_deepspeed_comm(on_gpu: bool) -> None:
+    """DeepSpeed's comm over the existing process group (Ray's), or over a new one-process group without Ray."""
+    import deepspeed
+
+    if not dist.is_initialized() and "MASTER_ADDR" not in os.environ:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1",
+                           "LOCAL_RANK": "0"})
+    deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo", auto_mpi_discovery=False)

@@ -1,0 +1,51 @@
+"""Base vs tuned on the held-out set: `python -m jobs.evaluate RUN_OR_EXPORT_URI [--spec SPEC] [--out URI]`.
+
+On a cluster:  ray job submit --address http://127.0.0.1:8265 --working-dir . -- python -m jobs.evaluate ./rayfit-runs/demo-cpu
+Writes report.json, report.md and chart.png (default RUN/eval), prints the table, and exits 1 when the spec's gate fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from cluster.errors import UserError
+from cluster.spec import SpecError
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Resolve what to evaluate, run base vs tuned, print the report table; user errors print one line."""
+    p = argparse.ArgumentParser(prog="python -m jobs.evaluate", description=__doc__.splitlines()[0])
+    p.add_argument("uri", help="an export, a checkpoint, or a run folder (its export, else its best checkpoint)")
+    p.add_argument("--spec", default=None,
+                   help="evaluate with this spec (base model, data, evaluate section) instead of the run's own")
+    p.add_argument("--out", default=None, help="where to write the reports (default: RUN/eval)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from cluster import storage
+    from cluster.evaluation.report import markdown
+    from cluster.evaluation.run import evaluate_run
+    from cluster.evaluation.target import resolve_target
+    from cluster.spec import load_spec
+
+    try:
+        tuned, spec, run = resolve_target(args.uri)
+        # The run's own tokenized data is reused, unless another spec may define other data.
+        cache = None if args.spec else storage.join(run, "data")
+        spec = load_spec(args.spec) if args.spec else spec
+        out = args.out or storage.join(run, "eval")
+        report = evaluate_run(spec, tuned, out, cache_dir=cache)
+        print(markdown(report).split("\n## Sample")[0].rstrip())
+        print(f"\nreports: {out}")
+    except SpecError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    except UserError as e:
+        print(f"rayfit: {e}", file=sys.stderr)
+        return e.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

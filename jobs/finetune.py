@@ -1,0 +1,103 @@
+"""`python -m jobs.finetune SPEC.yaml`: load spec -> check data -> plan -> fit -> run.json -> merge -> evaluate.
+
+Submitted as a Ray job it trains on that cluster; run directly it connects to a running local Ray or starts one.
+Submitting the same spec again (same output.name) resumes from the newest complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from cluster import storage
+from cluster.errors import UserError
+from cluster.spec import JobSpec, SpecError, load_spec
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a fine-tuning job end to end; user errors print one line and exit non-zero."""
+    args = _parser().parse_args(argv)
+    try:
+        finetune(load_spec(args.spec), args.address)
+    except SpecError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    except UserError as e:
+        print(f"rayfit: {e}", file=sys.stderr)
+        return e.exit_code
+    return 0
+
+
+def finetune(spec: JobSpec, address: str | None = None) -> dict:
+    """Each step of the job in order; returns the final run record (also written to {run}/run.json)."""
+    from cluster.data import load_tokenizer, prepare_datasets
+    from cluster.evaluation import evaluate_run
+    from cluster.merge import merge_checkpoint
+    from cluster.planner import check_fit, format_plan, make_plan
+    from cluster.training.checkpoints import run_uri
+    from cluster.training.run_record import check_resumable, write_run_record
+    from cluster.training.trainer import fit
+
+    run = run_uri(spec)
+    _connect(address, spec)
+    resume = check_resumable(spec)
+    _say(f"run {run}" + (f" (resuming from {resume})" if resume else ""))
+    data = prepare_datasets(spec, load_tokenizer(spec), storage.join(run, "data"))
+    storage.write_text(storage.join(run, "data_report.json"), data.report.to_json())
+    _say(f"data: {data.train_path} (eval: {data.eval_path})")
+    plan = make_plan(spec)
+    _say("plan:\n" + format_plan(plan))
+    check_fit(plan, spec)
+    try:
+        fit(spec, data.train_path, data.eval_path)
+    except Exception as e:
+        write_run_record(spec, "failed", error=f"{type(e).__name__}: {e}"[:2000])
+        raise
+    record = write_run_record(spec, "trained", plan=plan.to_json())
+    _say(f"best checkpoint {record['best_checkpoint']} {record['metrics']}")
+    if spec.merge.enabled:
+        record["export"] = merge_checkpoint(record["best_checkpoint"], into=spec.merge.into)
+        _say(f"export {record['export']}")
+    if spec.evaluate.enabled:
+        record["evaluation"] = evaluate_run(spec, record.get("export") or record["best_checkpoint"], storage.join(run, "eval"))
+        _say(f"evaluation {storage.join(run, 'eval')}")
+    extra = {k: record[k] for k in ("export", "evaluation") if k in record}
+    return write_run_record(spec, "succeeded", plan=plan.to_json(), **extra)
+
+
+def _connect(address: str | None, spec: JobSpec) -> None:
+    """Join the Ray cluster (the one `ray job submit` points at, RAY_ADDRESS, or --address) or start a local one."""
+    import ray
+
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    if not ray.is_initialized() and address not in (None, "local"):
+        ray.init(address=address)
+    if not ray.is_initialized() and address is None:
+        try:
+            ray.init(address="auto")
+        except ConnectionError:  # no running cluster (or several, none named): run on this machine alone
+            pass
+    if not ray.is_initialized():
+        ray.init(address="local", include_dashboard=False)  # the dashboard alone costs ~3 GiB
+    nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+    problems = storage.shared_storage_problems(spec.output.storage, nodes)
+    if problems:
+        raise SpecError(problems)
+
+
+def _say(message: str) -> None:
+    print(f"[rayfit] {message}", flush=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m jobs.finetune", description=__doc__.splitlines()[0])
+    p.add_argument("spec", help="the job spec (YAML)")
+    p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
+                   help="Ray cluster address (default: RAY_ADDRESS, else a running local Ray, else a new local one); "
+                   "'local' always starts a new local Ray")
+    return p
+
+
+if __name__ == "__main__":
+    sys.exit(main())

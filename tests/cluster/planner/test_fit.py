@@ -1,0 +1,104 @@
+"""The fit check refuses what does not fit with the plan's numbers and the smallest change that fits."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from cluster.errors import UserError
+from cluster.planner import check_fit, make_plan, suggest_changes
+from cluster.planner.plan import with_changes
+
+LLAMA_8B, LLAMA_70B = "meta-llama/Llama-3.1-8B-Instruct", "meta-llama/Llama-3.1-70B-Instruct"
+
+
+def test_a_plan_that_fits_passes(spec):
+    s = spec(LLAMA_70B, method="qlora", seq=1024)
+    plan = make_plan(s, gpu="H100-80GB")
+    assert plan.fits
+    check_fit(plan, s)
+
+
+def test_70b_full_on_8_gpus_is_refused_with_numbers_and_the_smallest_fix(spec):
+    s = spec(LLAMA_70B, method="full", seq=1024, deepspeed="zero3", workers=8)
+    plan = make_plan(s, gpu="H100-80GB")
+    with pytest.raises(UserError) as e:
+        check_fit(plan, s)
+    msg = str(e.value)
+    assert "8 x H100-80GB needs 146.7 GiB per GPU" in msg and "optimizer 98.6" in msg and "has 79.1 GiB" in msg
+    # more GPUs come before offload (slow) and before changing the method
+    assert "Fix: cluster.num_workers: 16 (77.7 GiB per GPU); or cluster.deepspeed: zero3 with offload_optimizer: true" in msg
+    assert "plan.enforce: false" in msg
+
+
+def test_every_suggestion_fits_when_applied(spec):
+    s = spec(LLAMA_70B, method="full", seq=1024, deepspeed="zero3", workers=8)
+    plan = make_plan(s, gpu="H100-80GB")
+    changes = suggest_changes(plan)
+    assert len(changes) >= 3
+    for change in changes:
+        assert make_plan(with_changes(s, change.changes), gpu="H100-80GB").fits, change.description
+
+
+def test_smaller_micro_batch_comes_first_and_keeps_the_batch(spec):
+    s = spec(LLAMA_8B, seq=4096, mb=8, workers=1)
+    plan = make_plan(s, gpu="H100-80GB")
+    assert not plan.fits
+    first = suggest_changes(plan)[0]
+    assert first.changes == {"train": {"micro_batch_size": 4, "gradient_accumulation_steps": 2}}
+    assert first.description == "train.micro_batch_size: 4 with gradient_accumulation_steps: 2 (same batch)"
+
+
+def test_lora_that_needs_two_changes_gets_a_combination(spec):
+    s = spec(LLAMA_8B, seq=4096, mb=2, workers=8)
+    plan = make_plan(s, gpu="A10G-24GB")
+    (only,) = suggest_changes(plan)
+    assert only.description == "train.micro_batch_size: 1 with gradient_checkpointing: true, cluster.deepspeed: zero3"
+
+
+def test_no_change_fits_says_so(spec):
+    s = spec(LLAMA_70B, method="qlora", seq=1024)
+    with pytest.raises(UserError, match="no change rayfit knows of fits this GPU"):
+        check_fit(make_plan(s, gpu="L4-24GB"), s)
+
+
+def test_enforce_false_lets_it_start(spec):
+    s = spec(LLAMA_70B, method="full", workers=8, deepspeed="zero3", enforce=False)
+    plan = make_plan(s, gpu="H100-80GB")
+    assert plan.fits is False
+    check_fit(plan, s)
+
+
+def test_headroom_is_kept_free(spec):
+    tight = spec(LLAMA_70B, method="full", seq=1024, deepspeed="zero3", workers=16)
+    assert make_plan(tight, gpu="H100-80GB").fits
+    assert not make_plan(with_changes(tight, {"plan": {"headroom": 0.1}}), gpu="H100-80GB").fits
+
+
+def test_cpu_plan_and_unknown_accelerator_are_not_checked(spec):
+    s = with_changes(spec(LLAMA_8B), {"cluster": {"gpus_per_worker": 0}})
+    cpu = make_plan(s)
+    assert cpu.fits is None and cpu.spec.model.dtype == "float32"  # rayfit trains in float32 on CPUs
+    check_fit(cpu, s)
+    tpu = with_changes(spec(LLAMA_8B), {"cluster": {"accelerator_type": "TPU-V4"}})
+    assert make_plan(tpu).fits is None
+
+
+def test_gpu_type_from_the_connected_ray_cluster(spec, monkeypatch):
+    from types import SimpleNamespace
+
+    # What ray.cluster_resources() reports on a cluster of H100 nodes; the planner only reads it, never connects.
+    ray = SimpleNamespace(is_initialized=lambda: True,
+                          cluster_resources=lambda: {"CPU": 128.0, "GPU": 8.0, "accelerator_type:H100": 1.0})
+    monkeypatch.setitem(sys.modules, "ray", ray)
+    plan = make_plan(spec(LLAMA_70B, method="full", deepspeed="zero3", workers=8))
+    assert plan.gpu.name == "H100-80GB" and plan.fits is False
+    monkeypatch.setitem(sys.modules, "ray", SimpleNamespace(is_initialized=lambda: False))
+    assert make_plan(spec(LLAMA_70B, method="full", deepspeed="zero3", workers=8)).gpu is None
+
+
+def test_gpu_count_override_and_accelerator_type(spec):
+    s = with_changes(spec(LLAMA_70B, method="full", deepspeed="zero3", seq=1024), {"cluster": {"accelerator_type": "H100"}})
+    assert make_plan(s, num_gpus=16).gpu.name == "H100-80GB"
+    assert make_plan(s, num_gpus=16).fits and not make_plan(s, num_gpus=8).fits

@@ -1,0 +1,116 @@
+"""Fixtures for training tests: tokenized datasets in cluster.data's format, and spec dicts for the tiny model."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from cluster.embedded import embedded_data_path
+
+
+def build_rows(model_dir: Path, n: int, max_len: int, packed: bool) -> list[dict]:
+    """FAQ conversations rendered with the chat template; labels only on the answer; packed rows when asked."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    records = [json.loads(line) for line in open(embedded_data_path("construction-faq"), encoding="utf-8")][:n]
+    samples = []
+    for r in records:
+        prompt = tok.apply_chat_template([{"role": "user", "content": r["instruction"]}], add_generation_prompt=True,
+                                         tokenize=False)
+        p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+        a_ids = tok(r["output"] + "<|im_end|>", add_special_tokens=False)["input_ids"]
+        ids = (p_ids + a_ids)[:max_len]
+        samples.append({"input_ids": ids, "labels": ([-100] * len(p_ids) + a_ids)[:max_len]})
+    if not packed:
+        return samples
+    rows, cur = [], {"input_ids": [], "labels": [], "position_ids": []}
+    for s in samples:
+        if len(cur["input_ids"]) + len(s["input_ids"]) > max_len:
+            rows.append(cur)
+            cur = {"input_ids": [], "labels": [], "position_ids": []}
+        cur["input_ids"] += s["input_ids"]
+        cur["labels"] += s["labels"]
+        cur["position_ids"] += list(range(len(s["input_ids"])))
+    rows.append(cur)
+    return rows
+
+
+def save_rows(rows: list[dict], path: Path) -> str:
+    """Save rows like cluster.data does (datasets.save_to_disk)."""
+    from datasets import Dataset
+
+    Dataset.from_list(rows).save_to_disk(str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tiny_model_dir, tmp_path_factory) -> dict[str, str]:
+    """Packed train/eval datasets (256-token rows) for the tiny model."""
+    root = tmp_path_factory.mktemp("tiny-data")
+    rows = build_rows(tiny_model_dir, 200, 256, packed=True)
+    return {"train_path": save_rows(rows[4:], root / "train"), "eval_path": save_rows(rows[:4], root / "eval")}
+
+
+def tiny_spec(model_dir: Path, storage: Path, name: str, **sections) -> dict:
+    """A spec dict for the tiny model on 2 CPU workers; `sections` override whole sub-keys of each section."""
+    spec = {
+        "model": {"base": str(model_dir), "method": "lora", "dtype": "float32", "lora": {"r": 8, "alpha": 16, "dropout": 0.0}},
+        "data": {"train": [{"path": "embedded:construction-faq"}], "max_seq_len": 256},
+        "train": {"max_steps": 10, "learning_rate": 1e-3, "lr_scheduler": "constant", "warmup_steps": 0,
+                  "gradient_checkpointing": False, "logging_steps": 1, "eval_steps": 5, "save_steps": 5,
+                  "keep_checkpoints": 2},
+        "cluster": {"num_workers": 2, "gpus_per_worker": 0, "cpus_per_worker": 1, "max_failures": 1},
+        "output": {"storage": str(storage), "name": name},
+    }
+    for section, values in sections.items():
+        spec[section] = {**spec.get(section, {}), **values}
+    return spec
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A private local Ray with 2 CPUs and no dashboard, shut down at the end of the session."""
+    import os
+
+    import ray
+
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    os.environ["RAY_TRAIN_ENABLE_PRINT_PATCH"] = "0"
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2,
+             _node_ip_address="127.0.0.1", address="local")
+    yield
+    ray.shutdown()
+
+
+def log_losses(run: Path) -> dict[int, float]:
+    """Per-step train loss from the run's log_history.json."""
+    history = json.loads((run / "log_history.json").read_text())
+    return {e["step"]: e["loss"] for e in history if "loss" in e}
+
+
+def eval_losses(run: Path) -> list[float]:
+    history = json.loads((run / "log_history.json").read_text())
+    return [e["eval_loss"] for e in history if "eval_loss" in e]
+
+
+def run_single_process(config: dict, tmp: Path) -> None:
+    """train_loop in a fresh Python process without Ray (its process group and DeepSpeed state stay out of pytest)."""
+    import subprocess
+    import sys
+
+    cfg = tmp / "loop-config.json"
+    cfg.write_text(json.dumps(config))
+    code = "import json,sys; from cluster.training.loop import train_loop; train_loop(json.load(open(sys.argv[1])))"
+    proc = subprocess.run([sys.executable, "-c", code, str(cfg)], cwd=Path(__file__).resolve().parents[3],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]

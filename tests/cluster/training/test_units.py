@@ -1,0 +1,134 @@
+"""Fast tests: collator, DeepSpeed configs, checkpoint discovery and the training rules of the spec."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from cluster.manifest import MANIFEST
+from cluster.spec import SpecError, validate_spec
+from cluster.training.checkpoints import checkpoint_dir_name, latest_metrics, newest_complete
+from cluster.training.collator import IGNORE, make_collator
+from cluster.training.deepspeed_config import deepspeed_config
+
+
+def _spec(**sections):
+    base = {"model": {"base": "org/model", "method": "full", "dtype": "bfloat16"},
+            "data": {"train": [{"path": "data.jsonl"}]}, "output": {"name": "run"}}
+    for k, v in sections.items():
+        base[k] = {**base.get(k, {}), **v}
+    return validate_spec(base)
+
+
+def test_packed_rows_become_one_padding_free_row():
+    collate = make_collator(pad_token_id=0)
+    rows = [{"input_ids": [5, 6, 7, 8], "labels": [5, 6, 7, 8], "position_ids": [0, 1, 0, 1]},
+            {"input_ids": [9, 10], "labels": [-100, 10], "position_ids": [0, 1]}]
+    batch = collate(rows)
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 9, 10]]
+    assert batch["position_ids"].tolist() == [[0, 1, 0, 1, 0, 1]]
+    # no sample is trained to predict the first token of the next one
+    assert batch["labels"].tolist() == [[IGNORE, 6, IGNORE, 8, IGNORE, 10]]
+    assert "attention_mask" not in batch
+
+
+def test_unpacked_rows_are_padded_and_masked():
+    batch = make_collator(pad_token_id=3)([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]},
+                                           {"input_ids": [8], "labels": [8]}])
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 3, 3]]
+    assert batch["labels"].tolist() == [[IGNORE, 6, 7], [8, IGNORE, IGNORE]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert batch["input_ids"].dtype == torch.long
+
+
+def test_no_deepspeed_means_no_config():
+    assert deepspeed_config(_spec(), world_size=2, on_gpu=True) is None
+
+
+def test_zero3_with_offload_on_gpu():
+    spec = _spec(cluster={"deepspeed": "zero3", "offload_optimizer": True, "offload_params": True},
+                 train={"micro_batch_size": 2, "gradient_accumulation_steps": 4, "max_grad_norm": 0.5})
+    cfg = deepspeed_config(spec, world_size=8, on_gpu=True)
+    assert cfg["train_batch_size"] == 64 and cfg["train_micro_batch_size_per_gpu"] == 2
+    assert cfg["gradient_accumulation_steps"] == 4 and cfg["gradient_clipping"] == 0.5
+    assert cfg["bf16"] == {"enabled": True} and cfg["fp16"] == {"enabled": False}
+    zero = cfg["zero_optimization"]
+    assert zero["stage"] == 3 and zero["stage3_gather_16bit_weights_on_model_save"] is True
+    assert zero["offload_optimizer"] == {"device": "cpu", "pin_memory": True}
+    assert zero["offload_param"] == {"device": "cpu", "pin_memory": True}
+    assert "auto" not in json.dumps(cfg)  # zero.Init cannot resolve "auto" before the Trainer exists
+
+
+def test_zero2_on_cpu_trains_in_fp32():
+    cfg = deepspeed_config(_spec(cluster={"deepspeed": "zero2", "gpus_per_worker": 0}), world_size=2, on_gpu=False)
+    assert cfg["zero_optimization"]["stage"] == 2 and "offload_param" not in cfg["zero_optimization"]
+    assert cfg["bf16"] == {"enabled": False} and cfg["fp16"] == {"enabled": False}
+
+
+def test_newest_complete_skips_folders_without_manifest(tmp_path):
+    run = tmp_path / "run"
+    for step, complete in ((5, True), (10, True), (15, False)):
+        folder = run / checkpoint_dir_name(step)
+        folder.mkdir(parents=True)
+        if complete:
+            (folder / MANIFEST).write_text("{}")
+    (run / "checkpoint_garbage").mkdir()
+    assert newest_complete(str(run)) == str(run / "checkpoint_00000010")
+    assert newest_complete(str(tmp_path / "missing")) is None
+
+
+def test_checkpoint_names_sort_by_step():
+    assert sorted([checkpoint_dir_name(100), checkpoint_dir_name(20)]) == ["checkpoint_00000020", "checkpoint_00000100"]
+
+
+def test_latest_metrics_keeps_the_newest_numbers():
+    history = [{"loss": 2.0, "step": 1}, {"eval_loss": 1.5, "step": 1}, {"loss": 1.0, "step": 2, "note": "x"}]
+    assert latest_metrics(history) == {"loss": 1.0, "train_loss": 1.0, "eval_loss": 1.5, "step": 2.0}
+
+
+def test_qlora_with_zero3_is_refused_with_the_reason():
+    with pytest.raises(SpecError, match=r"cluster\.deepspeed: QLoRA with ZeRO-3 is not supported"):
+        _spec(model={"method": "qlora"}, cluster={"deepspeed": "zero3"})
+
+
+def test_save_steps_must_be_a_multiple_of_eval_steps():
+    with pytest.raises(SpecError, match=r"train\.save_steps: save_steps \(50\) is not a multiple of eval_steps \(20\)"):
+        _spec(train={"eval_steps": 20, "save_steps": 50})
+    assert _spec(train={"eval_steps": None, "save_steps": 50}).train.save_steps == 50
+
+
+def test_spec_survives_the_ray_boundary():
+    spec = _spec(model={"method": "lora"}, train={"warmup_steps": 5})
+    # model_dump(exclude_unset=True) is what crosses to workers and into manifests: it re-validates to the same spec
+    assert validate_spec(spec.model_dump(mode="json", exclude_unset=True)) == spec
+
+
+def test_resubmitting_with_other_data_is_refused(tmp_path):
+    from cluster.errors import UserError
+    from cluster.training.run_record import best_checkpoint, check_resumable, complete_checkpoints
+
+    spec = _spec(output={"storage": str(tmp_path), "name": "run"})
+    folder = tmp_path / "run" / checkpoint_dir_name(20)
+    folder.mkdir(parents=True)
+    (folder / "weights.bin").write_bytes(b"x")
+    from cluster.training.checkpoints import describe_checkpoint
+
+    describe_checkpoint(folder, str(folder), spec, 20, "float32", {"eval_loss": 1.5, "step": 20.0})
+    assert check_resumable(spec) == str(folder)
+    assert best_checkpoint(complete_checkpoints(str(tmp_path / "run")))["uri"] == str(folder)
+    other = _spec(output={"storage": str(tmp_path), "name": "run"}, data={"max_seq_len": 512})
+    with pytest.raises(UserError, match=r"output.name 'run': .* different data section"):
+        check_resumable(other)
+    assert check_resumable(_spec(output={"storage": str(tmp_path), "name": "run"}, train={"max_steps": 50})) == str(folder)
+
+
+def test_best_checkpoint_prefers_lowest_eval_loss_then_newest():
+    from cluster.training.run_record import best_checkpoint
+
+    cks = [{"uri": "a", "step": 1, "metrics": {"eval_loss": 2.0}}, {"uri": "b", "step": 2, "metrics": {"eval_loss": 1.0}},
+           {"uri": "c", "step": 3, "metrics": {"eval_loss": 1.0}}]
+    assert best_checkpoint(cks)["uri"] == "c"
+    assert best_checkpoint([{"uri": "a", "step": 1, "metrics": {}}, {"uri": "b", "step": 2, "metrics": {}}])["uri"] == "b"
+    assert best_checkpoint([]) is None

@@ -1,0 +1,81 @@
+"""The merge and evaluate entrypoints as users run them: `python -m jobs.merge RUN`, `python -m jobs.evaluate RUN`.
+
+One real `python -m` process for each entrypoint; the other cases call the same `main()` in-process, since on a
+loaded 2-core box each new interpreter spends 10-30 s importing torch and transformers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from cluster.manifest import write_manifest
+from jobs import evaluate as evaluate_job
+from jobs import merge as merge_job
+from tests.cluster.evaluation.runs import train_run
+
+pytestmark = pytest.mark.slow
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": REPO}
+    return subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_model_dir, tmp_path_factory):
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # see tests/cluster/evaluation/conftest.py: far faster on a shared 2-core box
+    storage = tmp_path_factory.mktemp("storage")
+    try:
+        train_run(tiny_model_dir, storage, steps=20)
+        yield storage / "eval-run"
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_merge_then_evaluate_a_run_folder(run_dir, capsys):
+    merged = _run("jobs.merge", str(run_dir))
+    assert merged.returncode == 0, merged.stderr
+    assert merged.stdout.strip().splitlines()[-1] == str(run_dir / "export")  # last line: DeepSpeed prints on import
+    written = (run_dir / "export" / "manifest.json").stat().st_mtime_ns
+    assert merge_job.main([str(run_dir)]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == str(run_dir / "export")
+    assert (run_dir / "export" / "manifest.json").stat().st_mtime_ns == written  # reused, not merged again
+
+    evaluated = _run("jobs.evaluate", str(run_dir))
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "| eval loss |" in evaluated.stdout and f"reports: {run_dir / 'eval'}" in evaluated.stdout
+    report = json.loads((run_dir / "eval" / "report.json").read_text())
+    assert report["tuned"]["model"] == str(run_dir / "export")
+    assert report["tuned"]["eval_loss"] < report["base"]["eval_loss"]
+
+
+def test_user_errors_are_one_line_and_the_gate_fails_the_job(run_dir, tiny_model_dir, tmp_path, capsys):
+    assert merge_job.main([str(tmp_path / "nothing-here")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("rayfit: ") and "no complete checkpoint" in err and len(err.strip().splitlines()) == 1
+
+    # Gate: compare against the trained export as "base" with the untrained model as "tuned", which is worse.
+    assert merge_job.main([str(run_dir)]) == 0
+    untrained = tmp_path / "untrained"
+    shutil.copytree(tiny_model_dir, untrained)
+    spec = json.loads((run_dir / "export" / "manifest.json").read_text())["spec"]
+    spec["model"]["base"] = str(run_dir / "export")
+    spec["evaluate"]["max_regression"] = 0.0
+    write_manifest(untrained, "export", spec=spec, method="lora")
+    (tmp_path / "gate.yaml").write_text(yaml.safe_dump(spec))
+    capsys.readouterr()
+    assert evaluate_job.main([str(untrained), "--spec", str(tmp_path / "gate.yaml"), "--out", str(tmp_path / "eval")]) == 1
+    err = capsys.readouterr().err
+    assert "\nrayfit: evaluation gate failed: tuned eval_loss is worse than base" in err and "Traceback" not in err
+    assert (tmp_path / "eval" / "report.md").exists()

@@ -1,0 +1,93 @@
+"""One local Ray + Serve for all serving tests: the tiny model with two trained adapters, and the embedded SmolLM2."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.serve.lora_fixtures import ANSWERS, as_checkpoint, serve_base, train_adapter
+
+ADMIN_ENV = "RAYFIT_TEST_ADMIN_KEY"
+KEYS = {"admin": "sk-admin-0123", "tenant_a": "sk-tenant-a-4567", "tenant_b": "sk-tenant-b-89ab"}
+
+
+@pytest.fixture(scope="session")
+def lora_set(tiny_model_dir, tmp_path_factory) -> dict[str, Path]:
+    """The serving base, adapter `alpha` as a rayfit checkpoint (manifest) and `bravo` as a plain PEFT folder."""
+    root = tmp_path_factory.mktemp("lora")
+    base = serve_base(tiny_model_dir, root / "base")
+    alpha = as_checkpoint(train_adapter(base, ANSWERS["alpha"], root / "runs" / "alpha" / "checkpoint_1", seed=0), str(base))
+    bravo = train_adapter(base, ANSWERS["bravo"], root / "bravo", seed=1)
+    (root / "adapter_root").mkdir()
+    return {"base": base, "alpha": alpha, "bravo": bravo, "adapter_root": root / "adapter_root"}
+
+
+@pytest.fixture(scope="session")
+def serve_port():
+    """A local Ray (3 CPUs, no dashboard) with Serve's HTTP proxy on 127.0.0.1 at a free port; torn down after."""
+    import ray
+    from ray import serve
+
+    from serve.ask import free_port
+
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    os.environ[ADMIN_ENV] = KEYS["admin"]  # before ray.init, so the replicas inherit it like a pod's secret env
+    port = free_port()
+    ray.init(num_cpus=3, include_dashboard=False, object_store_memory=200 * 1024**2, log_to_driver=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        yield port
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_app(serve_port, lora_set, tmp_path_factory) -> str:
+    """The tiny base + adapters alpha and bravo + adapter_root, with an admin key (env) and two tenant keys (files)."""
+    from ray import serve
+
+    from serve.app import build_app
+
+    secrets = tmp_path_factory.mktemp("secrets")
+    for name in ("tenant_a", "tenant_b"):
+        (secrets / name).write_text(KEYS[name] + "\n")
+    args = {
+        "model": str(lora_set["base"]), "model_name": "tiny",
+        "adapters": {"alpha": str(lora_set["alpha"]), "bravo": str(lora_set["bravo"])},
+        "adapter_root": str(lora_set["adapter_root"]),
+        "api_keys": [{"env": ADMIN_ENV},
+                     {"file": str(secrets / "tenant_a"), "models": ["tiny", "alpha"]},
+                     {"file": str(secrets / "tenant_b"), "models": ["bravo"]}],
+        "num_cpus": 0, "ingress_num_cpus": 0, "max_batch_size": 16, "batch_wait_timeout_s": 0.2,
+        "max_loaded_adapters": 2, "default_max_tokens": 16,
+    }
+    serve.run(build_app(args), name="tiny", route_prefix="/tiny")
+    return f"http://127.0.0.1:{serve_port}/tiny/v1"
+
+
+@pytest.fixture(scope="session")
+def smol_app(serve_port, smollm2_dir) -> str:
+    """The embedded SmolLM2-135M-Instruct, no keys."""
+    from ray import serve
+
+    from serve.app import build_app
+
+    args = {"model": "embedded:smollm2-135m-instruct", "num_cpus": 0, "ingress_num_cpus": 0, "default_max_tokens": 24}
+    serve.run(build_app(args), name="smol", route_prefix="/smol")
+    return f"http://127.0.0.1:{serve_port}/smol/v1"
+
+
+def client(url: str, key: str | None = None):
+    """The official OpenAI client, no retries (a retry would hide an error status)."""
+    from openai import OpenAI
+
+    return OpenAI(base_url=url, api_key=key or "none", max_retries=0, timeout=120)
+
+
+def add_to_root(lora_set: dict, src: Path, name: str) -> None:
+    """Copy an adapter into adapter_root under `name`, as a training run finishing after deployment would."""
+    shutil.copytree(src, lora_set["adapter_root"] / name)

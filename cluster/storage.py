@@ -6,13 +6,16 @@ import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import fsspec
+from filelock import FileLock
 from fsspec.core import url_to_fs
 
 from cluster.spec.base import Problem
 
+DONE = ".rayfit-complete"  # written last into a cached folder: its presence means the folder is whole
 REMOTE_SCHEMES = ("s3://", "gs://", "gcs://", "abfs://", "abfss://", "az://", "hf://", "memory://")
 
 
@@ -96,6 +99,30 @@ def upload_dir(src: Path, uri: str) -> None:
 def cache_dir_for(uri: str, root: Path) -> Path:
     """A stable local cache folder for a remote URI."""
     return root / hashlib.sha256(uri.encode()).hexdigest()[:16]
+
+
+def build_once(target: Path, build: Callable[[Path], None]) -> Path:
+    """`target`, built by `build(tmp_folder)` unless already there: concurrent processes on a node build it once
+    (file lock), and a build cut short is never used (completion marker written last, then an atomic rename)."""
+    if (target / DONE).exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if not (target / DONE).exists():
+            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+            try:
+                build(tmp)
+                (tmp / DONE).write_text("complete\n")
+                shutil.rmtree(target, ignore_errors=True)  # a stale folder from a crash before its marker
+                os.replace(tmp, target)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def cached_copy(uri: str, root: Path) -> Path:
+    """A local copy of the remote folder `uri` under `root`, downloaded once per node."""
+    return build_once(cache_dir_for(uri, root), lambda tmp: download_dir(uri, tmp))
 
 
 def shared_storage_problems(storage: str, num_nodes: int) -> list[Problem]:

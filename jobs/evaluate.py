@@ -1,6 +1,6 @@
 """Base vs tuned on the held-out set: `python -m jobs.evaluate RUN_OR_EXPORT_URI [--spec SPEC] [--out URI]`.
 
-On a cluster:  ray job submit --address http://127.0.0.1:8265 --working-dir . -- python -m jobs.evaluate ./rayfit-runs/demo-cpu
+On a cluster:  ray job submit --address http://127.0.0.1:8265 --working-dir . -- python -m jobs.evaluate ~/rayfit-runs/demo-cpu
 Writes report.json, report.md and chart.png (default RUN/eval), prints the table, and exits 1 when the spec's gate fails.
 """
 
@@ -10,8 +10,7 @@ import argparse
 import logging
 import sys
 
-from cluster.errors import UserError
-from cluster.spec import SpecError
+from cluster.errors import run_main
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     from cluster.evaluation.target import resolve_target
     from cluster.spec import load_spec
 
-    try:
+    def body() -> None:
         tuned, spec, run = resolve_target(args.uri)
         # The run's own tokenized data is reused, unless another spec may define other data.
         cache = None if args.spec else storage.join(run, "data")
@@ -38,13 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         report = evaluate_run(spec, tuned, out, cache_dir=cache)
         print(markdown(report).split("\n## Sample")[0].rstrip())
         print(f"\nreports: {out}")
-    except SpecError as e:
-        print(str(e), file=sys.stderr)
-        return 2
-    except UserError as e:
-        print(f"rayfit: {e}", file=sys.stderr)
-        return e.exit_code
-    return 0
+
+    return run_main(body)
 
 
 if __name__ == "__main__":

@@ -11,28 +11,25 @@ import os
 import sys
 
 from cluster import storage
-from cluster.errors import UserError
+from cluster.errors import run_main
 from cluster.spec import JobSpec, SpecError, load_spec
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run a fine-tuning job end to end; user errors print one line and exit non-zero."""
     args = _parser().parse_args(argv)
-    try:
+
+    def body() -> None:
         finetune(load_spec(args.spec), args.address)
-    except SpecError as e:
-        print(str(e), file=sys.stderr)
-        return 2
-    except UserError as e:
-        print(f"rayfit: {e}", file=sys.stderr)
-        return e.exit_code
-    return 0
+
+    return run_main(body)
 
 
 def finetune(spec: JobSpec, address: str | None = None) -> dict:
     """Each step of the job in order; returns the final run record (also written to {run}/run.json)."""
     from cluster.data import load_tokenizer, prepare_datasets
     from cluster.evaluation import evaluate_run
+    from cluster.evaluation.report import markdown
     from cluster.merge import merge_checkpoint
     from cluster.planner import check_fit, format_plan, make_plan
     from cluster.training.checkpoints import run_uri
@@ -45,8 +42,9 @@ def finetune(spec: JobSpec, address: str | None = None) -> dict:
     _say(f"run {run}" + (f" (resuming from {resume})" if resume else ""))
     data = prepare_datasets(spec, load_tokenizer(spec), storage.join(run, "data"))
     storage.write_text(storage.join(run, "data_report.json"), data.report.to_json())
+    print(data.report.to_table(), flush=True)
     _say(f"data: {data.train_path} (eval: {data.eval_path})")
-    plan = make_plan(spec)
+    plan = make_plan(spec, dataset_tokens=data.report.train_tokens)
     _say("plan:\n" + format_plan(plan))
     check_fit(plan, spec)
     try:
@@ -61,6 +59,7 @@ def finetune(spec: JobSpec, address: str | None = None) -> dict:
         _say(f"export {record['export']}")
     if spec.evaluate.enabled:
         record["evaluation"] = evaluate_run(spec, record.get("export") or record["best_checkpoint"], storage.join(run, "eval"))
+        print(markdown(record["evaluation"]).split("\n## Sample")[0].rstrip(), flush=True)
         _say(f"evaluation {storage.join(run, 'eval')}")
     extra = {k: record[k] for k in ("export", "evaluation") if k in record}
     return write_run_record(spec, "succeeded", plan=plan.to_json(), **extra)

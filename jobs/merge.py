@@ -1,6 +1,6 @@
 """Merge a checkpoint into one deployable model: `python -m jobs.merge CHECKPOINT_OR_RUN_URI [--into ...] [--out URI]`.
 
-On a cluster:  ray job submit --address http://127.0.0.1:8265 --working-dir . -- python -m jobs.merge ./rayfit-runs/demo-cpu
+On a cluster:  ray job submit --address http://127.0.0.1:8265 --working-dir . -- python -m jobs.merge ~/rayfit-runs/demo-cpu
 Prints the export URI (default RUN/export). Reuses an existing export made from the same checkpoint the same way.
 """
 
@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 
-from cluster.errors import UserError
+from cluster.errors import run_main
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,12 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from cluster.merge import merge_checkpoint
 
-    try:
-        print(merge_checkpoint(args.uri, into=args.into, out_uri=args.out))
-    except UserError as e:
-        print(f"rayfit: {e}", file=sys.stderr)
-        return e.exit_code
-    return 0
+    return run_main(lambda: print(merge_checkpoint(args.uri, into=args.into, out_uri=args.out)))
 
 
 if __name__ == "__main__":

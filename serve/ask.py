@@ -30,16 +30,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--adapter {item!r}: expected NAME=URI")
         adapters[name] = uri
 
-    from cluster.errors import UserError
-    from cluster.spec.base import SpecError
+    from cluster.errors import run_main
 
-    try:
-        answer = ask(opts.model_uri, opts.prompt, adapters, opts.model, opts.max_tokens, opts.temperature, opts.num_cpus)
-    except (UserError, SpecError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(answer)
-    return 0
+    return run_main(lambda: print(ask(opts.model_uri, opts.prompt, adapters, opts.model, opts.max_tokens,
+                                      opts.temperature, opts.num_cpus)))
 
 
 def ask(model_uri: str, prompt: str, adapters: dict[str, str], model: str | None = None, max_tokens: int = 64,

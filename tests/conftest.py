@@ -41,3 +41,30 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def moto_s3(monkeypatch, tmp_path):
+    """A local S3 (moto server on 127.0.0.1) that s3fs and boto3 reach through the standard AWS variables.
+
+    Yields a boto3 client. s3fs caches filesystem instances across tests, so the cache is cleared on the way in and
+    out: otherwise a later test would talk to this server's dead port.
+    """
+    moto_server = pytest.importorskip("moto.server")
+    import boto3
+    import s3fs
+
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    for key, value in {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1",
+                       "AWS_ENDPOINT_URL": endpoint, "FSSPEC_S3_ENDPOINT_URL": endpoint}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("RAYFIT_CACHE", str(tmp_path / "rayfit-cache"))
+    s3fs.S3FileSystem.clear_instance_cache()
+    try:
+        yield boto3.client("s3", endpoint_url=endpoint)
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()
+        server.stop()

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from filelock import FileLock
-
 from cluster import storage
 from cluster.data.pipeline import check_threshold, finish, read_all, tokenize
 from cluster.data.report import DataReport
-from cluster.embedded import DONE, cache_root
+from cluster.embedded import cache_root
 from cluster.spec import JobSpec
 
 # Bump when the tokenized output of the same inputs changes (rendering, masking, packing), so old caches are not reused.
@@ -104,7 +100,7 @@ def load_prepared(path: str):
     from datasets import load_from_disk
 
     if storage.is_remote(path):
-        path = str(_download_once(path))
+        path = str(storage.cached_copy(path, cache_root() / "prepared-data"))
     return load_from_disk(str(storage.local_path(path)))
 
 
@@ -125,41 +121,15 @@ def _save(target: str, train, evalset, report: DataReport) -> None:
             storage.upload_dir(Path(tmp), target)
         storage.write_text(storage.join(target, REPORT), report.to_json())
         return
-    final = storage.local_path(target)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(final) + ".lock"):
-        if (final / REPORT).exists():  # another driver finished the same content first
-            return
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
-        try:
-            _write(tmp, train, evalset)
-            (tmp / REPORT).write_text(report.to_json(), encoding="utf-8")
-            shutil.rmtree(final, ignore_errors=True)  # an incomplete folder left by a crash
-            os.replace(tmp, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    def build(tmp: Path) -> None:
+        _write(tmp, train, evalset)
+        (tmp / REPORT).write_text(report.to_json(), encoding="utf-8")
+
+    storage.build_once(storage.local_path(target), build)  # another driver may have finished the same content first
 
 
 def _write(folder: Path, train, evalset) -> None:
     train.save_to_disk(str(folder / "train"))
     if evalset is not None:
         evalset.save_to_disk(str(folder / "eval"))
-
-
-def _download_once(uri: str) -> Path:
-    """Copy a remote saved dataset into the local cache once; workers on one node share the copy."""
-    target = storage.cache_dir_for(uri, cache_root() / "prepared-data")
-    if (target / DONE).exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock"):
-        if not (target / DONE).exists():
-            tmp = Path(tempfile.mkdtemp(dir=target.parent))
-            try:
-                storage.download_dir(uri, tmp)
-                (tmp / DONE).write_text(uri + "\n")
-                shutil.rmtree(target, ignore_errors=True)
-                os.replace(tmp, target)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-    return target

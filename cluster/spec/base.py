@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict
 
+from cluster.errors import UserError
+
 
 class Section(BaseModel):
     """A spec section: forbids unknown keys; `problems()` lists the cross-field rules it breaks."""
@@ -35,11 +37,17 @@ class Problem:
         return f"{where}: {self.problem}" + (f" Fix: {self.fix}" if self.fix else "")
 
 
-class SpecError(Exception):
+class SpecError(UserError):
     """Every problem found in a spec, raised once; not a ValueError so pydantic does not wrap it."""
+
+    exit_code = 2
 
     def __init__(self, problems: list[Problem], source: str | None = None):
         self.problems, self.source = problems, source
         head = f"{source}: " if source else ""
         noun = "problem" if len(problems) == 1 else "problems"
         super().__init__(f"{head}{len(problems)} {noun} in the spec:\n" + "\n".join(f"  - {p}" for p in problems))
+
+    def cli_message(self) -> str:
+        """The problems, one per line, under the spec's name."""
+        return str(self)

@@ -7,8 +7,7 @@ import importlib
 import pkgutil
 import sys
 
-from cluster.errors import UserError
-from cluster.spec import SpecError
+from cluster.errors import run_main
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,16 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; user errors print one clear message and exit non-zero, without a traceback."""
     args = build_parser().parse_args(argv)
-    try:
-        return args.run(args) or 0
-    except SpecError as e:
-        print(str(e), file=sys.stderr)
-        return 2
-    except UserError as e:
-        print(f"rayfit: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        return 130
+    return run_main(lambda: args.run(args))
 
 
 if __name__ == "__main__":

@@ -62,14 +62,15 @@ def submit(args) -> int:
     spec_path, working_dir = Path(args.spec), Path(args.working_dir)
     spec = load_spec(spec_path)
     rel_spec = ray_jobs.spec_in_working_dir(spec_path, working_dir)
-    if not args.skip_data_check:
-        _data_check(spec)
+    tokens = None if args.skip_data_check else _data_check(spec)
     client = ray_jobs.connect(args.address)
-    num_nodes = args.num_nodes or ray_jobs.nodes_for(spec, ray_jobs.alive_nodes(client))
+    nodes = [] if args.num_nodes else ray_jobs.alive_nodes(client)
+    num_nodes = args.num_nodes or ray_jobs.nodes_for(spec, nodes)
+    _plan_check(spec, nodes, tokens)
     problems = storage.shared_storage_problems(spec.output.storage, num_nodes)
     if problems:
         raise SpecError(problems, str(spec_path))
-    if not storage.is_remote(spec.output.storage) and not Path(spec.output.storage).is_absolute():
+    if not storage.is_remote(spec.output.storage) and not Path(spec.output.storage).expanduser().is_absolute():
         _note(f"output.storage {spec.output.storage!r} is relative: the job resolves it inside its own copy of the "
               "working dir on the head node; give an absolute path or an s3:// URI to find the run afterwards.")
     names = [*([] if args.no_default_env else ray_jobs.DEFAULT_SECRET_ENV), *args.env]
@@ -151,16 +152,27 @@ def _follow(client, job_id: str) -> int:
     return 0
 
 
-def _data_check(spec) -> None:
-    """Run the data layer's check on this machine before anything is uploaded (skipped if that layer is absent)."""
-    try:
-        from cluster.data import check_data
-    except ImportError:
-        _note("data check skipped: this rayfit has no cluster.data.check_data.")
-        return
+def _data_check(spec) -> int:
+    """Run the data layer's check on this machine before anything is uploaded; returns the training tokens."""
+    from cluster.data import check_data
+
     report = check_data(spec)
     print(report.to_table(), file=sys.stderr)
     _note("data check passed.")
+    return report.train_tokens
+
+
+def _plan_check(spec, nodes: list[dict], dataset_tokens: int | None) -> None:
+    """Refuse, before any GPU is held, a spec whose plan does not fit the cluster's GPUs (plan.enforce: false skips)."""
+    from cluster.planner import check_fit, format_plan, gpu_from_cluster_resources, make_plan
+
+    resources: dict[str, float] = {}
+    for node in nodes:
+        for key, value in node.get("resources_total", {}).items():
+            resources[key] = resources.get(key, 0.0) + float(value)
+    plan = make_plan(spec, gpu=gpu_from_cluster_resources(resources), dataset_tokens=dataset_tokens)
+    print(format_plan(plan), file=sys.stderr)
+    check_fit(plan, spec)
 
 
 def _note(message: str) -> None:

@@ -6,6 +6,7 @@ import json
 import os
 
 from cluster import embedded
+from cluster.storage import DONE
 
 
 def test_embedded_data_is_the_503_row_alpaca_faq():
@@ -19,7 +20,7 @@ def test_embedded_model_converts_once_and_answers_a_chat_prompt(smollm2_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     assert os.environ["HF_HUB_OFFLINE"] == "1"
-    assert (smollm2_dir / "model.safetensors").is_file() and (smollm2_dir / embedded.DONE).is_file()
+    assert (smollm2_dir / "model.safetensors").is_file() and (smollm2_dir / DONE).is_file()
     mtime = (smollm2_dir / "model.safetensors").stat().st_mtime
     assert embedded.embedded_model_dir() == smollm2_dir  # second call reuses the cache
     assert (smollm2_dir / "model.safetensors").stat().st_mtime == mtime
@@ -42,7 +43,7 @@ def test_half_written_conversion_is_never_used(tmp_path, monkeypatch):
     monkeypatch.setattr(embedded, "_convert_gguf", lambda src, out: (calls.append(out), (out / "config.json").write_text('{"ok": 1}')))
     assert embedded.embedded_model_dir() == stale
     assert calls and json.loads((stale / "config.json").read_text()) == {"ok": 1}
-    assert (stale / embedded.DONE).exists()
+    assert (stale / DONE).exists()
     assert not [p for p in stale.parent.iterdir() if p.name.startswith(".smollm2")]  # no temp folder left
 
 

@@ -24,7 +24,7 @@ def test_minimal_spec_fills_defaults_from_the_schema():
     assert spec.model.method == "lora" and spec.model.lora.target_modules == "all-linear"
     assert spec.model.trust_remote_code is False
     assert spec.data.packing is True and spec.cluster.deepspeed == "none"
-    assert spec.output.storage == "./rayfit-runs"
+    assert spec.output.storage == "~/rayfit-runs"
 
 
 def test_every_field_has_a_description():

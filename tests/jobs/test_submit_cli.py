@@ -159,3 +159,17 @@ def test_node_count_adds_one_when_the_workers_do_not_fit_the_alive_nodes():
     assert ray_jobs.nodes_for(spec(2, 1), one_box) == 1
     assert ray_jobs.nodes_for(spec(4, 1), one_box) == 2
     assert ray_jobs.nodes_for(spec(9, 0), one_box) == 2
+
+
+def test_submit_refuses_a_spec_whose_plan_does_not_fit_the_clusters_gpus():
+    from cluster.errors import UserError
+    from cluster.spec import load_spec
+    from jobs.cli.submit import _plan_check
+
+    spec = load_spec(Path(__file__).resolve().parents[2] / "jobs/specs/llama-3.1-70b-full-zero3.yaml")
+    spec.cluster.num_workers, spec.cluster.accelerator_type = 16, None  # the GPU type comes from the cluster alone
+    h100_nodes = [{"resources_total": {"CPU": 192.0, "GPU": 8.0, "accelerator_type:H100": 1.0}}] * 2
+    with pytest.raises(UserError, match=r"needs 8\d\.\d GiB per GPU .* Fix: .*offload_optimizer"):
+        _plan_check(spec, h100_nodes, dataset_tokens=None)
+    spec.cluster.num_workers = 24
+    _plan_check(spec, h100_nodes * 2, dataset_tokens=None)  # fits: no error

@@ -25,7 +25,7 @@ def lora_set(tiny_model_dir, tmp_path_factory) -> dict[str, Path]:
     return {"base": base, "alpha": alpha, "bravo": bravo, "adapter_root": root / "adapter_root"}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def serve_port():
     """A local Ray (3 CPUs, no dashboard) with Serve's HTTP proxy on 127.0.0.1 at a free port; torn down after."""
     import ray
@@ -45,7 +45,7 @@ def serve_port():
         ray.shutdown()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def tiny_app(serve_port, lora_set, tmp_path_factory) -> str:
     """The tiny base + adapters alpha and bravo + adapter_root, with an admin key (env) and two tenant keys (files)."""
     from ray import serve
@@ -69,7 +69,7 @@ def tiny_app(serve_port, lora_set, tmp_path_factory) -> str:
     return f"http://127.0.0.1:{serve_port}/tiny/v1"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def smol_app(serve_port, smollm2_dir) -> str:
     """The embedded SmolLM2-135M-Instruct, no keys."""
     from ray import serve

@@ -100,34 +100,19 @@ def test_too_many_dropped_rows_fail_before_saving(tiny_tokenizer, tmp_path):
 
 
 @pytest.mark.slow
-def test_s3_cache_dir_and_source(tiny_tokenizer, tmp_path, monkeypatch):
+def test_s3_cache_dir_and_source(tiny_tokenizer, moto_s3):
     """Sources and the cache in S3 (moto server): written once, loaded back on a 'worker' through a local copy."""
-    moto = pytest.importorskip("moto.server")
-    import boto3
+    import fsspec
 
-    server = moto.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        for k, v in {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1",
-                     "AWS_ENDPOINT_URL": endpoint, "FSSPEC_S3_ENDPOINT_URL": endpoint}.items():
-            monkeypatch.setenv(k, v)
-        monkeypatch.setenv("RAYFIT_CACHE", str(tmp_path / "rayfit-cache"))
-        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="rayfit-data")
-        import fsspec
-
-        fsspec.filesystem("s3", skip_instance_cache=True)
-        with fsspec.open("s3://rayfit-data/data/faq.jsonl", "w") as f:
-            f.write('{"instruction": "Hi", "output": "Hello there"}\n{"instruction": "Bye", "output": "See you"}\n')
-        spec = make_spec([{"path": "s3://rayfit-data/data/faq.jsonl"}], max_seq_len=128, eval_split=0.0)
-        prepared = prepare_datasets(spec, tiny_tokenizer, "s3://rayfit-data/runs/x/data")
-        assert prepared.train_path == f"s3://rayfit-data/runs/x/data/{prepared.report.hash}/train"
-        rows = load_prepared(prepared.train_path)
-        assert sum(len(sample_starts(p)) for p in rows["position_ids"]) == 2
-        assert prepare_datasets(spec, tiny_tokenizer, "s3://rayfit-data/runs/x/data").report == prepared.report
-    finally:
-        server.stop()
+    moto_s3.create_bucket(Bucket="rayfit-data")
+    with fsspec.open("s3://rayfit-data/data/faq.jsonl", "w") as f:
+        f.write('{"instruction": "Hi", "output": "Hello there"}\n{"instruction": "Bye", "output": "See you"}\n')
+    spec = make_spec([{"path": "s3://rayfit-data/data/faq.jsonl"}], max_seq_len=128, eval_split=0.0)
+    prepared = prepare_datasets(spec, tiny_tokenizer, "s3://rayfit-data/runs/x/data")
+    assert prepared.train_path == f"s3://rayfit-data/runs/x/data/{prepared.report.hash}/train"
+    rows = load_prepared(prepared.train_path)
+    assert sum(len(sample_starts(p)) for p in rows["position_ids"]) == 2
+    assert prepare_datasets(spec, tiny_tokenizer, "s3://rayfit-data/runs/x/data").report == prepared.report
 
 
 def test_parallel_tokenization_gives_the_same_rows_and_hash(tiny_tokenizer, tmp_path):

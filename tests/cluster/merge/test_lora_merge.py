@@ -98,37 +98,21 @@ def test_incomplete_and_wrong_inputs_name_the_problem(lora_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_merge_from_and_to_object_storage(lora_run, tmp_path, monkeypatch):
+def test_merge_from_and_to_object_storage(lora_run, tmp_path, monkeypatch, moto_s3):
     """A run in S3 (moto server): the export lands next to it in S3, manifest last, and is reused the second time."""
-    moto = pytest.importorskip("moto.server")
-    import boto3
-    import fsspec
-
     from cluster import storage
 
-    server = moto.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        for k, v in {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1",
-                     "AWS_ENDPOINT_URL": endpoint, "FSSPEC_S3_ENDPOINT_URL": endpoint}.items():
-            monkeypatch.setenv(k, v)
-        monkeypatch.setenv("RAYFIT_CACHE", str(tmp_path / "cache"))
-        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="runs")
-        fsspec.filesystem("s3", skip_instance_cache=True)
-        storage.upload_dir(lora_run["ckpt"], f"s3://runs/lora-run/{lora_run['ckpt'].name}")
+    moto_s3.create_bucket(Bucket="runs")
+    storage.upload_dir(lora_run["ckpt"], f"s3://runs/lora-run/{lora_run['ckpt'].name}")
 
-        export = merge_checkpoint("s3://runs/lora-run")
-        assert export == "s3://runs/lora-run/export"
-        manifest = json.loads(storage.read_text(export + "/manifest.json"))
-        assert manifest["source_checkpoint"] == f"s3://runs/lora-run/{lora_run['ckpt'].name}"
-        local = storage.download_dir(export, tmp_path / "export")
-        assert verify(local, manifest) == []
-        with torch.no_grad():
-            got = AutoModelForCausalLM.from_pretrained(local, dtype=torch.float32)(input_ids=lora_run["ids"]).logits
-        assert (got - lora_run["expected"]).abs().max().item() <= 1e-4
-        monkeypatch.setattr("cluster.merge.export.merged_model", lambda *a: pytest.fail("merged again instead of reusing"))
-        assert merge_checkpoint("s3://runs/lora-run") == export
-    finally:
-        server.stop()
+    export = merge_checkpoint("s3://runs/lora-run")
+    assert export == "s3://runs/lora-run/export"
+    manifest = json.loads(storage.read_text(export + "/manifest.json"))
+    assert manifest["source_checkpoint"] == f"s3://runs/lora-run/{lora_run['ckpt'].name}"
+    local = storage.download_dir(export, tmp_path / "export")
+    assert verify(local, manifest) == []
+    with torch.no_grad():
+        got = AutoModelForCausalLM.from_pretrained(local, dtype=torch.float32)(input_ids=lora_run["ids"]).logits
+    assert (got - lora_run["expected"]).abs().max().item() <= 1e-4
+    monkeypatch.setattr("cluster.merge.export.merged_model", lambda *a: pytest.fail("merged again instead of reusing"))
+    assert merge_checkpoint("s3://runs/lora-run") == export

@@ -36,7 +36,7 @@ def qlora_run(tiny_model_dir, tmp_path_factory):
     from peft import get_peft_model, prepare_model_for_kbit_training
 
     run = tmp_path_factory.mktemp("runs") / "qlora-run"
-    # compute_dtype float32, as a float32 CPU run would use; bfloat16 adds ~1e-3 of kernel noise (docs/benchmarks-merge.md)
+    # compute_dtype float32, as a float32 CPU run would use; bfloat16 adds ~1e-3 of kernel noise (docs/benchmarks.md)
     spec = spec_dict(tiny_model_dir, "qlora", name="qlora-run", quantization={"compute_dtype": "float32"})
     quantized = load_quantized_base(str(tiny_model_dir), JobSpec.model_validate(spec))
     model = get_peft_model(prepare_model_for_kbit_training(quantized, use_gradient_checkpointing=False), lora_config(spec))

@@ -77,9 +77,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def ray_local():
-    """A private local Ray with 2 CPUs and no dashboard, shut down at the end of the session."""
+    """A private local Ray with 2 CPUs and no dashboard, shut down after this package's tests (others start their own)."""
     import os
 
     import ray

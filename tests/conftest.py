@@ -68,3 +68,15 @@ def moto_s3(monkeypatch, tmp_path):
     finally:
         s3fs.S3FileSystem.clear_instance_cache()
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for tiny-model tests: on a 2-core box, OpenMP threads spinning against other processes
+    make each tiny forward 10-50x slower (measured 0.02 s with one thread, 0.15-1 s with two under load)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -1,13 +1,8 @@
-"""One intra-op thread for the tiny-model tests: on a shared 2-core box, OpenMP threads spinning against other
-processes make each tiny forward 10-50x slower (measured 0.02 s with one thread, 0.15-1 s with two under load)."""
+"""Tiny-model tests here run with one intra-op thread (see tests/conftest.py: one_torch_thread)."""
 
 import pytest
-import torch
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread):
     yield
-    torch.set_num_threads(before)

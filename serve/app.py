@@ -43,7 +43,10 @@ def engine_options(args: ServeArgs) -> dict[str, Any]:
 
 
 def ingress_options(args: ServeArgs) -> dict[str, Any]:
-    """The ingress only parses and relays, so it takes what the engines can hold plus their queue."""
+    """The ingress only parses and relays. It takes twice what the engines can hold plus their queue: with exactly
+    that, overflow would wait unbounded in Serve's proxy; with headroom it reaches the engines' bounded queue and
+    gets an OpenAI-shaped 503 at once (the rejected requests leave the ingress immediately)."""
     replicas = args.autoscaling.max_replicas if args.autoscaling else (args.num_replicas or 1)
-    return {**replica_options(args), "max_ongoing_requests": (args.max_ongoing_requests + args.max_queued_requests) * replicas,
+    capacity = (args.max_ongoing_requests + args.max_queued_requests) * replicas
+    return {**replica_options(args), "max_ongoing_requests": 2 * capacity,
             "ray_actor_options": {"num_cpus": args.ingress_num_cpus}}

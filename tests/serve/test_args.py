@@ -58,4 +58,4 @@ def test_deployment_options():
     opts = engine_options(scaled)
     assert opts["autoscaling_config"] == {"min_replicas": 0, "max_replicas": 4, "target_ongoing_requests": 4}
     assert opts["ray_actor_options"]["num_gpus"] == 1 and "num_replicas" not in opts
-    assert ingress_options(scaled)["max_ongoing_requests"] == (64 + 256) * 4
+    assert ingress_options(scaled)["max_ongoing_requests"] == 2 * (64 + 256) * 4  # headroom: overflow gets 503s

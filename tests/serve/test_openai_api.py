@@ -174,8 +174,8 @@ def test_overload_gets_503_in_openai_shape_and_recovers(serve_port, lora_set):
     url = f"http://127.0.0.1:{serve_port}/tight/v1"
     body = {"model": "tiny", "messages": ASK, "max_tokens": 48, "temperature": 0}
     try:
-        with ThreadPoolExecutor(8) as pool:
-            replies = list(pool.map(lambda _: _http(f"{url}/chat/completions", body), range(8)))
+        with ThreadPoolExecutor(16) as pool:
+            replies = list(pool.map(lambda _: _http(f"{url}/chat/completions", body), range(16)))
         codes = sorted(code for code, _ in replies)
         assert 200 in codes and 503 in codes and set(codes) <= {200, 503}, codes
         rejected = next(reply for code, reply in replies if code == 503)

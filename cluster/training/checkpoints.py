@@ -13,8 +13,6 @@ from cluster.manifest import MANIFEST, write_manifest
 from cluster.spec import JobSpec
 
 PREFIX = "checkpoint_"
-# Trainer files that are not part of the model an export or server loads; they exist for resume only.
-TRAINER_STATE = ("trainer_state.json", "training_args.bin", "optimizer.pt", "scheduler.pt")
 
 
 def run_uri(spec: JobSpec) -> str:

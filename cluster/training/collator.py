@@ -10,13 +10,19 @@ import torch
 IGNORE = -100
 
 
-def make_collator(pad_token_id: int) -> Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]:
-    """A collator for rows of `input_ids`, `labels` and (packed) `position_ids` from cluster.data."""
+def make_collator(tokenizer) -> Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]:
+    """A collator for rows of `input_ids`, `labels` and (packed) `position_ids` from cluster.data.
+
+    Unpacked rows are right-padded by transformers' DataCollatorForSeq2Seq (labels padded with -100). Packed rows
+    are not flattened by DataCollatorWithFlattening: it renumbers positions per row, which would erase the
+    per-sample restarts inside an already packed row.
+    """
+    from transformers import DataCollatorForSeq2Seq
+
+    pad = DataCollatorForSeq2Seq(tokenizer, padding="longest", label_pad_token_id=IGNORE, return_tensors="pt")
 
     def collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        if "position_ids" in rows[0]:
-            return collate_packed(rows)
-        return collate_padded(rows, pad_token_id)
+        return collate_packed(rows) if "position_ids" in rows[0] else dict(pad(rows))
 
     return collate
 
@@ -32,23 +38,3 @@ def collate_packed(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     pos = torch.tensor([p for r in rows for p in r["position_ids"]], dtype=torch.long)
     labels[pos == 0] = IGNORE
     return {"input_ids": ids[None], "labels": labels[None], "position_ids": pos[None]}
-
-
-def collate_padded(rows: list[dict[str, Any]], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad rows to the longest; padding is masked out of attention and loss."""
-    width = max(len(r["input_ids"]) for r in rows)
-    ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
-    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        n = len(r["input_ids"])
-        ids[i, :n] = torch.tensor(r["input_ids"])
-        labels[i, :n] = torch.tensor(r["labels"])
-        mask[i, :n] = 1
-    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
-
-
-def count_tokens(batch: dict[str, torch.Tensor]) -> int:
-    """Real (non-padding) tokens in a batch."""
-    mask = batch.get("attention_mask")
-    return int(mask.sum()) if mask is not None else int(batch["input_ids"].numel())

@@ -56,7 +56,7 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
     args = sft_args(spec, scratch / "hf", ds_config, on_gpu, has_eval=eval_ds is not None, eval_on_start=resume is None)
     dtype = str(train_dtype(spec, on_gpu)).removeprefix("torch.")
     trainer = SFTTrainer(
-        model=model, args=args, data_collator=make_collator(tokenizer.pad_token_id), train_dataset=train_ds,
+        model=model, args=args, data_collator=make_collator(tokenizer), train_dataset=train_ds,
         eval_dataset=eval_ds, processing_class=tokenizer,
         callbacks=[CheckpointReporter(spec, run, dtype, under_ray, rank, local_rank), ProgressLog(rank),
                    RunArtifacts(run, rank, f"{spec.output.name}: {spec.model.method} of {spec.model.base}"),

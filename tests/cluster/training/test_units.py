@@ -22,8 +22,10 @@ def _spec(**sections):
     return validate_spec(base)
 
 
-def test_packed_rows_become_one_padding_free_row():
-    collate = make_collator(pad_token_id=0)
+def test_packed_rows_become_one_padding_free_row(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    collate = make_collator(AutoTokenizer.from_pretrained(tiny_model_dir))
     rows = [{"input_ids": [5, 6, 7, 8], "labels": [5, 6, 7, 8], "position_ids": [0, 1, 0, 1]},
             {"input_ids": [9, 10], "labels": [-100, 10], "position_ids": [0, 1]}]
     batch = collate(rows)
@@ -34,10 +36,13 @@ def test_packed_rows_become_one_padding_free_row():
     assert "attention_mask" not in batch
 
 
-def test_unpacked_rows_are_padded_and_masked():
-    batch = make_collator(pad_token_id=3)([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]},
-                                           {"input_ids": [8], "labels": [8]}])
-    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 3, 3]]
+def test_unpacked_rows_are_padded_and_masked(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    pad = tok.pad_token_id
+    batch = make_collator(tok)([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8], "labels": [8]}])
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, pad, pad]]
     assert batch["labels"].tolist() == [[IGNORE, 6, 7], [8, IGNORE, IGNORE]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert batch["input_ids"].dtype == torch.long

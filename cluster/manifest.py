@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster import storage
+from cluster.errors import UserError
 
 MANIFEST = "manifest.json"
 SCHEMA_VERSION = 1
@@ -47,8 +48,8 @@ def read_manifest(uri: str) -> dict:
     """The manifest of the checkpoint or export at `uri` (local or remote)."""
     target = storage.join(uri, MANIFEST)
     if not storage.exists(target):
-        raise FileNotFoundError(f"{uri} has no {MANIFEST}: it is not a rayfit checkpoint or export, or it is incomplete. "
-                                "Fix: point at a folder written by rayfit (runs/NAME/checkpoints/... or runs/NAME/export).")
+        raise UserError(f"{uri} has no {MANIFEST}: it is not a rayfit checkpoint or export, or it is incomplete. "
+                        "Fix: point at a folder written by rayfit: RUN/checkpoint_NNNNNNNN, RUN/export, or the run folder RUN.")
     return json.loads(storage.read_text(target))
 
 

@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="where to write the reports (default: RUN/eval)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from cluster import storage
+    from cluster.run_folder import part
     from cluster.evaluation.report import markdown
     from cluster.evaluation.run import evaluate_run
     from cluster.evaluation.target import resolve_target
@@ -31,9 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> None:
         tuned, spec, run = resolve_target(args.uri)
         # The run's own tokenized data is reused, unless another spec may define other data.
-        cache = None if args.spec else storage.join(run, "data")
+        cache = None if args.spec else part(run, "data")
         spec = load_spec(args.spec) if args.spec else spec
-        out = args.out or storage.join(run, "eval")
+        out = args.out or part(run, "eval")
         report = evaluate_run(spec, tuned, out, cache_dir=cache)
         print(markdown(report).split("\n## Sample")[0].rstrip())
         print(f"\nreports: {out}")

@@ -27,12 +27,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def finetune(spec: JobSpec, address: str | None = None) -> dict:
     """Each step of the job in order; returns the final run record (also written to {run}/run.json)."""
-    from cluster.data import load_tokenizer, prepare_datasets
+    from cluster.data import prepare_datasets
     from cluster.evaluation import evaluate_run
     from cluster.evaluation.report import markdown
     from cluster.merge import merge_checkpoint
     from cluster.planner import check_fit, format_plan, make_plan
-    from cluster.training.checkpoints import run_uri
+    from cluster.model.load import load_tokenizer
+    from cluster.run_folder import DATA_REPORT, part, run_uri
     from cluster.training.run_record import check_resumable, write_run_record
     from cluster.training.trainer import fit
 
@@ -40,8 +41,8 @@ def finetune(spec: JobSpec, address: str | None = None) -> dict:
     _connect(address, spec)
     resume = check_resumable(spec)
     _say(f"run {run}" + (f" (resuming from {resume})" if resume else ""))
-    data = prepare_datasets(spec, load_tokenizer(spec), storage.join(run, "data"))
-    storage.write_text(storage.join(run, "data_report.json"), data.report.to_json())
+    data = prepare_datasets(spec, load_tokenizer(spec), part(run, "data"))
+    storage.write_text(part(run, DATA_REPORT), data.report.to_json())
     print(data.report.to_table(), flush=True)
     _say(f"data: {data.train_path} (eval: {data.eval_path})")
     plan = make_plan(spec, dataset_tokens=data.report.train_tokens)
@@ -58,9 +59,9 @@ def finetune(spec: JobSpec, address: str | None = None) -> dict:
         record["export"] = merge_checkpoint(record["best_checkpoint"], into=spec.merge.into)
         _say(f"export {record['export']}")
     if spec.evaluate.enabled:
-        record["evaluation"] = evaluate_run(spec, record.get("export") or record["best_checkpoint"], storage.join(run, "eval"))
+        record["evaluation"] = evaluate_run(spec, record.get("export") or record["best_checkpoint"], part(run, "eval"))
         print(markdown(record["evaluation"]).split("\n## Sample")[0].rstrip(), flush=True)
-        _say(f"evaluation {storage.join(run, 'eval')}")
+        _say(f"evaluation {part(run, 'eval')}")
     extra = {k: record[k] for k in ("export", "evaluation") if k in record}
     return write_run_record(spec, "succeeded", plan=plan.to_json(), **extra)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cluster import storage
+from cluster import run_folder, storage
 from cluster.errors import UserError
 from cluster.manifest import MANIFEST, read_manifest
 from cluster.model.source import resolve_base
@@ -33,16 +33,8 @@ def adapter_uri(args: ServeArgs, name: str) -> str | None:
     candidate = storage.join(args.adapter_root, name)
     if _has(candidate, MANIFEST) or _has(candidate, ADAPTER_CONFIG):
         return candidate
-    return newest_checkpoint(candidate)
-
-
-def newest_checkpoint(run_uri: str) -> str | None:
-    """The newest complete checkpoint (one with a manifest) in a run folder, or None."""
-    names = [d for d in storage.list_dirs(run_uri) if d.startswith("checkpoint")]
-    for name in sorted(names, reverse=True):  # Ray Train V2 names checkpoints by timestamp, so names sort by time
-        if _has(storage.join(run_uri, name), MANIFEST):
-            return storage.join(run_uri, name)
-    return None
+    chosen = run_folder.best(run_folder.checkpoints(candidate))  # a run folder: serve its best checkpoint
+    return chosen.uri if chosen else None
 
 
 def root_names(args: ServeArgs) -> list[str]:

@@ -26,8 +26,8 @@ Errors: UserError for unreadable sources and unknown/ambiguous shapes; DataQuali
 """
 
 from cluster.data.pipeline import DataQualityError
-from cluster.data.prepare import PreparedData, check_data, load_prepared, load_tokenizer, prepare_datasets
+from cluster.data.prepare import PreparedData, check_data, load_prepared, prepare_datasets
 from cluster.data.report import DataReport
 
-__all__ = ["DataQualityError", "DataReport", "PreparedData", "check_data", "load_prepared", "load_tokenizer",
+__all__ = ["DataQualityError", "DataReport", "PreparedData", "check_data", "load_prepared",
            "prepare_datasets"]

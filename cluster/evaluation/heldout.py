@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from cluster import storage
 from cluster.errors import UserError
 from cluster.spec import JobSpec
-from cluster.training.checkpoints import run_uri
+from cluster.run_folder import part, run_uri
 
 IGNORE = -100
 
@@ -27,7 +27,7 @@ class Sample:
 
 def data_cache_dir(spec: JobSpec) -> str:
     """Where the run's tokenized data lives ({storage}/{name}/data), so a finished run's cache is reused."""
-    return storage.join(run_uri(spec), "data")
+    return part(run_uri(spec), "data")
 
 
 def load_eval_rows(spec: JobSpec, tokenizer, cache_dir: str | None = None):

@@ -14,7 +14,7 @@ from cluster.evaluation.heldout import Sample, generation_samples, load_eval_row
 from cluster.evaluation.report import gate, write_report
 from cluster.evaluation.scoring import eval_loss, generate, text_metrics
 from cluster.manifest import read_manifest
-from cluster.merge.locate import local_copy
+from cluster.run_folder import local_copy
 from cluster.merge.quantized import DTYPES
 from cluster.merge.weights import merged_model, spec_as_trained
 from cluster.model.source import resolve_base
@@ -61,7 +61,7 @@ def evaluate_run(spec: JobSpec, tuned_uri: str, out_uri: str, cache_dir: str | N
 
 def eval_tokenizer(spec: JobSpec):
     """The tokenizer the run's data was tokenized with (the base's, with the spec's chat template when given)."""
-    from cluster.data import load_tokenizer
+    from cluster.model.load import load_tokenizer
 
     tokenizer = load_tokenizer(spec)
     if spec.model.chat_template:

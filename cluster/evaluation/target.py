@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from cluster import storage
 from cluster.manifest import MANIFEST, read_manifest
-from cluster.merge.locate import find_checkpoint, run_dir_of
+from cluster.run_folder import find_checkpoint, part, run_of
 from cluster.spec import JobSpec
 
 
@@ -16,9 +16,9 @@ def resolve_target(uri: str) -> tuple[str, JobSpec, str]:
     uri = storage.normalize(uri)
     if storage.exists(storage.join(uri, MANIFEST)):
         tuned, manifest = uri, read_manifest(uri)
-    elif storage.exists(storage.join(uri, "export", MANIFEST)):
-        tuned = storage.join(uri, "export")
+    elif storage.exists(storage.join(part(uri, "export"), MANIFEST)):
+        tuned = part(uri, "export")
         manifest = read_manifest(tuned)
     else:
         tuned, manifest = find_checkpoint(uri)  # raises UserError naming what is missing
-    return tuned, JobSpec.model_validate(manifest["spec"]), run_dir_of(tuned)
+    return tuned, JobSpec.model_validate(manifest["spec"]), run_of(tuned)

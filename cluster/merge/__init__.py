@@ -8,7 +8,7 @@ Public API:
 """
 
 from cluster.merge.export import default_export_uri, merge_checkpoint
-from cluster.merge.locate import find_checkpoint
+from cluster.run_folder import find_checkpoint
 from cluster.merge.quantized import dequantized_weights
 from cluster.merge.weights import merge_adapter, merged_model
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from cluster import storage
 from cluster.errors import UserError
 from cluster.manifest import MANIFEST, read_manifest, verify, write_manifest
-from cluster.merge.locate import find_checkpoint, local_copy, run_dir_of
+from cluster.run_folder import find_checkpoint, local_copy, part, run_of
 from cluster.merge.weights import merged_model, spec_as_trained
 from cluster.model.source import resolve_base
 from cluster.spec import JobSpec
@@ -23,7 +23,7 @@ INTO = ("dequantized", "original")
 
 def default_export_uri(checkpoint_uri: str) -> str:
     """Where an export goes by default: `export/` in the run folder, next to the checkpoints."""
-    return storage.join(run_dir_of(checkpoint_uri), "export")
+    return part(run_of(checkpoint_uri), "export")
 
 
 def merge_checkpoint(checkpoint_uri: str, into: str = "dequantized", out_uri: str | None = None) -> str:

@@ -13,8 +13,8 @@ from transformers import TrainerCallback
 
 from cluster import storage
 from cluster.spec import JobSpec
-from cluster.training.checkpoints import (checkpoint_dir_name, copy_checkpoint, describe_checkpoint,
-                                          latest_metrics)
+from cluster.run_folder import checkpoint_dir_name
+from cluster.training.checkpoints import copy_checkpoint, describe_checkpoint, latest_metrics
 from cluster.training.loss_plot import plot_losses
 
 FAIL_AT_STEP_ENV = "RAYFIT_FAIL_AT_STEP"

@@ -1,9 +1,8 @@
-"""Checkpoints in the run folder: names, manifests written last, and finding the newest complete one to resume."""
+"""Writing checkpoints: their manifests (written last) and the copy to storage. Their layout is cluster.run_folder's."""
 
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -11,37 +10,6 @@ from typing import Any
 from cluster import storage
 from cluster.manifest import MANIFEST, write_manifest
 from cluster.spec import JobSpec
-
-PREFIX = "checkpoint_"
-
-
-def run_uri(spec: JobSpec) -> str:
-    """The run folder `{output.storage}/{output.name}`, absolute when local."""
-    return storage.join(storage.normalize(spec.output.storage), spec.output.name)
-
-
-def checkpoint_dir_name(step: int) -> str:
-    """The folder name of the checkpoint taken after optimizer step `step`; names sort in step order.
-
-    Every rank derives the same name without talking to the others, and a save repeated after a restart
-    replaces an incomplete folder of the same step instead of leaving it beside the complete one.
-    """
-    return f"{PREFIX}{step:08d}"
-
-
-def is_complete(uri: str) -> bool:
-    """A checkpoint is complete once its manifest exists: the manifest is written after every file."""
-    return storage.exists(storage.join(uri, MANIFEST))
-
-
-def newest_complete(run: str) -> str | None:
-    """URI of the complete checkpoint with the highest step in the run folder, or None; incomplete ones are skipped."""
-    names = [n for n in storage.list_dirs(run) if re.fullmatch(rf"{PREFIX}\d+", n)]
-    for name in sorted(names, reverse=True):
-        uri = storage.join(run, name)
-        if is_complete(uri):
-            return uri
-    return None
 
 
 def latest_metrics(log_history: list[dict[str, Any]]) -> dict[str, float]:
@@ -76,10 +44,3 @@ def copy_checkpoint(folder: Path, dest: str) -> None:
     if not storage.is_remote(dest):
         shutil.rmtree(storage.local_path(dest), ignore_errors=True)  # an incomplete copy from a crash
     storage.upload_dir(folder, dest)
-
-
-def local_copy(uri: str, scratch: Path) -> Path:
-    """A local folder holding the checkpoint at `uri` (downloaded once into `scratch` when remote)."""
-    if not storage.is_remote(uri):
-        return storage.local_path(uri)
-    return storage.download_dir(uri, scratch / "resume" / Path(uri.rstrip("/")).name)

@@ -17,7 +17,7 @@ from cluster.model.load import load_model, load_tokenizer, train_dtype
 from cluster.spec import JobSpec, validate_spec
 from cluster.training.args import sft_args
 from cluster.training.callbacks import CheckpointReporter, FaultInjection, ProgressLog, RunArtifacts
-from cluster.training.checkpoints import local_copy, newest_complete
+from cluster.run_folder import checkpoints, local_copy, newest
 from cluster.training.collator import make_collator
 from cluster.training.deepspeed_config import deepspeed_config
 
@@ -37,7 +37,8 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
     under_ray = _in_ray_worker()
     rank, local_rank, world = _ranks(under_ray)
     on_gpu = spec.cluster.use_gpu and torch.cuda.is_available()
-    resume = newest_complete(run)
+    latest = newest(checkpoints(run))
+    resume = latest.uri if latest else None
     if resume and _finished(read_manifest(resume), spec):
         if rank == 0:
             print(f"[rayfit] {resume} already completes this run; nothing to train", flush=True)

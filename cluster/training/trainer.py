@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cluster import storage
 from cluster.spec import JobSpec
-from cluster.training.checkpoints import run_uri
+from cluster.run_folder import run_uri
 from cluster.training.loop import train_loop
 
 # Worker environment: Ray's print patch floods worker logs with bytecode listings (shared/VERIFIED.md).

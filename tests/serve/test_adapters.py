@@ -12,25 +12,25 @@ from serve.adapters import adapter_dir, adapter_uri, resolve_model, root_names
 from serve.args import parse_args
 
 
-def _lora_folder(path, method="lora", kind="checkpoint", manifest=True):
+def _lora_folder(path, method="lora", kind="checkpoint", manifest=True, metrics=None):
     path.mkdir(parents=True)
     (path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8}))
     if manifest:
-        write_manifest(path, kind, spec={}, base_model="b", method=method)
+        write_manifest(path, kind, spec={}, base_model="b", method=method, metrics=metrics or {})
     return path
 
 
-def test_adapter_root_finds_plain_folders_and_the_newest_complete_checkpoint(tmp_path):
+def test_adapter_root_finds_plain_folders_and_the_best_complete_checkpoint(tmp_path):
     root = tmp_path / "root"
     _lora_folder(root / "plain", manifest=False)
-    _lora_folder(root / "run" / "checkpoint_2026-11-23_10-00-00")
-    newest = _lora_folder(root / "run" / "checkpoint_2026-11-23_11-00-00")
-    (root / "run" / "checkpoint_2026-11-23_12-00-00").mkdir()  # still being written: no manifest yet
+    best = _lora_folder(root / "run" / "checkpoint_00000010", metrics={"eval_loss": 1.5})
+    _lora_folder(root / "run" / "checkpoint_00000020", metrics={"eval_loss": 2.0})  # newer, but worse
+    (root / "run" / "checkpoint_00000030").mkdir()  # still being written: no manifest yet
     args = parse_args({"model": "m", "adapters": {"listed": str(tmp_path / "x")}, "adapter_root": str(root)})
     assert adapter_uri(args, "listed") == str(tmp_path / "x")
     assert adapter_uri(args, "plain") == f"{root}/plain"
-    assert adapter_uri(args, "run") == f"{root}/run/checkpoint_2026-11-23_11-00-00"
-    assert adapter_dir(adapter_uri(args, "run")) == newest
+    assert adapter_uri(args, "run") == f"{root}/run/checkpoint_00000010"
+    assert adapter_dir(adapter_uri(args, "run")) == best
     assert adapter_uri(args, "missing") is None and adapter_uri(args, "../etc") is None
     assert root_names(args) == ["plain", "run"]
 

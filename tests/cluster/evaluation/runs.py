@@ -28,7 +28,8 @@ def train_run(base: Path, storage: Path, steps: int = 30, lr: float = 1e-2, **ev
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from cluster.data import load_tokenizer, prepare_datasets
+    from cluster.data import prepare_datasets
+    from cluster.model.load import load_tokenizer
 
     spec = run_spec(base, storage, **evaluate)
     job = JobSpec.model_validate(spec)

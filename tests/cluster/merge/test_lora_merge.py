@@ -81,13 +81,13 @@ def test_export_is_sharded_by_the_spec_and_goes_where_asked(lora_run, tmp_path):
 
 
 def test_incomplete_and_wrong_inputs_name_the_problem(lora_run, tmp_path):
-    incomplete = tmp_path / "run" / "checkpoint_2026-11-23_11-00-00.000000"
+    incomplete = tmp_path / "run" / "checkpoint_00000011"
     incomplete.mkdir(parents=True)
     with pytest.raises(UserError, match="no complete checkpoint"):
         merge_checkpoint(str(tmp_path / "run"))
     # an incomplete newer checkpoint is skipped in favour of the newest complete one
-    shutil.copytree(lora_run["ckpt"], tmp_path / "run" / "checkpoint_2026-11-23_10-00-00.000000")
-    assert find_checkpoint(str(tmp_path / "run"))[0].endswith("checkpoint_2026-11-23_10-00-00.000000")
+    shutil.copytree(lora_run["ckpt"], tmp_path / "run" / "checkpoint_00000010")
+    assert find_checkpoint(str(tmp_path / "run"))[0].endswith("checkpoint_00000010")
     with pytest.raises(UserError, match="--into 'fused'"):
         merge_checkpoint(str(lora_run["ckpt"]), into="fused")
     damaged = tmp_path / "damaged"

@@ -9,7 +9,8 @@ import torch
 
 from cluster.manifest import MANIFEST
 from cluster.spec import SpecError, validate_spec
-from cluster.training.checkpoints import checkpoint_dir_name, latest_metrics, newest_complete
+from cluster.run_folder import CheckpointInfo, best, checkpoint_dir_name, checkpoints, newest
+from cluster.training.checkpoints import latest_metrics
 from cluster.training.collator import IGNORE, make_collator
 from cluster.training.deepspeed_config import deepspeed_config
 
@@ -80,8 +81,8 @@ def test_newest_complete_skips_folders_without_manifest(tmp_path):
         if complete:
             (folder / MANIFEST).write_text("{}")
     (run / "checkpoint_garbage").mkdir()
-    assert newest_complete(str(run)) == str(run / "checkpoint_00000010")
-    assert newest_complete(str(tmp_path / "missing")) is None
+    assert newest(checkpoints(str(run))).uri == str(run / "checkpoint_00000010")
+    assert newest(checkpoints(str(tmp_path / "missing"))) is None
 
 
 def test_checkpoint_names_sort_by_step():
@@ -112,7 +113,7 @@ def test_spec_survives_the_ray_boundary():
 
 def test_resubmitting_with_other_data_is_refused(tmp_path):
     from cluster.errors import UserError
-    from cluster.training.run_record import best_checkpoint, check_resumable, complete_checkpoints
+    from cluster.training.run_record import check_resumable
 
     spec = _spec(output={"storage": str(tmp_path), "name": "run"})
     folder = tmp_path / "run" / checkpoint_dir_name(20)
@@ -122,7 +123,7 @@ def test_resubmitting_with_other_data_is_refused(tmp_path):
 
     describe_checkpoint(folder, str(folder), spec, 20, "float32", {"eval_loss": 1.5, "step": 20.0})
     assert check_resumable(spec) == str(folder)
-    assert best_checkpoint(complete_checkpoints(str(tmp_path / "run")))["uri"] == str(folder)
+    assert best(checkpoints(str(tmp_path / "run"))).uri == str(folder)
     other = _spec(output={"storage": str(tmp_path), "name": "run"}, data={"max_seq_len": 512})
     with pytest.raises(UserError, match=r"output.name 'run': .* different data section"):
         check_resumable(other)
@@ -130,10 +131,8 @@ def test_resubmitting_with_other_data_is_refused(tmp_path):
 
 
 def test_best_checkpoint_prefers_lowest_eval_loss_then_newest():
-    from cluster.training.run_record import best_checkpoint
-
-    cks = [{"uri": "a", "step": 1, "metrics": {"eval_loss": 2.0}}, {"uri": "b", "step": 2, "metrics": {"eval_loss": 1.0}},
-           {"uri": "c", "step": 3, "metrics": {"eval_loss": 1.0}}]
-    assert best_checkpoint(cks)["uri"] == "c"
-    assert best_checkpoint([{"uri": "a", "step": 1, "metrics": {}}, {"uri": "b", "step": 2, "metrics": {}}])["uri"] == "b"
-    assert best_checkpoint([]) is None
+    cks = [CheckpointInfo("a", 1, {"eval_loss": 2.0}), CheckpointInfo("b", 2, {"eval_loss": 1.0}),
+           CheckpointInfo("c", 3, {"eval_loss": 1.0})]
+    assert best(cks).uri == "c"
+    assert best([CheckpointInfo("a", 1), CheckpointInfo("b", 2)]).uri == "b"
+    assert best([]) is None

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from cluster.spec.base import Problem, Section
 
 EMBEDDED_DATASETS = ("construction-faq", "construction-faq-sharegpt")
+DEFAULT_EVAL_SPLIT = 0.05
 Format = Literal["auto", "alpaca", "messages", "sharegpt", "text"]
 
 
@@ -32,7 +33,9 @@ class DataSpec(Section):
 
     train: list[SourceSpec] = Field(min_length=1, description="Training sources, mixed by weight.")
     eval: list[SourceSpec] = Field(default_factory=list, description="Held-out sources; when empty, eval_split of train is held out.")
-    eval_split: float = Field(0.05, ge=0.0, lt=0.5, description="Fraction of train held out for evaluation when no eval source is given.")
+    eval_split: float = Field(
+        None, ge=0.0, lt=0.5,
+        description="Fraction of train held out for evaluation; default 0.05 without eval sources, 0 with them.")
     max_seq_len: int = Field(2048, ge=16, le=1_048_576, description="Tokens per training row.")
     packing: bool = Field(True, description="Pack samples into max_seq_len rows; position ids restart per sample so samples never attend to each other.")
     too_long: Literal["drop", "truncate"] = Field("drop", description="What happens to a sample longer than max_seq_len.")
@@ -43,9 +46,17 @@ class DataSpec(Section):
     num_proc: int | None = Field(None, ge=1, description="Processes for tokenization; default: the CPUs available.")
     seed: int = Field(42, description="Seed for the eval split and source mixing.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_eval_split(cls, data):
+        """The one place where eval_split's default is chosen: hold out 5% of train unless eval sources are given."""
+        if isinstance(data, dict) and data.get("eval_split") is None:
+            return {**data, "eval_split": 0.0 if data.get("eval") else DEFAULT_EVAL_SPLIT}
+        return data
+
     def problems(self) -> list[Problem]:
         out = []
-        if self.eval and "eval_split" in self.model_fields_set and self.eval_split > 0:
+        if self.eval and self.eval_split > 0:
             out.append(Problem("eval_split", "both eval sources and eval_split are given; it is unclear which is held out.",
                                "remove data.eval_split, or remove data.eval."))
         for i, src in enumerate([*self.train, *self.eval]):

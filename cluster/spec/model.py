@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from cluster.spec.base import Problem, Section
 
@@ -54,8 +54,9 @@ class ModelSpec(Section):
     )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) when `base` is a hub id.")
     method: Literal["full", "lora", "qlora"] = Field("lora", description="full: all weights; lora: adapters on a frozen base; qlora: adapters on a 4-bit base.")
-    lora: LoraSpec = Field(default_factory=LoraSpec, description="Adapter settings (method lora or qlora only).")
-    quantization: QuantizationSpec = Field(default_factory=QuantizationSpec, description="4-bit settings (method qlora only).")
+    lora: LoraSpec | None = Field(None, description="Adapter settings (method lora or qlora only; their defaults when not given).")
+    quantization: QuantizationSpec | None = Field(
+        None, description="4-bit settings (method qlora only; their defaults when not given).")
     dtype: Dtype = Field("bfloat16", description="Dtype of the trained (or, for QLoRA, non-quantized) weights; float32 on CPU.")
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "flex_attention"] = Field(
         "sdpa", description="Attention kernel passed to from_pretrained."
@@ -64,6 +65,20 @@ class ModelSpec(Section):
     chat_template: str | None = Field(
         None, description="A Jinja chat template replacing the tokenizer's own (needed when the base has none)."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_defaults(cls, data):
+        """The one place where method-dependent defaults are filled in: lora/qlora get adapter settings, qlora 4-bit ones."""
+        if not isinstance(data, dict):
+            return data
+        method = data.get("method", cls.model_fields["method"].default)
+        out = dict(data)
+        if method in ("lora", "qlora") and out.get("lora") is None:
+            out["lora"] = {}
+        if method == "qlora" and out.get("quantization") is None:
+            out["quantization"] = {}
+        return out
 
     @field_validator("base")
     @classmethod
@@ -76,10 +91,10 @@ class ModelSpec(Section):
 
     def problems(self) -> list[Problem]:
         out = []
-        if self.method == "full" and "lora" in self.model_fields_set:
+        if self.method == "full" and self.lora is not None:
             out.append(Problem("lora", "LoRA settings given but method is 'full', which trains all weights and uses no adapter.",
                                "remove model.lora, or set model.method to lora or qlora."))
-        if self.method != "qlora" and "quantization" in self.model_fields_set:
+        if self.method != "qlora" and self.quantization is not None:
             out.append(Problem("quantization", f"4-bit settings given but method is '{self.method}'.",
                                "remove model.quantization, or set model.method: qlora."))
         if self.method == "qlora" and self.dtype == "float16" and self.quantization.compute_dtype == "bfloat16":

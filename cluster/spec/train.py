@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from cluster.spec.base import Problem, Section
+
+
+DEFAULT_WARMUP_RATIO = 0.03
 
 
 class TrainSpec(Section):
@@ -16,7 +19,7 @@ class TrainSpec(Section):
     max_steps: int | None = Field(None, ge=1, description="Optimizer steps to run; overrides epochs.")
     learning_rate: float = Field(2e-4, gt=0, lt=1, description="Peak learning rate.")
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field("cosine", description="Learning-rate schedule after warmup.")
-    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Fraction of steps spent warming up.")
+    warmup_ratio: float | None = Field(None, ge=0, lt=1, description="Fraction of steps spent warming up; default 0.03 unless warmup_steps is given.")
     warmup_steps: int | None = Field(None, ge=0, description="Warmup in steps; replaces warmup_ratio.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
@@ -35,9 +38,17 @@ class TrainSpec(Section):
     seed: int = Field(42, description="Seed for weights init, dropout and data order.")
     report_to: list[Literal["tensorboard", "mlflow"]] = Field(default_factory=list, description="Experiment trackers.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_warmup(cls, data):
+        """The one place where the warmup default is chosen: a ratio of 0.03 unless warmup_steps is given."""
+        if isinstance(data, dict) and data.get("warmup_ratio") is None and data.get("warmup_steps") is None:
+            return {**data, "warmup_ratio": DEFAULT_WARMUP_RATIO}
+        return data
+
     def problems(self) -> list[Problem]:
         out = []
-        if self.warmup_steps is not None and "warmup_ratio" in self.model_fields_set:
+        if self.warmup_steps is not None and self.warmup_ratio is not None:
             out.append(Problem("warmup_steps", "both warmup_steps and warmup_ratio are given.", "keep one of them."))
         if self.eval_steps is not None and self.save_steps % self.eval_steps:
             out.append(Problem("save_steps", f"save_steps ({self.save_steps}) is not a multiple of eval_steps ({self.eval_steps}), "

@@ -23,3 +23,14 @@ def test_spec_loads_and_documents_its_submit_command(path):
     assert f"-- python -m jobs.finetune jobs/specs/{path.name}" in header
     assert "ray job submit" in header and "--working-dir ." in header
     assert spec.model.trust_remote_code is False
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.name)
+def test_the_resolved_spec_that_validate_prints_validates_again(path, tmp_path, capsys):
+    from jobs.cli import main
+
+    assert main(["validate", str(path)]) == 0
+    printed = tmp_path / "resolved.yaml"
+    printed.write_text(capsys.readouterr().out)
+    assert load_spec(printed) == load_spec(path)
+    assert main(["validate", str(printed)]) == 0

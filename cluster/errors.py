@@ -17,7 +17,13 @@ class UserError(Exception):
 
 
 def run_main(body: Callable[[], int | None]) -> int:
-    """Run an entrypoint's body: a UserError prints its message alone (no traceback) and gives its exit code."""
+    """Run an entrypoint's body: a UserError prints its message alone (no traceback) and gives its exit code.
+
+    Known-harmless third-party noise is silenced first (cluster.noise), so a user reads rayfit's own lines.
+    """
+    from cluster.noise import quiet
+
+    quiet()
     try:
         return body() or 0
     except UserError as e:

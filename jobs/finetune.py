@@ -12,6 +12,7 @@ import sys
 
 from cluster import storage
 from cluster.errors import run_main
+from cluster.noise import runtime_env
 from cluster.spec import JobSpec, SpecError, load_spec
 
 
@@ -31,8 +32,8 @@ def finetune(spec: JobSpec, address: str | None = None) -> dict:
     from cluster.evaluation import evaluate_run
     from cluster.evaluation.report import markdown
     from cluster.merge import merge_checkpoint
-    from cluster.planner import check_fit, format_plan, make_plan
     from cluster.model.load import load_tokenizer
+    from cluster.planner import check_fit, format_plan, make_plan
     from cluster.run_folder import DATA_REPORT, part, run_uri
     from cluster.training.run_record import check_resumable, write_run_record
     from cluster.training.trainer import fit
@@ -54,7 +55,8 @@ def finetune(spec: JobSpec, address: str | None = None) -> dict:
         write_run_record(spec, "failed", error=f"{type(e).__name__}: {e}"[:2000])
         raise
     record = write_run_record(spec, "trained", plan=plan.to_json())
-    _say(f"best checkpoint {record['best_checkpoint']} {record['metrics']}")
+    shown = {k: round(v, 4) for k, v in record["metrics"].items() if k in ("step", "train_loss", "eval_loss")}
+    _say(f"best checkpoint {record['best_checkpoint']} {shown}")
     if spec.merge.enabled:
         record["export"] = merge_checkpoint(record["best_checkpoint"], into=spec.merge.into)
         _say(f"export {record['export']}")
@@ -70,16 +72,18 @@ def _connect(address: str | None, spec: JobSpec) -> None:
     """Join the Ray cluster (the one `ray job submit` points at, RAY_ADDRESS, or --address) or start a local one."""
     import ray
 
-    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    # Ray's INFO lines from every worker (e.g. each Train report) bury rayfit's progress lines; warnings still show.
+    quiet_ray = ray.LoggingConfig(log_level="WARNING")
     if not ray.is_initialized() and address not in (None, "local"):
-        ray.init(address=address)
+        ray.init(address=address, logging_config=quiet_ray)
     if not ray.is_initialized() and address is None:
         try:
-            ray.init(address="auto")
+            ray.init(address="auto", logging_config=quiet_ray)
         except ConnectionError:  # no running cluster (or several, none named): run on this machine alone
             pass
     if not ray.is_initialized():
-        ray.init(address="local", include_dashboard=False)  # the dashboard alone costs ~3 GiB
+        ray.init(address="local", include_dashboard=False, logging_config=quiet_ray,  # the dashboard alone costs ~3 GiB
+                 runtime_env=runtime_env(spec.cluster.use_gpu))
     nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
     problems = storage.shared_storage_problems(spec.output.storage, nodes)
     if problems:

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from cluster.errors import UserError
+from cluster.noise import PROCESS_ENV
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 # Secrets the job may need; forwarded by name when set locally (values never printed). On Kubernetes, prefer
@@ -18,8 +19,8 @@ DEFAULT_SECRET_ENV = (
     "HF_TOKEN", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION",
     "AWS_ENDPOINT_URL", "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_TOKEN",
 )
-# Always set for the job: Ray Train's print patch floods worker logs (shared/VERIFIED.md).
-JOB_ENV = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "TOKENIZERS_PARALLELISM": "false"}
+# Always set for the job: the same quiet settings as a local run (cluster.noise).
+JOB_ENV = dict(PROCESS_ENV)
 # Also in .rayignore; repeated here so `rayfit submit` from a folder without one still skips them.
 WORKING_DIR_EXCLUDES = [
     ".git/", ".venv/", "venv/", "**/__pycache__/", "*.pyc", ".pytest_cache/", ".mypy_cache/", ".ruff_cache/",
@@ -100,7 +101,7 @@ def alive_nodes(client) -> list[dict]:
 def nodes_for(spec, nodes: list[dict]) -> int:
     """Nodes the run will span: the alive ones, plus one when they lack the CPUs or GPUs the workers ask for, since
     an autoscaling cluster (KubeRay's head has num-cpus 0) then adds worker nodes that must see the same storage."""
-    total = lambda key: sum(float(n.get("resources_total", {}).get(key, 0)) for n in nodes)  # noqa: E731
+    total = lambda key: sum(float(n.get("resources_total", {}).get(key, 0)) for n in nodes)
     c = spec.cluster
     short = c.num_workers * c.cpus_per_worker > total("CPU") or c.num_workers * c.gpus_per_worker > total("GPU")
     return len(nodes) + (1 if short else 0)

@@ -8,7 +8,6 @@ from pydantic import Field, model_validator
 
 from cluster.spec.base import Problem, Section
 
-
 DEFAULT_WARMUP_RATIO = 0.03
 
 

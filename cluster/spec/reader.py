@@ -36,10 +36,14 @@ def read_yaml_file(path: str | Path, what: str = "spec") -> Document:
         why = "is not a regular file" if path.exists() else "does not exist"
         raise _error(source, "(file)", f"{what} file {source!r} {why}.", "check the path.")
     chunks, size = [], 0
-    with open(path, "rb") as f:  # in chunks: bounded even where stat knows no size (pipes, /dev/zero)
-        while size <= MAX_BYTES and (chunk := f.read(1 << 16)):
-            chunks.append(chunk)
-            size += len(chunk)
+    try:
+        with open(path, "rb") as f:  # in chunks: bounded even where stat knows no size (pipes, /dev/zero)
+            while size <= MAX_BYTES and (chunk := f.read(1 << 16)):
+                chunks.append(chunk)
+                size += len(chunk)
+    except OSError as e:
+        raise _error(source, "(file)", f"{what} file {source!r} cannot be read ({e.strerror or e}).",
+                     "check the path and its permissions.") from None
     raw = b"".join(chunks)
     return read_yaml_bytes(raw, source, what)
 

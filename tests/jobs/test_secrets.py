@@ -61,7 +61,7 @@ def test_a_job_writes_no_secret_anywhere(tiny_model_dir, tmp_path):
     env.pop("RAY_ADDRESS", None)
     try:
         proc = subprocess.run([sys.executable, "-m", "jobs.finetune", str(path), "--address", "local"], cwd=REPO,
-                              env=env, capture_output=True, timeout=900)
+                              env=env, capture_output=True, timeout=900, check=False)
         assert proc.returncode == 0, (proc.stdout[-3000:] + proc.stderr[-3000:]).decode(errors="replace")
         run = tmp_path / "runs" / "secrets"
         assert (run / "run.json").is_file() and (run / "export" / "manifest.json").is_file()  # it wrote what it should

@@ -105,10 +105,12 @@ def _from_pydantic(cls: type[BaseModel], err: dict) -> Problem:
         hint = f"did you mean '{close[0]}'? " if close else ""
         return Problem(loc, f"unknown key '{key}'.", f"{hint}known keys here: {', '.join(known)}.")
     if kind == "missing":
-        return Problem(loc, "required field is missing.", f"add '{err['loc'][-1]}' ({_description(cls, err['loc'])}).")
+        about = _description(cls, err["loc"])
+        return Problem(loc, "required field is missing.", f"add '{err['loc'][-1]}'" + (f" ({about})." if about else "."))
     msg = err["msg"].removeprefix("Value error, ")
     name = next((p for p in reversed(err["loc"]) if isinstance(p, str)), loc)
-    return Problem(loc, f"{msg} (got {_short(value)}).", f"set {name} to a valid value: {_description(cls, err['loc'])}")
+    about = _description(cls, err["loc"])
+    return Problem(loc, f"{msg} (got {_short(value)}).", f"set {name} to a valid value" + (f": {about}" if about else "."))
 
 
 def _short(value: Any, limit: int = 80) -> str:

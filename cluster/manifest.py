@@ -45,22 +45,77 @@ def write_manifest(folder: Path, kind: str, **fields: Any) -> dict:
 
 
 def read_manifest(uri: str) -> dict:
-    """The manifest of the checkpoint or export at `uri` (local or remote)."""
+    """The manifest of the checkpoint or export at `uri` (local or remote); UserError when missing or not a manifest."""
     target = storage.join(uri, MANIFEST)
     if not storage.exists(target):
         raise UserError(f"{uri} has no {MANIFEST}: it is not a rayfit checkpoint or export, or it is incomplete. "
                         "Fix: point at a folder written by rayfit: RUN/checkpoint_NNNNNNNN, RUN/export, or the run folder RUN.")
-    return json.loads(storage.read_text(target))
+    try:
+        manifest = json.loads(storage.read_text(target))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"{target} is not valid JSON ({str(e)[:120]}). Fix: restore the folder from the run that wrote it.") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise UserError(f"{target} is not a rayfit manifest (no table of files). Fix: point at a folder written by rayfit.")
+    return manifest
 
 
 def verify(folder: Path, manifest: dict | None = None) -> list[str]:
-    """Files that are missing or whose checksum differs from the manifest (empty when the folder is intact)."""
-    manifest = manifest or json.loads((folder / MANIFEST).read_text())
+    """Files that are missing, differ from the manifest's checksums, or are weights or code it does not list
+    (empty when the folder is intact)."""
+    manifest = manifest or read_manifest(str(folder))
     bad = []
     for rel, meta in manifest["files"].items():
         p = folder / rel
-        if not p.is_file():
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            bad.append(f"{rel}: outside the folder")
+        elif not p.is_file():
             bad.append(f"{rel}: missing")
-        elif p.stat().st_size != meta["bytes"] or sha256_file(p) != meta["sha256"]:
+        elif not isinstance(meta, dict) or p.stat().st_size != meta.get("bytes") or sha256_file(p) != meta.get("sha256"):
             bad.append(f"{rel}: checksum differs")
+    listed = set(manifest["files"])
+    for p in sorted(folder.rglob("*")):
+        rel = p.relative_to(folder).as_posix()
+        if p.is_file() and p.name != MANIFEST and rel not in listed and p.suffix in LOADABLE_SUFFIXES:
+            bad.append(f"{rel}: not in the manifest")
     return bad
+
+
+# Files that torch.load unpickles, so loading one can run any code it carries.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+# Hugging Face Trainer's own state in a checkpoint: pickles too, but only read to resume the run that wrote them.
+TRAINER_STATE = ("optimizer.pt", "scheduler.pt", "scaler.pt", "training_args.bin", "rng_state")
+# What loading a model reads: an unlisted one of these was added after the manifest was written.
+LOADABLE_SUFFIXES = (".safetensors", ".py", ".gguf", *PICKLE_SUFFIXES)
+
+
+def pickle_weights(folder: Path) -> list[str]:
+    """Weight files under `folder` stored as pickle (`*.bin`, `*.pt`, `*.pth`...), the Trainer's own state aside."""
+    return [p.relative_to(folder).as_posix() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.suffix in PICKLE_SUFFIXES and not p.name.startswith(TRAINER_STATE)]
+
+
+def refuse_pickle_weights(folder: Path, what: str, allow_pickle: bool = False) -> None:
+    """Raise a UserError naming the first pickle weight file in `folder`, unless `allow_pickle` opts in."""
+    found = [] if allow_pickle else pickle_weights(Path(folder))
+    if found:
+        raise UserError(f"{what} holds pickle weights ({found[0]}{f' and {len(found) - 1} more' if len(found) > 1 else ''}): "
+                        "loading them runs any code they carry. Fix: save it as safetensors "
+                        "(save_pretrained(..., safe_serialization=True)), or opt in with allow_pickle if you trust it.")
+
+
+def check_artefact(folder: Path, what: str, manifest: dict | None = None, allow_pickle: bool = False) -> dict:
+    """Trust a local copy of a checkpoint, export or adapter only as far as it checks out; returns its manifest.
+
+    Raises a UserError naming the first file that is missing, whose checksum differs from the manifest, that is weights
+    or code the manifest does not list, or that holds pickle weights without `allow_pickle`. `what` names the
+    artefact in the message (e.g. its URI). Call it on the local files right before loading them.
+    """
+    folder = Path(folder)
+    manifest = manifest or read_manifest(str(folder))
+    broken = verify(folder, manifest)
+    if broken:
+        more = f" (and {len(broken) - 1} more)" if len(broken) > 1 else ""
+        raise UserError(f"{what} does not match its manifest: {broken[0]}{more}. Fix: the files changed after rayfit "
+                        "wrote them; restore them from the run, or train or merge again.")
+    refuse_pickle_weights(folder, what, allow_pickle)
+    return manifest

@@ -6,14 +6,16 @@ The same dict comes from `serve run serve.app:build_app key=value`, the `args:` 
 
 from __future__ import annotations
 
-import difflib
 import re
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from cluster import storage
-from cluster.spec.base import Problem, Section, SpecError
+from cluster.spec.base import Problem, Section
+from cluster.spec.load import validate_model
+from cluster.spec.reader import read_yaml_file
 
 NAME = re.compile(r"^[A-Za-z0-9][\w.\-]{0,127}$")
 
@@ -157,26 +159,10 @@ def parse_args(args: dict[str, Any] | ServeArgs) -> ServeArgs:
     """Validate application args (a plain dict); raises SpecError listing every problem with its field and fix."""
     if isinstance(args, ServeArgs):
         return args
-    if not isinstance(args, dict):
-        raise SpecError([Problem("(args)", f"Serve args are a mapping, got {type(args).__name__}.", "pass key: value pairs.")],
-                        "serve args")
-    try:
-        parsed = ServeArgs.model_validate(args)
-    except ValidationError as e:
-        raise SpecError([_problem(err) for err in e.errors()], "serve args") from None
-    found = parsed.problems()
-    if found:
-        raise SpecError(found, "serve args")
-    return parsed
+    return validate_model(ServeArgs, args, "serve args")
 
 
-def _problem(err: dict) -> Problem:
-    loc = ".".join(str(x) for x in err["loc"])
-    if err["type"] == "extra_forbidden":
-        if len(err["loc"]) == 1:
-            close = difflib.get_close_matches(str(err["loc"][0]), list(ServeArgs.model_fields), n=1)
-            return Problem(loc, "unknown field.", f"did you mean {close[0]!r}?" if close else "remove it.")
-        return Problem(loc, "unknown field.", "remove it.")
-    if err["type"] == "missing":
-        return Problem(loc, "is required.", "set it.")
-    return Problem(loc, f"{err['msg']} (got {err.get('input')!r}).", "fix the value.")
+def load_args(path: str | Path) -> ServeArgs:
+    """Read Serve args from a YAML file (read defensively, like a job spec) and validate them, with lines."""
+    doc = read_yaml_file(path, "Serve args")
+    return validate_model(ServeArgs, doc.data, str(path), doc.lines)

@@ -45,8 +45,10 @@ class SpecError(UserError):
     def __init__(self, problems: list[Problem], source: str | None = None):
         self.problems, self.source = problems, source
         head = f"{source}: " if source else ""
-        noun = "problem" if len(problems) == 1 else "problems"
-        super().__init__(f"{head}{len(problems)} {noun} in the spec:\n" + "\n".join(f"  - {p}" for p in problems))
+        if len(problems) == 1:  # one line, so a log or a terminal shows it whole
+            super().__init__(f"{head}{problems[0]}")
+        else:
+            super().__init__(f"{head}{len(problems)} problems in the spec:\n" + "\n".join(f"  - {p}" for p in problems))
 
     def cli_message(self) -> str:
         """The problems, one per line, under the spec's name."""

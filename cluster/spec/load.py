@@ -3,45 +3,69 @@
 from __future__ import annotations
 
 import difflib
+import reprlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
-from cluster.spec.base import Problem, SpecError
+from cluster.spec.base import Problem, Section, SpecError
 from cluster.spec.job import SECTIONS, JobSpec, all_problems
+from cluster.spec.reader import read_yaml_file
 
 
 def load_spec(path: str | Path) -> JobSpec:
-    """Read and validate a YAML spec file; raises SpecError naming the file, every field, line and fix."""
-    path = Path(path)
-    if not path.is_file():
-        raise SpecError([Problem("(file)", f"spec file {str(path)!r} does not exist.", "check the path.")], str(path))
-    text = path.read_text(encoding="utf-8")
-    try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = mark.line + 1 if mark else None
-        raise SpecError([Problem("(yaml)", f"not valid YAML: {getattr(e, 'problem', e)}.", "fix the YAML syntax.", line)], str(path)) from None
-    return validate_spec(data, source=str(path), lines=_line_index(node))
+    """Read and validate a YAML spec file; raises SpecError naming the file, every field, line and fix.
+
+    The file is read defensively (cluster/spec/reader.py): size, nesting and alias expansion are bounded, bad UTF-8
+    is named by its byte offset, and a key given twice is an error naming both lines.
+    """
+    doc = read_yaml_file(path, "spec")
+    return validate_spec(doc.data, source=str(path), lines=doc.lines)
 
 
 def validate_spec(data: Any, source: str | None = None, lines: dict[tuple, int] | None = None) -> JobSpec:
     """Validate a plain dict (e.g. one that crossed the Ray boundary); raises SpecError with every problem."""
+    return validate_model(JobSpec, data, source, lines, partial_rules=_rules_on_valid_sections)
+
+
+M = TypeVar("M", bound=Section)
+
+
+def validate_model(cls: type[M], data: Any, source: str | None = None, lines: dict[tuple, int] | None = None,
+                   partial_rules: Callable[[dict], list[Problem]] | None = None) -> M:
+    """The one validation front end of job specs and Serve args: `cls` validated from plain data, or a SpecError.
+
+    Every problem is collected: pydantic's (each with its field path, the line from `lines`, and the fix from the
+    field's description) and the rules of `cls.problems()`. `partial_rules(data)` adds the rules that can still run
+    when some fields are invalid, so one typo hides nothing.
+    """
     lines = lines or {}
     if not isinstance(data, dict):
-        raise SpecError([Problem("(root)", f"a spec is a mapping of sections, got {type(data).__name__}.",
-                                 f"start the file with sections: {', '.join(SECTIONS)}.")], source)
+        raise SpecError([Problem("(root)", f"expected a mapping of keys, got {_kind(data)}.",
+                                 f"write key: value pairs, starting with: {', '.join(_required(cls))}.")], source)
     try:
-        return JobSpec.model_validate(data)
+        parsed = cls.model_validate(data)
     except SpecError as e:
         problems = e.problems
     except ValidationError as e:
-        problems = [_from_pydantic(err) for err in e.errors()] + _rules_on_valid_sections(data)
+        problems = [_from_pydantic(cls, err) for err in e.errors()] + (partial_rules(data) if partial_rules else [])
+    except RecursionError:
+        problems = [Problem("(root)", "values are nested too deeply to validate.", "flatten the structure.")]
+    else:
+        problems = parsed.problems()
+        if not problems:
+            return parsed
     raise SpecError([_with_line(p, lines) for p in problems], source) from None
+
+
+def _kind(data: Any) -> str:
+    return "nothing (an empty document)" if data is None else f"a {type(data).__name__}"
+
+
+def _required(cls: type[BaseModel]) -> list[str]:
+    return [name for name, f in cls.model_fields.items() if f.is_required()] or list(cls.model_fields)
 
 
 def _rules_on_valid_sections(data: dict) -> list[Problem]:
@@ -71,25 +95,35 @@ def _rules_on_valid_sections(data: dict) -> list[Problem]:
     return [p for p in found if not any(p.field == b or p.field.startswith(b + ".") for b in broken)]
 
 
-def _from_pydantic(err: dict) -> Problem:
-    loc = ".".join(str(x) for x in err["loc"])
+def _from_pydantic(cls: type[BaseModel], err: dict) -> Problem:
+    loc = ".".join(str(x) if x != "" else "''" for x in err["loc"]) or "(root)"
     kind, value = err["type"], err.get("input")
     if kind == "extra_forbidden":
         key, parent = str(err["loc"][-1]), err["loc"][:-1]
-        known = sorted(_fields_at(parent))
+        known = sorted(_fields_at(cls, parent))
         close = difflib.get_close_matches(key, known, n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
         return Problem(loc, f"unknown key '{key}'.", f"{hint}known keys here: {', '.join(known)}.")
     if kind == "missing":
-        return Problem(loc, "required field is missing.", f"add '{err['loc'][-1]}' ({_description(err['loc'])}).")
+        about = _description(cls, err["loc"])
+        return Problem(loc, "required field is missing.", f"add '{err['loc'][-1]}'" + (f" ({about})." if about else "."))
     msg = err["msg"].removeprefix("Value error, ")
     name = next((p for p in reversed(err["loc"]) if isinstance(p, str)), loc)
-    return Problem(loc, f"{msg} (got {value!r}).", f"set {name} to a valid value: {_description(err['loc'])}")
+    about = _description(cls, err["loc"])
+    return Problem(loc, f"{msg} (got {_short(value)}).", f"set {name} to a valid value" + (f": {about}" if about else "."))
 
 
-def _walk(loc: tuple) -> type[BaseModel] | None:
-    """The pydantic model class at a location path, following list indices."""
-    cls: Any = JobSpec
+def _short(value: Any, limit: int = 80) -> str:
+    """A value as the user wrote it, cut short: a 1 MB string or a deep mapping must not flood the message."""
+    short = reprlib.Repr()
+    short.maxstring = short.maxother = limit
+    short.maxlevel = 2
+    text = short.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _walk(cls: Any, loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model class at a location path below `cls`, following list indices."""
     for part in loc:
         if isinstance(part, int):
             continue
@@ -104,35 +138,16 @@ def _walk(loc: tuple) -> type[BaseModel] | None:
     return cls
 
 
-def _fields_at(loc: tuple) -> list[str]:
-    cls = _walk(loc)
+def _fields_at(root: type[BaseModel], loc: tuple) -> list[str]:
+    cls = _walk(root, loc)
     return list(cls.model_fields) if cls else []
 
 
-def _description(loc: tuple) -> str:
-    parent = _walk(tuple(p for p in loc[:-1]))
+def _description(root: type[BaseModel], loc: tuple) -> str:
+    parent = _walk(root, tuple(loc[:-1]))
     name = next((p for p in reversed(loc) if isinstance(p, str)), "")
     field = parent.model_fields.get(name) if parent else None
     return field.description if field and field.description else ""
-
-
-def _line_index(node: yaml.Node | None) -> dict[tuple, int]:
-    """Map each key path of a YAML document to its 1-based line."""
-    out: dict[tuple, int] = {}
-
-    def visit(n: yaml.Node, path: tuple) -> None:
-        if isinstance(n, yaml.MappingNode):
-            for k, v in n.value:
-                out[(*path, k.value)] = k.start_mark.line + 1
-                visit(v, (*path, k.value))
-        elif isinstance(n, yaml.SequenceNode):
-            for i, v in enumerate(n.value):
-                out[(*path, str(i))] = v.start_mark.line + 1
-                visit(v, (*path, str(i)))
-
-    if node is not None:
-        visit(node, ())
-    return out
 
 
 def _with_line(p: Problem, lines: dict[tuple, int]) -> Problem:

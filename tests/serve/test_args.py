@@ -21,8 +21,8 @@ def test_every_problem_is_reported_at_once():
         parse_args({"model": "m", "adapter": {}, "max_batch_size": 0, "engine": "tgi", "api_keys": [{"value": "sk-1"}]})
     text = str(e.value)
     assert "4 problems" in text
-    for needle in ("adapter: unknown field. Fix: did you mean 'adapters'?", "max_batch_size", "engine",
-                   "api_keys.0.value: unknown field"):
+    for needle in ("adapter: unknown key 'adapter'. Fix: did you mean 'adapters'?", "max_batch_size", "engine",
+                   "api_keys.0.value: unknown key 'value'"):
         assert needle in text
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import sys
 
 # Progress bars repeat the data report's counts line by line in job logs; Ray's print patch floods worker logs with
 # bytecode listings (shared/VERIFIED.md); tokenizers warns about forking after its threads started.
@@ -47,7 +48,10 @@ def quiet() -> None:
         os.environ.setdefault(key, value)
     for name, level in QUIET_LOGGERS.items():
         if name.startswith("module:"):
-            found = importlib.util.find_spec(name.removeprefix("module:"))
+            module = name.removeprefix("module:")
+            if module.split(".")[0] not in sys.modules:
+                continue  # only Ray's own processes log there; finding the file would import Ray into every command
+            found = importlib.util.find_spec(module)
             if found is None or found.origin is None:
                 continue
             name = found.origin

@@ -13,12 +13,8 @@ from cluster.errors import UserError
 from cluster.noise import PROCESS_ENV
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
-# Secrets the job may need; forwarded by name when set locally (values never printed). On Kubernetes, prefer
-# Secret references in the pod templates (k8s/base) and forward nothing.
-DEFAULT_SECRET_ENV = (
-    "HF_TOKEN", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION",
-    "AWS_ENDPOINT_URL", "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_TOKEN",
-)
+# Nothing is forwarded unless asked: Ray keeps a job's runtime_env env_vars in its job metadata (the dashboard and
+# `ray job list` show them), so secrets belong in the cluster's own environment (Kubernetes Secrets in k8s/base).
 # Always set for the job: the same quiet settings as a local run (cluster.noise).
 JOB_ENV = dict(PROCESS_ENV)
 # Also in .rayignore; repeated here so `rayfit submit` from a folder without one still skips them.

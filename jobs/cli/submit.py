@@ -21,9 +21,8 @@ def register(subparsers) -> None:
     p.add_argument("--working-dir", default=".", help="folder uploaded as the job's working dir (default: .)")
     p.add_argument("--module", default="jobs.finetune", help="entrypoint module run as `python -m MODULE SPEC`")
     p.add_argument("--env", action="append", default=[], metavar="NAME",
-                   help="forward this local environment variable (by name; its value is never printed); repeatable")
-    p.add_argument("--no-default-env", action="store_true",
-                   help=f"do not forward the usual secret variables when set ({', '.join(ray_jobs.DEFAULT_SECRET_ENV)})")
+                   help="forward this local environment variable (by name; rayfit never prints its value, but Ray keeps it "
+                   "in the job's metadata: give secrets to the cluster itself, e.g. Kubernetes Secrets); repeatable")
     p.add_argument("--num-nodes", type=int, help="nodes the run will span (default: the alive nodes, +1 if the workers do not fit them)")
     p.add_argument("--skip-data-check", action="store_true", help="do not run the data check locally first")
     p.add_argument("--job-id", help="submission id to use (default: Ray picks one)")
@@ -73,10 +72,10 @@ def submit(args) -> int:
     if not storage.is_remote(spec.output.storage) and not Path(spec.output.storage).expanduser().is_absolute():
         _note(f"output.storage {spec.output.storage!r} is relative: the job resolves it inside its own copy of the "
               "working dir on the head node; give an absolute path or an s3:// URI to find the run afterwards.")
-    names = [*([] if args.no_default_env else ray_jobs.DEFAULT_SECRET_ENV), *args.env]
-    env, sent = ray_jobs.runtime_env(working_dir.resolve(), names)
+    env, sent = ray_jobs.runtime_env(working_dir.resolve(), args.env)
     if sent:
-        _note(f"forwarding environment variables: {', '.join(sent)} (values not shown)")
+        _note(f"forwarding environment variables: {', '.join(sent)} (values not shown here, but Ray stores them in the "
+              "job's metadata; for secrets, set them on the cluster instead)")
     job_id = ray_jobs.call(
         _submit_job, client, entrypoint=f"python -m {args.module} {shlex.quote(rel_spec)}", runtime_env=env,
         submission_id=args.job_id, metadata={"rayfit_spec": rel_spec, "rayfit_run": spec.output.name},

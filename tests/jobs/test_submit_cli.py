@@ -121,7 +121,7 @@ def test_secrets_are_forwarded_by_name_only_when_set(monkeypatch, tmp_path):
     monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
     env, sent = ray_jobs.runtime_env(tmp_path, ["HF_TOKEN", "AWS_ACCESS_KEY_ID", "HF_TOKEN"])
     assert sent == ["HF_TOKEN"]
-    assert env["env_vars"] == {"HF_TOKEN": "hf_value", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "TOKENIZERS_PARALLELISM": "false"}
+    assert env["env_vars"] == {"HF_TOKEN": "hf_value", **ray_jobs.JOB_ENV}
     assert env["working_dir"] == str(tmp_path) and ".venv/" in env["excludes"]
 
 

@@ -55,13 +55,15 @@ def test_liger_refuses_an_architecture_it_lacks(tmp_path, tiny_model_dir):
 
 
 def test_liger_lever_patches_the_model_the_trainer_steps(tmp_path, tiny_model_dir):
-    """The Trainer that sft_args configures puts Liger's RMSNorm, SwiGLU and RoPE into the model. Liger's Triton
-    kernels cannot run on a CPU, so this checks the patching; the loss check is test_liger_loss_on_gpu. A fresh
+    """The Trainer that sft_args configures puts Liger's RMSNorm, SwiGLU and RoPE into the model when training starts.
+    Liger's Triton kernels cannot run on a CPU (the step fails), so this checks the patching; the loss check is
+    test_liger_loss_on_gpu. A fresh
     process, because Liger replaces functions of transformers' Llama module for the whole process."""
     pytest.importorskip("liger_kernel")
     code = textwrap.dedent(f"""
         import warnings; warnings.simplefilter("ignore")
         from pathlib import Path
+        from datasets import Dataset
         from transformers.models.llama import modeling_llama
         from trl import SFTTrainer
         from cluster.model.load import load_model, load_tokenizer
@@ -73,16 +75,22 @@ def test_liger_lever_patches_the_model_the_trainer_steps(tmp_path, tiny_model_di
             spec = validate_spec(_spec(Path({str(tmp_path)!r}), {str(tiny_model_dir)!r}, gpus=1, train={{"liger_kernel": liger}}))
             tok, model = load_tokenizer(spec), load_model(spec)
             args = sft_args(spec, Path({str(tmp_path)!r}) / "hf", None, on_gpu=False, has_eval=False)
-            rows = [{{"input_ids": [5, 6, 7], "labels": [5, 6, 7], "position_ids": [0, 1, 2]}}]
-            SFTTrainer(model=model, args=args, train_dataset=rows, processing_class=tok, data_collator=make_collator(tok))
+            rows = Dataset.from_list([{{"input_ids": [5, 6, 7], "labels": [5, 6, 7], "position_ids": [0, 1, 2]}}])
+            trainer = SFTTrainer(model=model, args=args, train_dataset=rows, processing_class=tok, data_collator=make_collator(tok))
+            try:
+                trainer.train()  # the Trainer patches the model as training starts; Triton then fails on a CPU
+                error = "none"
+            except Exception as e:
+                error = type(e).__name__
             layer = model.get_base_model().model.layers[0]
-            print(liger, layer.input_layernorm._get_name(), layer.mlp._get_name(), modeling_llama.apply_rotary_pos_emb.__module__)
+            print(liger, layer.input_layernorm._get_name(), layer.mlp._get_name(), modeling_llama.apply_rotary_pos_emb.__module__, error)
     """)
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [line for line in proc.stdout.splitlines() if line.startswith(("True", "False"))]
-    assert lines[0] == "False LlamaRMSNorm LlamaMLP transformers.models.llama.modeling_llama"
+    assert lines[0] == "False LlamaRMSNorm LlamaMLP transformers.models.llama.modeling_llama none"
     assert lines[1].startswith("True LigerRMSNorm LigerSwiGLUMLP liger_kernel.")
+    assert not lines[1].endswith(" none")  # Liger's kernels did not run on this CPU
 
 
 class Probe(TrainerCallback):

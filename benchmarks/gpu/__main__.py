@@ -1,6 +1,6 @@
 """rayfit's per-worker step on one GPU, without Ray: throughput, MFU and peak memory against a plain TRL baseline.
 
-    python -m benchmarks.gpu [--out results.json] [--budget-s 450]   # one GPU: 8B LoRA/QLoRA, 1B full, 4-bit merge
+    python -m benchmarks.gpu [--out results.json] [--budget-s 330]   # one GPU: 8B LoRA/QLoRA, 1B full, 4-bit merge
     python -m benchmarks.gpu --smoke                                 # the same code on CPU at a tiny shape (CI)
 
 Every case runs in its own process (benchmarks/gpu/case.py). Read benchmarks/gpu/README.md for what each column
@@ -94,8 +94,9 @@ def main() -> None:
     p.add_argument("--smoke", action="store_true", help="tiny shapes on CPU (what CI runs)")
     p.add_argument("--out", default="gpu-benchmark.json", help="JSON file for every case's numbers")
     p.add_argument("--work", default=None, help="folder for models, data and runs (default: a temporary one)")
-    p.add_argument("--budget-s", type=float, default=450.0, help="start no case after this many seconds")
-    p.add_argument("--case-timeout-s", type=float, default=240.0)
+    p.add_argument("--budget-s", type=float, default=330.0,
+                   help="start no case after this many seconds (with the case timeout: under 8 minutes in all)")
+    p.add_argument("--case-timeout-s", type=float, default=150.0, help="stop a case that runs longer")
     p.add_argument("--only", nargs="*", default=None, help="run only cases whose name starts with one of these")
     p.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
                    help="a process per case (default on a GPU: clean peak memory, Liger patches and compile caches; "

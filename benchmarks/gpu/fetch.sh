@@ -15,14 +15,22 @@ trap 'rm -rf "$tmp"' EXIT
 python=${PYTHON:-python3}
 
 # Exactly what the machine lacks (it has torch 2.11, transformers 5.17, peft, accelerate, safetensors, numpy,
-# pyyaml, fsspec, filelock, jinja2, triton, huggingface-hub): rayfit's spec needs pydantic; TRL needs datasets,
-# which needs pyarrow, pandas, dill, multiprocess and xxhash.
-WHEELS=(trl==1.16.0 bitsandbytes==0.50.2 liger-kernel==0.8.5 datasets==5.2.0 pyarrow==26.0.1 pandas==3.1.1
-        dill==0.4.1 multiprocess==0.70.19 xxhash==4.1.0 pydantic==2.14.4 pydantic-core==2.50.5)
+# pyyaml, fsspec, filelock, jinja2, triton, huggingface-hub). Found by running --smoke with only those packages
+# importable (README.md): TRL needs datasets (pyarrow, pandas, dill, multiprocess, xxhash, python-dateutil, six);
+# rayfit's spec needs pydantic (pydantic-core, annotated-types, typing-inspection, a newer typing-extensions);
+# train_loop draws the loss curve at the end with matplotlib (pillow, fonttools, kiwisolver, contourpy, cycler,
+# pyparsing).
+WHEELS=(trl==1.16.0 bitsandbytes==0.50.2 liger-kernel==0.8.5
+        datasets==5.2.0 pyarrow==26.0.1 pandas==3.1.1 dill==0.4.1 multiprocess==0.70.19 xxhash==4.1.0
+        python-dateutil==2.9.0.post0 six==1.17.0
+        pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 typing-extensions==4.16.0
+        matplotlib==3.11.2 pillow==13.0.0 fonttools==4.68.0 kiwisolver==1.5.1 contourpy==1.3.3 cycler==0.12.1
+        pyparsing==3.3.3)
 "$python" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 \
   --platform manylinux2014_x86_64 -d "$tmp/wheels" "${WHEELS[@]}"
-ls -l "$tmp/wheels"
+ls -l "$tmp/wheels" | awk 'NR > 1 {printf "%8.1f MB  %s\n", $5 / 1e6, $9}'
+du -cb "$tmp"/wheels/*.whl | tail -1 | awk '{printf "%8.1f MB  all wheels\n", $1 / 1e6}'
 "$python" -m pip install -q --no-deps --no-compile --target "$tmp/site" "$tmp"/wheels/*.whl \
   --python-version 3.12 --implementation cp --only-binary=:all: \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 \

@@ -150,6 +150,7 @@ def merge_check(case: dict) -> dict:
 
 
 def spec_vocab(case: dict) -> int:
+    """Vocabulary size of the case's shape (random ids are drawn below it)."""
     from benchmarks.gpu.setup import SHAPES
 
     return SHAPES[case["shape"]]["vocab_size"]

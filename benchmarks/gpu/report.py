@@ -18,8 +18,8 @@ def format_table(results: list[dict], device: str, flops: dict[str, float], on_g
     base = {r["method"]: r.get("tokens_per_s") for r in results if r.get("kind") == "baseline"}
     unit, size = ("GiB", GiB) if on_gpu else ("MiB", MiB)
     lines = [f"Device: {device}", "",
-             f"| case | shape | tokens/s | × baseline | MFU | s/step | tokens/step | peak {unit} | planner {unit} | "
-             "planner/peak | loss step 1 | loss last | note |",
+             (f"| case | shape | tokens/s | × baseline | MFU | s/step | tokens/step | peak {unit} | planner {unit} | "
+              "planner/peak | loss step 1 | loss last | note |"),
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     merge = []
     for r in sorted(results, key=lambda r: ("lora", "qlora", "full").index(r.get("method", "lora"))):

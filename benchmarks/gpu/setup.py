@@ -36,6 +36,8 @@ def build_model(shape: str, folder: Path, on_gpu: bool) -> Path:
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16 if on_gpu else torch.float32)
     model.save_pretrained(folder)
     del model
+    if on_gpu:
+        torch.cuda.empty_cache()  # this process holds no model while the cases run in theirs
     words = {w: i for i, w in enumerate(SPECIALS + [f"w{i}" for i in range(64)])}
     tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(words, unk_token="<pad>")),
                                   pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<pad>")

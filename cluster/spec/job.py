@@ -63,10 +63,25 @@ def _eval_steps_need_data(s: JobSpec) -> list[Problem]:
     return []
 
 
+def _levers_need_a_gpu(s: JobSpec) -> list[Problem]:
+    if s.cluster.use_gpu:
+        return []  # whether the workers' GPUs and packages can do it is checked there (cluster.training.levers)
+    out = []
+    if s.train.liger_kernel:
+        out.append(Problem("train.liger_kernel", "liger-kernel needs a CUDA GPU and the liger-kernel package (its "
+                           "kernels are Triton, which has no CPU backend), but cluster.gpus_per_worker is 0.",
+                           "set train.liger_kernel: false, or train on GPUs."))
+    if s.model.attn_implementation == "flash_attention_2":
+        out.append(Problem("model.attn_implementation", "flash_attention_2 needs a CUDA GPU and the flash-attn package, "
+                           "but cluster.gpus_per_worker is 0.", "use sdpa (packed rows stay padding-free with it)."))
+    return out
+
+
 CROSS_RULES: list[CrossRule] = [
     (("model", "cluster"), _qlora_zero3),
     (("evaluate", "data"), _eval_needs_data),
     (("train", "data"), _eval_steps_need_data),
+    (("train", "model", "cluster"), _levers_need_a_gpu),
 ]
 SECTIONS = ("model", "data", "train", "cluster", "output", "merge", "evaluate", "plan")
 

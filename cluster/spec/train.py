@@ -36,6 +36,9 @@ class TrainSpec(Section):
     early_stopping_threshold: float = Field(0.0, ge=0, description="Least eval-loss improvement that counts.")
     seed: int = Field(42, description="Seed for weights init, dropout and data order.")
     report_to: list[Literal["tensorboard", "mlflow"]] = Field(default_factory=list, description="Experiment trackers.")
+    liger_kernel: bool = Field(False, description="Liger Kernel's fused RMSNorm, RoPE and SwiGLU (Triton; CUDA GPUs and the "
+                               "architectures Liger supports only). TRL computes the loss with its own chunked LM head.")
+    torch_compile: bool = Field(False, description="Compile the model with torch.compile (the first steps pay the compile time).")
 
     @model_validator(mode="before")
     @classmethod

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster.spec import JobSpec
+from cluster.training.levers import lever_args
 
 
 def sft_args(spec: JobSpec, output_dir: Path, ds_config: dict[str, Any] | None, on_gpu: bool, has_eval: bool,
@@ -53,4 +54,5 @@ def sft_args(spec: JobSpec, output_dir: Path, ds_config: dict[str, Any] | None, 
         include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0,
         disable_tqdm=True,
+        **lever_args(spec),
     )

@@ -20,15 +20,17 @@ from cluster.training.args import sft_args
 from cluster.training.callbacks import CheckpointReporter, FaultInjection, RunArtifacts
 from cluster.training.collator import make_collator
 from cluster.training.deepspeed_config import deepspeed_config
+from cluster.training.levers import check_levers
 from cluster.training.progress import ProgressLog
 
 
-def train_loop(config: dict[str, Any]) -> dict[str, Any]:
+def train_loop(config: dict[str, Any], callbacks: tuple = ()) -> dict[str, Any]:
     """Train this worker's share of the run described by `config`; returns the log history and final step.
 
     `config` holds only plain values: `spec` (JobSpec.model_dump()), `run` (run folder URI), `train_path` and
     `eval_path` (prepared datasets, eval may be None) and `scratch` (a node-local folder). It resumes from the
     newest complete checkpoint in the run folder, so a restarted worker group or a resubmitted run continues.
+    `callbacks` are extra Trainer callbacks for a caller without Ray (benchmarks.gpu times steps with one).
     """
     from transformers import PrinterCallback, set_seed
     from trl import SFTTrainer
@@ -44,6 +46,7 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
         if rank == 0:
             print(f"[rayfit] {resume} already completes this run; nothing to train", flush=True)
         return {"log_history": [], "global_step": read_manifest(resume)["step"]}
+    check_levers(spec, on_gpu)
     ds_config = deepspeed_config(spec, world, on_gpu)
     if ds_config:
         _init_deepspeed_comm(on_gpu)  # zero.Init reads the world size from DeepSpeed's comm before the model exists
@@ -62,7 +65,7 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
         eval_dataset=eval_ds, processing_class=tokenizer,
         callbacks=[CheckpointReporter(spec, run, dtype, under_ray, rank, local_rank), ProgressLog(rank),
                    RunArtifacts(run, rank, f"{spec.output.name}: {spec.model.method} of {spec.model.base}"),
-                   FaultInjection(run, rank), *_early_stopping(spec)],
+                   FaultInjection(run, rank), *_early_stopping(spec), *callbacks],
     )
     trainer.remove_callback(PrinterCallback)  # ProgressLog prints the same numbers once, with tokens/s
     if under_ray:

@@ -26,8 +26,10 @@ Errors: UserError for unreadable sources and unknown/ambiguous shapes; DataQuali
 """
 
 from cluster.data.pipeline import DataQualityError
-from cluster.data.prepare import PreparedData, check_data, load_prepared, load_tokenizer, prepare_datasets
+from cluster.data.prepare import PreparedData, check_data, load_prepared, prepare_datasets
 from cluster.data.report import DataReport
+from cluster.data.sources import stream_source
+from cluster.model.load import load_tokenizer  # re-exported for callers not yet moved to cluster.model.load (issue 11)
 
 __all__ = ["DataQualityError", "DataReport", "PreparedData", "check_data", "load_prepared", "load_tokenizer",
-           "prepare_datasets"]
+           "prepare_datasets", "stream_source"]

@@ -9,13 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cluster import storage
-from cluster.data.pipeline import check_threshold, finish, read_all, tokenize
+from cluster.data.assemble import finish
+from cluster.data.pipeline import check_threshold, read_all, tokenize
 from cluster.data.report import DataReport
 from cluster.embedded import cache_root
 from cluster.spec import JobSpec
 
 # Bump when the tokenized output of the same inputs changes (rendering, masking, packing), so old caches are not reused.
-PIPELINE_VERSION = "1"
+PIPELINE_VERSION = "2"
 REPORT = "report.json"  # written last: a cache folder is complete iff it exists
 
 
@@ -76,6 +77,8 @@ def prepare_datasets(spec: JobSpec, tokenizer, cache_dir: str) -> PreparedData:
 def check_data(spec: JobSpec, tokenizer=None) -> DataReport:
     """Run every data check without saving anything; raises DataQualityError when too many rows are dropped."""
     if tokenizer is None:
+        from cluster.model.load import load_tokenizer
+
         tokenizer = load_tokenizer(spec)
     loaded = read_all(spec.data)
     ds = tokenize(loaded, spec.data, tokenizer)
@@ -83,16 +86,6 @@ def check_data(spec: JobSpec, tokenizer=None) -> DataReport:
     report.hash = content_hash(spec, tokenizer, loaded.digests)
     check_threshold(report)
     return report
-
-
-def load_tokenizer(spec: JobSpec):
-    """The base model's tokenizer, with trust_remote_code only when the spec sets it."""
-    from transformers import AutoTokenizer
-
-    from cluster.model.source import resolve_base
-
-    return AutoTokenizer.from_pretrained(resolve_base(spec.model.base), revision=spec.model.revision,
-                                         trust_remote_code=spec.model.trust_remote_code)
 
 
 def load_prepared(path: str):

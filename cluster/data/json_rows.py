@@ -21,6 +21,8 @@ CHUNK = 1 << 20
 _STRUCTURE = re.compile(r'["\[\]{}]')
 _STRING_END = re.compile(r'(?:[^"\\]|\\.)*"', re.DOTALL)
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_DECODER = json.JSONDecoder()
 _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")  # what errors="surrogateescape" makes of a byte that is not UTF-8
 
 
@@ -55,7 +57,7 @@ def parse_record(text: str) -> dict:
     if _ESCAPED_BYTE.search(text):
         at = _ESCAPED_BYTE.search(text).start()
         raise RowProblem("not utf-8", f"byte 0x{ord(text[at]) - 0xDC00:02x} at column {at + 1} is not UTF-8")
-    if nesting_depth(text) > MAX_DEPTH:
+    if (text.count("[") + text.count("{") > MAX_DEPTH) and nesting_depth(text) > MAX_DEPTH:
         raise RowProblem("unparseable", f"nested more than {MAX_DEPTH} levels deep")
     try:
         obj = json.loads(text, parse_constant=_refuse_constant)
@@ -67,7 +69,8 @@ def parse_record(text: str) -> dict:
         raise RowProblem("unparseable", "nested too deep to parse") from None
     if not isinstance(obj, dict):
         raise RowProblem("unparseable", f"a record is a JSON object, got {type(obj).__name__}")
-    check_strings(obj)
+    if _SURROGATE_ESCAPE.search(text):  # only a \uD800-\uDFFF escape can make an unpaired surrogate
+        check_strings(obj)
     return obj
 
 
@@ -179,6 +182,12 @@ class _Scanner:
 
     def take_value(self) -> str:
         """The text of the JSON value at the cursor (an object, array or scalar), moving past it."""
+        try:  # fast path: the C parser finds the end of a well-formed value that is wholly in the buffer
+            end = _DECODER.raw_decode(self.buf, self.pos)[1]
+            if end < len(self.buf) or self.done:
+                return self._cut(self.pos, end)
+        except (ValueError, RecursionError):
+            pass  # broken, hostile or cut off by the chunk: find its end by counting brackets
         start, depth, pos = self.pos, 0, self.pos
         while True:
             m = re.compile(r'["\[\]{},]').search(self.buf, pos)

@@ -208,7 +208,7 @@ def _read_csv(path: str, f, digest) -> Iterator[Record | Drop]:
             return
         except csv.Error as e:  # e.g. a field over csv.field_size_limit(): that row only
             yield Drop("unparseable", f"{path}:{start}", f"CSV: {e}")
-            start = reader.line_num + 1
+            start = max(start + 1, reader.line_num + 1)  # the reader stops counting at the bad row's line
             continue
         where = f"{path}:{start}"
         start = reader.line_num + 1

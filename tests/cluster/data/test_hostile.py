@@ -53,12 +53,13 @@ def hostile_json(path) -> None:
 def test_hostile_rows_are_dropped_by_line_and_good_rows_kept(kind, first, tmp_path, capsys):
     path = tmp_path / f"mixed.{kind}"
     (hostile_jsonl if kind == "jsonl" else hostile_json)(path)
-    spec = demo_spec(tmp_path, path, {"max_dropped_fraction": 0.6, "eval_split": 0.0})
+    spec = demo_spec(tmp_path, path, {"max_dropped_fraction": 0.6})
     assert main(["data", "check", spec, "--json"]) == 0
     captured = capsys.readouterr()
     assert "Traceback" not in captured.err
     report = json.loads(captured.out)
-    assert report["rows_read"] == 12 and report["rows_kept"] == 6 and report["train_samples"] == 6
+    assert report["rows_read"] == 12 and report["rows_kept"] == 6
+    assert report["train_samples"] + report["eval_samples"] == 6
     for k, (_, reason, detail) in enumerate(HOSTILE):
         line = first + 1 + 2 * k
         assert any(e.startswith(f"{path}:{line} (") and detail in e for e in report["dropped"][reason]["examples"]), (line, reason)
@@ -84,10 +85,10 @@ def test_hostile_csv_rows(tmp_path, capsys):
 
 @pytest.mark.parametrize("kind", ["jsonl", "json", "csv"])
 def test_files_are_read_streaming(kind, tmp_path):
-    """Reading a 40 MB file row by row holds a few MB at most, never the file."""
+    """Reading a 15 MB file row by row holds a few MB at most, never the file."""
     path = tmp_path / f"big.{kind}"
     row = {"instruction": "How long does a permit take? " * 4, "output": "Six to ten weeks. " * 8}
-    n = 40_000_000 // len(json.dumps(row))
+    n = 15_000_000 // len(json.dumps(row))
     with open(path, "w", newline="") as f:
         if kind == "csv":
             writer = csv.DictWriter(f, fieldnames=list(row))
@@ -101,4 +102,4 @@ def test_files_are_read_streaming(kind, tmp_path):
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert count == n
-    assert peak < 8_000_000, f"peak {peak / 1e6:.1f} MB while reading a {path.stat().st_size / 1e6:.0f} MB file"
+    assert peak < 4_000_000, f"peak {peak / 1e6:.1f} MB while reading a {path.stat().st_size / 1e6:.0f} MB file"

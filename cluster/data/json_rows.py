@@ -19,6 +19,8 @@ from cluster.data.drops import RowProblem
 MAX_DEPTH = 64  # nesting deeper than any record shape needs (tool schemas included); deeper rows are dropped
 CHUNK = 1 << 20
 _STRUCTURE = re.compile(r'["\[\]{}]')
+_VALUE_PART = re.compile(r'["\[\]{},]')
+_KEY_OR_OPEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[{]', re.DOTALL)
 _STRING_END = re.compile(r'(?:[^"\\]|\\.)*"', re.DOTALL)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
@@ -168,7 +170,7 @@ class _Scanner:
     def seek_array(self) -> bool:
         """Inside the wrapping object: move to the '[' of the first value that is an array."""
         while True:
-            m = re.compile(r'"(?:[^"\\]|\\.)*"|[\[{]').search(self.buf, self.pos)
+            m = _KEY_OR_OPEN.search(self.buf, self.pos)
             if m is None or (m.group().startswith('"') and m.end() == len(self.buf)):
                 if not self._more():
                     return False
@@ -190,7 +192,7 @@ class _Scanner:
             pass  # broken, hostile or cut off by the chunk: find its end by counting brackets
         start, depth, pos = self.pos, 0, self.pos
         while True:
-            m = re.compile(r'["\[\]{},]').search(self.buf, pos)
+            m = _VALUE_PART.search(self.buf, pos)
             if m is None:
                 keep = len(self.buf) - start
                 if not self._more():
@@ -216,8 +218,8 @@ class _Scanner:
                 if depth == 0:
                     return self._cut(start, pos)
             else:  # ',' or the array's ']' ends a scalar (or, at depth > 0, is inside the value)
-                if depth == 0:
-                    return self._cut(start, m.start())
+                if depth == 0:  # a stray closing bracket is a (broken) value of its own, so the scan moves on
+                    return self._cut(start, m.end() if m.start() == start else m.start())
                 pos = m.end()
 
     def _cut(self, start: int, end: int) -> str:

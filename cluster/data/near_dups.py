@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import zlib
 
-NUM_PERM = 64
+NUM_PERM = 128
 SHINGLE = 5
 _NOT_WORD = re.compile(r"[\W_]+")
 

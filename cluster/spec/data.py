@@ -56,7 +56,7 @@ class SourceSpec(Section):
 class NearDuplicateSpec(Section):
     """Near-duplicate detection (MinHash LSH over character shingles of each sample's text)."""
 
-    threshold: float = Field(0.8, gt=0, le=1, description="Estimated Jaccard similarity of character 5-gram sets "
+    threshold: float = Field(0.7, gt=0, le=1, description="Estimated Jaccard similarity of character 5-gram sets "
                              "above which two samples are near-duplicates (case, punctuation and spacing ignored).")
     train: Literal["warn", "drop"] = Field("warn", description="Near-duplicate pairs within train: report them, or drop "
                                            "the later row of each pair.")

@@ -8,6 +8,7 @@ import zlib
 
 NUM_PERM = 128
 SHINGLE = 5
+PAIRS_PER_SAMPLE = 3  # a sample with many near copies (templated data) reports a few, not thousands of pairs
 _NOT_WORD = re.compile(r"[\W_]+")
 
 
@@ -33,18 +34,24 @@ def _crc(data: bytes) -> int:
 
 
 def near_pairs(texts: list[str], threshold: float) -> list[tuple[int, int, float]]:
-    """(earlier, later, estimated Jaccard similarity) for every pair of texts at or above `threshold`."""
+    """(earlier, later, estimated Jaccard similarity) for pairs of texts at or above `threshold`: for each text, up to
+    PAIRS_PER_SAMPLE earlier ones (lowest index first), so the cost stays linear on heavily templated data."""
     from datasketch import MinHash, MinHashLSH
 
     lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
     hashes, pairs = [], []
+    template = MinHash(num_perm=NUM_PERM)  # seeded (seed 1): the same permutations for every run and sample
     for i, text in enumerate(texts):
-        m = MinHash(num_perm=NUM_PERM, hashfunc=_crc)
+        m = MinHash(num_perm=NUM_PERM, hashfunc=_crc, permutations=template.permutations, scheme=template.scheme)
         m.update_batch(list(shingles(text)))
-        for j in lsh.query(m):
+        found = 0
+        for j in sorted(lsh.query(m)):
             similarity = m.jaccard(hashes[j])
             if similarity >= threshold:  # LSH returns candidates; keep only pairs whose estimate passes
                 pairs.append((j, i, similarity))
+                found += 1
+                if found == PAIRS_PER_SAMPLE:
+                    break
         lsh.insert(i, m)
         hashes.append(m)
     return sorted(pairs)

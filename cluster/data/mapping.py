@@ -16,7 +16,7 @@ def apply_fields(fields: dict, mapping: dict[str, str]) -> dict:
     for part, key in mapping.items():
         if part in INSIDE_MESSAGES:
             continue
-        if key not in fields:
+        if fields.get(key) is None:  # absent, or empty in a short CSV row
             raise RowProblem("missing field", f"no {key!r} (mapped to {part} by fields:)")
         out.pop(key)
         out[part] = fields[key]

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from cluster.data.drops import RowProblem
 
 MAX_DEPTH = 64  # nesting deeper than any record shape needs (tool schemas included); deeper rows are dropped
-CHUNK = 1 << 20
+CHUNK = 1 << 18  # 256 KiB of bytes per read
 _STRUCTURE = re.compile(r'["\[\]{}]')
 _VALUE_PART = re.compile(r'["\[\]{},]')
 _KEY_OR_OPEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[{]', re.DOTALL)

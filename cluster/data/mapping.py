@@ -18,7 +18,7 @@ def apply_fields(fields: dict, mapping: dict[str, str]) -> dict:
             continue
         if fields.get(key) is None:  # absent, or empty in a short CSV row
             raise RowProblem("missing field", f"no {key!r} (mapped to {part} by fields:)")
-        out.pop(key)
+        out.pop(key, None)  # one key may feed two parts
         out[part] = fields[key]
     inner = {mapping[p]: p for p in INSIDE_MESSAGES if p in mapping}
     if inner:

@@ -29,15 +29,17 @@ class _Tokenize:
 
 @contextlib.contextmanager
 def _ordered():
-    """Keep rows in input order (the eval split and mixing are seeded by position), restoring the setting after."""
+    """Keep rows in input order (the eval split and mixing are seeded by position) and progress bars off, restoring
+    the settings after."""
     import ray.data
 
-    options = ray.data.DataContext.get_current().execution_options
-    before, options.preserve_order = options.preserve_order, True
+    context = ray.data.DataContext.get_current()
+    before = context.execution_options.preserve_order, context.enable_progress_bars
+    context.execution_options.preserve_order, context.enable_progress_bars = True, False  # the report is the output
     try:
         yield
     finally:
-        options.preserve_order = before
+        context.execution_options.preserve_order, context.enable_progress_bars = before
 
 
 def tokenize_on_ray(samples: list[dict], kwargs: dict, workers: int | None) -> Dataset:

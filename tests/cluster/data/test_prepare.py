@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -141,6 +142,11 @@ def test_ray_data_tokenization_matches_the_local_path(tiny_tokenizer, tmp_path, 
     ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2, log_to_driver=False)
     try:
         on_ray = prepare_datasets(spec, tiny_tokenizer, str(tmp_path / "ray"))
+        # The tokenizing actors are gone once the data is prepared, so the trainer's workers can take every CPU.
+        deadline = time.time() + 60
+        while ray.available_resources().get("CPU", 0) < 2 and time.time() < deadline:
+            time.sleep(1)
+        assert ray.available_resources().get("CPU", 0) == 2
     finally:
         ray.shutdown()
     assert calls == [1] and on_ray.report == local.report

@@ -165,11 +165,13 @@ def _read_json(path: str, f, digest) -> Iterator[Record | Drop]:
     first_line = head.split(b"\n", 1)[0].strip()
     if first_line.startswith(b"{"):
         try:
-            parse_record(first_line.decode("utf-8-sig"))
-            yield from _read_jsonl(path, f, digest)  # a whole object on the first line: JSON Lines
-            return
+            first = parse_record(first_line.decode("utf-8-sig"))
         except (RowProblem, UnicodeDecodeError):
-            pass
+            first = None
+        wrapper = first is not None and len(first) == 1 and isinstance(next(iter(first.values())), list)
+        if first is not None and not wrapper:
+            yield from _read_jsonl(path, f, digest)  # a whole record on the first line: JSON Lines
+            return
     for line, text, problem in iter_array(decoded_chunks(f, digest)):
         where = f"{path}:{line}"
         if problem:

@@ -9,13 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cluster import storage
-from cluster.data.pipeline import check_threshold, finish, read_all, tokenize
+from cluster.data.assemble import finish
+from cluster.data.pipeline import check_threshold, read_all, tokenize
 from cluster.data.report import DataReport
 from cluster.embedded import cache_root
 from cluster.spec import JobSpec
 
 # Bump when the tokenized output of the same inputs changes (rendering, masking, packing), so old caches are not reused.
-PIPELINE_VERSION = "1"
+PIPELINE_VERSION = "2"
 REPORT = "report.json"  # written last: a cache folder is complete iff it exists
 
 

@@ -10,6 +10,8 @@ the template's separator that follows it.
 
 from __future__ import annotations
 
+import json
+
 from cluster.errors import UserError
 
 IGNORE = -100
@@ -22,19 +24,46 @@ def special_ids(tokenizer) -> set[int]:
     return ids
 
 
-def _render(tokenizer, messages: list[dict], generation_prompt: bool) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+def _render(tokenizer, messages: list[dict], generation_prompt: bool, tools: list[dict] | None = None) -> str:
+    return tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=generation_prompt)
 
 
-def assistant_char_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
-    """The rendered conversation and the [start, end) character span of each assistant turn in it."""
-    full = _render(tokenizer, messages, False)
+PROBE_TOOL, PROBE_CALL = "rayfit_probe_schema", "rayfit_probe_call"
+
+
+def check_tool_support(tokenizer) -> None:
+    """Raise UserError unless the chat template renders both the tool schemas (`tools=`) and assistant tool calls."""
+    tools = [{"type": "function", "function": {"name": PROBE_TOOL, "description": "probe",
+                                               "parameters": {"type": "object", "properties": {}}}}]
+    messages = [{"role": "user", "content": "probe"},
+                {"role": "assistant", "content": "", "tool_calls": [
+                    {"type": "function", "function": {"name": PROBE_CALL, "arguments": {"x": 1}}}]},
+                {"role": "tool", "content": "probe result"}, {"role": "assistant", "content": "ok"}]
+    try:
+        text = _render(tokenizer, messages, False, tools)
+    except Exception as e:  # noqa: BLE001 - a template that fails on tools has no tool support
+        text, failure = "", f" (it fails: {type(e).__name__}: {e})"
+    else:
+        failure = ""
+    missing = [what for what, name in (("tool schemas (tools=)", PROBE_TOOL), ("assistant tool calls", PROBE_CALL))
+               if name not in text]
+    if missing:
+        raise UserError(f"the data has tool calls, but the model's chat template has no tool support: it does not render "
+                        f"{' or '.join(missing)}{failure}, so they would be silently lost. Fix: set model.chat_template "
+                        "to a tool-capable template (e.g. Qwen2.5's or Llama 3.1's), or use a model whose template "
+                        "supports tools.")
+
+
+def assistant_char_spans(tokenizer, messages: list[dict], trained: list[bool] | None = None,
+                         tools: list[dict] | None = None) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered conversation and the [start, end) character span of each trained assistant turn in it."""
+    full = _render(tokenizer, messages, False, tools)
     spans = []
     for k, m in enumerate(messages):
-        if m["role"] != "assistant":
+        if m["role"] != "assistant" or (trained is not None and not trained[k]):
             continue
-        before = _render(tokenizer, messages[:k], True)
-        through = _render(tokenizer, messages[: k + 1], False)
+        before = _render(tokenizer, messages[:k], True, tools)
+        through = _render(tokenizer, messages[: k + 1], False, tools)
         if not (full.startswith(through) and through.startswith(before)):
             raise UserError(
                 "the chat template does not render a conversation's prefixes as prefixes of the whole (it rewrites "
@@ -44,10 +73,12 @@ def assistant_char_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tup
     return full, spans
 
 
-def render_conversation(tokenizer, messages: list[dict], specials: set[int] | None = None) -> tuple[list[int], list[int]]:
-    """Token ids of the templated conversation and labels: -100 except assistant turns through their end-of-turn token."""
+def render_conversation(tokenizer, messages: list[dict], specials: set[int] | None = None,
+                        trained: list[bool] | None = None, tools: list[dict] | None = None) -> tuple[list[int], list[int]]:
+    """Token ids of the templated conversation and labels: -100 except trained assistant turns (all of them when
+    `trained` is None) through their end-of-turn token; tool calls are part of the turn, tool results never are."""
     specials = special_ids(tokenizer) if specials is None else specials
-    text, spans = assistant_char_spans(tokenizer, messages)
+    text, spans = assistant_char_spans(tokenizer, messages, trained, tools)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = enc["input_ids"], enc["offset_mapping"]
     labels = [IGNORE] * len(ids)
@@ -74,34 +105,65 @@ def render_text(tokenizer, text: str) -> tuple[list[int], list[int]]:
     return ids, list(ids)
 
 
+def render_completion(tokenizer, prompt: str, completion: str) -> tuple[list[int], list[int]]:
+    """String prompt/completion as TRL's SFTTrainer does it: plain text (no chat template), eos after the completion,
+    loss from where the tokenized prompt and prompt+completion diverge."""
+    prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    ids, _ = render_text(tokenizer, prompt + completion)
+    start = 0
+    while start < min(len(prompt_ids), len(ids)) and prompt_ids[start] == ids[start]:
+        start += 1
+    return ids, [IGNORE] * start + ids[start:]
+
+
 def render_sample(tokenizer, sample: dict, specials: set[int]) -> tuple[list[int], list[int]]:
     """Ids and labels of a sample from cluster.data.formats.to_sample."""
+    if sample.get("prompt") is not None:
+        return render_completion(tokenizer, sample["prompt"], sample["completion"])
     if sample["messages"] is None:
         return render_text(tokenizer, sample["text"])
-    return render_conversation(tokenizer, sample["messages"], specials)
+    return render_conversation(tokenizer, sample["messages"], specials, sample.get("train"), sample.get("tools"))
 
 
-def tokenize_batch(batch: dict, tokenizer, specials: list[int]) -> dict:
-    """datasets.map function (batched): adds input_ids, labels, length, trained (count of trained tokens) and error.
+def windows(ids: list[int], size: int, overlap: int) -> list[tuple[list[int], list[int]]]:
+    """A long document as consecutive windows of at most `size` tokens, each starting `overlap` tokens before the
+    previous one ended; every token is trained exactly once (the repeated ones are context only)."""
+    out, start = [], 0
+    while True:
+        chunk = ids[start:start + size]
+        repeated = overlap if start else 0
+        out.append((chunk, [IGNORE] * repeated + chunk[repeated:]))
+        if start + size >= len(ids):
+            return out
+        start += size - overlap
 
-    A template that refuses one conversation (a jinja `raise_exception`, e.g. "system role not supported") marks
-    that row with `error` so it is dropped and reported; problems of the template itself raise UserError.
+
+def tokenize_batch(batch: dict, tokenizer, specials: list[int], max_seq_len: int, overlap: int) -> dict:
+    """datasets.map / Ray Data function (batched) from `sample` (JSON) to input_ids, labels, length, trained (count of
+    trained tokens), window (index within a split text document) and error, keeping src, where and key.
+
+    A text document longer than max_seq_len becomes several rows (windows). A template that refuses one
+    conversation (a jinja `raise_exception`, e.g. "system role not supported") marks that row with `error` so it is
+    dropped and reported; problems of the template itself raise UserError.
     """
     specials_set = set(specials)
-    out = {"input_ids": [], "labels": [], "length": [], "trained": [], "error": []}
-    for messages, text in zip(batch["messages"], batch["text"], strict=True):
+    out = {k: [] for k in ("input_ids", "labels", "length", "trained", "error", "window", "src", "where", "key")}
+    for sample_json, src, where, key in zip(batch["sample"], batch["src"], batch["where"], batch["key"], strict=True):
+        sample = json.loads(sample_json)
         try:
-            ids, labels = render_sample(tokenizer, {"messages": messages, "text": text}, specials_set)
+            ids, labels = render_sample(tokenizer, sample, specials_set)
             error = None
         except UserError:
             raise
         except Exception as e:  # noqa: BLE001 - any template failure on one row is that row's problem
             ids, labels, error = [], [], f"{type(e).__name__}: {e}"
-        out["error"].append(error)
-        out["input_ids"].append(ids)
-        out["labels"].append(labels)
-        out["length"].append(len(ids))
-        out["trained"].append(sum(label != IGNORE for label in labels))
+        is_text = sample["messages"] is None and sample.get("prompt") is None
+        parts = windows(ids, max_seq_len, overlap) if is_text and len(ids) > max_seq_len else [(ids, labels)]
+        for k, (w_ids, w_labels) in enumerate(parts):
+            for name, value in (("input_ids", w_ids), ("labels", w_labels), ("length", len(w_ids)), ("error", error),
+                                ("trained", sum(label != IGNORE for label in w_labels)), ("src", src), ("where", where),
+                                ("key", key), ("window", k if len(parts) > 1 else -1)):
+                out[name].append(value)
     return out
 
 

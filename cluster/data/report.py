@@ -57,6 +57,14 @@ class DataReport(BaseModel):
     train_tokens: int = 0
     trained_tokens: int = 0
     contamination: Examples = Field(default_factory=Examples, description="Eval samples that also appear in train.")
+    contamination_pairs: Examples = Field(default_factory=Examples, description="Train <-> eval pairs equal or near "
+                                          "(MinHash), as `train file:line <-> eval file:line`.")
+    near_duplicates: Examples = Field(default_factory=Examples, description="Near-duplicate pairs within train.")
+    documents_split: int = Field(0, description="Text documents longer than max_seq_len, split into windows.")
+    windows: int = Field(0, description="Windows made from those documents.")
+    warnings: list[str] = Field(default_factory=list, description="Things to know before training (e.g. few rows).")
+    answers: dict[str, float] = Field(default_factory=dict, description="Short-answer data: the most common answers "
+                                      "and their share of the training samples, so label imbalance is visible.")
     packing: bool = False
     max_seq_len: int = 0
     train_rows: int = 0
@@ -87,6 +95,15 @@ class DataReport(BaseModel):
             ex = self.dropped[reason]
             lines.append(f"  {reason:18} {ex.count:6}")
             lines += [f"      {e}" for e in ex.examples]
+        if self.documents_split:
+            lines += ["", f"Long documents: {self.documents_split} split into {self.windows} windows of at most "
+                          f"{self.max_seq_len} tokens (every token kept)"]
+        for title, ex in (("Near-duplicate pairs in train", self.near_duplicates),
+                          ("Train/eval pairs equal or near (contamination)", self.contamination_pairs)):
+            if ex.count:
+                lines += ["", f"{title}: {ex.count}"] + [f"      {e}" for e in ex.examples]
+        if self.answers:
+            lines += ["", "Most common answers: " + ", ".join(f"{a!r} {share:.0%}" for a, share in self.answers.items())]
         if self.token_lengths:
             tl = self.token_lengths
             stats = "  ".join(f"{k}={tl[k]:.0f}" for k in ("min", "p50", "p90", "p95", "p99", "max", "mean") if k in tl)
@@ -101,6 +118,7 @@ class DataReport(BaseModel):
                          f"{self.packing_efficiency:.1%} (padded to max_seq_len: {self.padded_efficiency:.1%})")
         else:
             lines.append(f"Packing off: {self.train_rows} rows, padded-to-max_seq_len efficiency {self.padded_efficiency:.1%}")
+        lines += [f"Warning: {w}" for w in self.warnings]
         if self.example:
             lines += ["", f"Example ({self.example_where}); trained tokens are between [[ and ]]:",
                       "".join(f"[[{text}]]" if trained else text for text, trained in self.example)]

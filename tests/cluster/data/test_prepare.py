@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -123,3 +124,30 @@ def test_parallel_tokenization_gives_the_same_rows_and_hash(tiny_tokenizer, tmp_
         prepared = prepare_datasets(spec, tiny_tokenizer, str(tmp_path / f"p{procs}"))
         rows[procs] = (prepared.report.hash, prepared.train()[:], prepared.eval()[:])
     assert rows[1] == rows[2]
+
+
+@pytest.mark.slow
+def test_ray_data_tokenization_matches_the_local_path(tiny_tokenizer, tmp_path, monkeypatch):
+    """With Ray running, prepare_datasets tokenizes through Ray Data on 2 actors: same rows, same hash, same report."""
+    import ray
+
+    import cluster.data.ray_tokenize as ray_tokenize
+
+    calls = []
+    real = ray_tokenize.tokenize_on_ray
+    monkeypatch.setattr(ray_tokenize, "tokenize_on_ray", lambda *a: calls.append(1) or real(*a))
+
+    spec = make_spec([{"path": "embedded:construction-faq"}], max_seq_len=512, eval_split=0.05)
+    local = prepare_datasets(spec, tiny_tokenizer, str(tmp_path / "local"))
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2, log_to_driver=False)
+    try:
+        on_ray = prepare_datasets(spec, tiny_tokenizer, str(tmp_path / "ray"))
+        # The tokenizing actors are gone once the data is prepared, so the trainer's workers can take every CPU.
+        deadline = time.time() + 60
+        while ray.available_resources().get("CPU", 0) < 2 and time.time() < deadline:
+            time.sleep(1)
+        assert ray.available_resources().get("CPU", 0) == 2
+    finally:
+        ray.shutdown()
+    assert calls == [1] and on_ray.report == local.report
+    assert on_ray.train()[:] == local.train()[:] and on_ray.eval()[:] == local.eval()[:]

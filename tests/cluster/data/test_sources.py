@@ -119,3 +119,59 @@ def test_json_variants_keep_line_numbers(tmp_path):
     multiline = tmp_path / "m.csv"
     multiline.write_text('instruction,output\n"two\nlines",x\nsecond,y\n')
     assert [r.where for r in read_source(SourceSpec(path=str(multiline))).records] == [f"{multiline}:2", f"{multiline}:4"]
+
+
+def test_folder_of_shards_and_hub_sources(tmp_path):
+    import pandas as pd
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    pd.DataFrame(ROWS[:4]).to_parquet(shards / "part-0.parquet")
+    pd.DataFrame(ROWS[4:]).to_parquet(shards / "part-1.parquet")
+    rows = read_source(SourceSpec(path=str(shards)))
+    assert [r.fields for r in rows.records] == ROWS
+    assert rows.records[4].where == f"{shards}/part-1.parquet:row 1"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="is a folder with no .jsonl, .ndjson, .json, .parquet, .csv files"):
+        read_source(SourceSpec(path=str(tmp_path / "empty")))
+    # A hub dataset id goes through datasets.load_dataset (a local folder works like a cached hub repo).
+    hub = read_source(SourceSpec(path=f"hf:{shards}", split="train"))
+    assert [r.fields for r in hub.records] == ROWS and hub.records[0].where == f"hf:{shards}:row 1"
+    with pytest.raises(UserError, match=r"hf:nobody/absent-dataset.*offline \(HF_HUB_OFFLINE=1\) the dataset must already be"):
+        read_source(SourceSpec(path="hf:nobody/absent-dataset", revision="v1"))
+
+
+def test_mapping_spec_problems_name_the_field():
+    from cluster.spec.base import SpecError
+
+    with pytest.raises(SpecError) as e:
+        make_spec([{"path": "x.jsonl", "fields": {"answer": "a"}, "name": "cfg"}], window_overlap=1024, max_seq_len=1024)
+    text = str(e.value)
+    assert "data.train.0.fields: unknown part 'answer'" in text and "data.train.0.name: name/revision apply to hf:" in text
+    assert "data.window_overlap: window_overlap 1024 is not below half of max_seq_len 1024" in text
+
+
+def test_mapped_keys_reach_the_report(tiny_tokenizer, tmp_path):
+    path = tmp_path / "qa.csv"
+    path.write_text("question,answer\nWhat is a permit?,A decision to build.\nHow long?\n")
+    spec = make_spec([{"path": str(path), "fields": {"prompt": "question", "completion": "answer"}}], max_seq_len=128,
+                     eval_split=0.0, max_dropped_fraction=1.0, near_duplicates=None)
+    report = check_data(spec, tiny_tokenizer)
+    assert report.sources[0].format == "prompt_completion" and report.rows_kept == 1
+    assert report.dropped["missing field"].examples == [f"{path}:3 (no 'answer' (mapped to completion by fields:))"]
+
+
+@pytest.mark.slow
+def test_parquet_folder_in_s3(moto_s3, tmp_path):
+    """A folder of parquet shards in object storage (moto S3) is read shard by shard, each row named by its shard."""
+    import fsspec
+    import pandas as pd
+
+    moto_s3.create_bucket(Bucket="rayfit-shards")
+    for k, part in enumerate((ROWS[:3], ROWS[3:])):
+        pd.DataFrame(part).to_parquet(tmp_path / f"part-{k}.parquet")
+        with fsspec.open(f"s3://rayfit-shards/faq/part-{k}.parquet", "wb") as f:
+            f.write((tmp_path / f"part-{k}.parquet").read_bytes())
+    rows = read_source(SourceSpec(path="s3://rayfit-shards/faq"))
+    assert [r.fields for r in rows.records] == ROWS
+    assert rows.records[3].where == "s3://rayfit-shards/faq/part-1.parquet:row 1"

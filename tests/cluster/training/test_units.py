@@ -79,7 +79,7 @@ def test_newest_complete_skips_folders_without_manifest(tmp_path):
         folder = run / checkpoint_dir_name(step)
         folder.mkdir(parents=True)
         if complete:
-            (folder / MANIFEST).write_text("{}")
+            (folder / MANIFEST).write_text('{"files": {}}')
     (run / "checkpoint_garbage").mkdir()
     assert newest(checkpoints(str(run))).uri == str(run / "checkpoint_00000010")
     assert newest(checkpoints(str(tmp_path / "missing"))) is None

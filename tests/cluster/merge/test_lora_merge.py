@@ -28,7 +28,7 @@ def lora_run(tiny_model_dir, tmp_path_factory):
     ids = sample_ids(model.config.vocab_size, seed=7)
     with torch.no_grad():
         expected = model(input_ids=ids).logits
-    ckpt = save_checkpoint(model, AutoTokenizer.from_pretrained(tiny_model_dir), run / "checkpoint_2026-11-23_10-00-00.000000",
+    ckpt = save_checkpoint(model, AutoTokenizer.from_pretrained(tiny_model_dir), run / "checkpoint_00000006",
                            spec, step=6)
     return {"run": run, "ckpt": ckpt, "ids": ids, "expected": expected, "losses": losses}
 

@@ -41,7 +41,7 @@ def qlora_run(tiny_model_dir, tmp_path_factory):
     quantized = load_quantized_base(str(tiny_model_dir), JobSpec.model_validate(spec))
     model = get_peft_model(prepare_model_for_kbit_training(quantized, use_gradient_checkpointing=False), lora_config(spec))
     losses = train_adapter(model, lr=2e-3)
-    ckpt = save_checkpoint(model, AutoTokenizer.from_pretrained(tiny_model_dir), run / "checkpoint_2026-11-23_10-00-00.000000",
+    ckpt = save_checkpoint(model, AutoTokenizer.from_pretrained(tiny_model_dir), run / "checkpoint_00000006",
                            spec, step=6, extra={"quantization": spec["model"]["quantization"]})
     ids = sample_ids(model.config.vocab_size, seed=7).to(model.device)  # the model is on a GPU when there is one
     expected = model(input_ids=ids).logits.detach().float()  # grad enabled: the layout and kernel training used

@@ -1,0 +1,89 @@
+"""Writing sharded safetensors one tensor slice at a time, so no shard is ever held in memory.
+
+safetensors' own `save_file` takes a whole dict of tensors. Because every tensor's name, dtype and shape is known
+before its values are (they come from the base's headers), each shard's header can be written first and the data
+appended as it is computed. The files and the index are what `save_pretrained` writes: `model.safetensors`, or
+`model-0000i-of-0000n.safetensors` plus `model.safetensors.index.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+
+# The safetensors format's dtype codes (its spec's "dtype" field).
+DTYPE_CODES = {
+    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL",
+    torch.float8_e4m3fn: "F8_E4M3", torch.float8_e5m2: "F8_E5M2",
+}
+INDEX = "model.safetensors.index.json"
+
+
+class ShardedWriter:
+    """Writes the tensors of `layout` [(name, dtype, shape)] in that order into shards of at most `max_shard_size`
+    bytes (a tensor larger than that gets a shard of its own, as transformers does)."""
+
+    def __init__(self, out_dir: Path, layout: list[tuple[str, torch.dtype, tuple[int, ...]]], max_shard_size: int):
+        self.out_dir = out_dir
+        self.shards: list[list[tuple[str, torch.dtype, tuple[int, ...], int]]] = [[]]
+        size = 0
+        for name, dtype, shape in layout:
+            nbytes = math.prod(shape) * dtype.itemsize
+            if self.shards[-1] and size + nbytes > max_shard_size:
+                self.shards.append([])
+                size = 0
+            self.shards[-1].append((name, dtype, shape, nbytes))
+            size += nbytes
+        n = len(self.shards)
+        self.names = ["model.safetensors"] if n == 1 else [f"model-{i:05d}-of-{n:05d}.safetensors" for i in range(1, n + 1)]
+        self.order = [(i, name, nbytes) for i, shard in enumerate(self.shards) for name, _, _, nbytes in shard]
+        self.position = 0     # index in self.order of the tensor being written
+        self.written = 0      # bytes of it written so far
+        self.file = None
+        self.shard = -1
+
+    def write(self, name: str, piece: torch.Tensor) -> None:
+        """Append the next slice (leading rows, contiguous) of tensor `name`; tensors must come in layout order."""
+        shard, expected, nbytes = self.order[self.position]
+        if name != expected:
+            raise RuntimeError(f"safetensors writer expected {expected}, got {name}")
+        if shard != self.shard:
+            self._open(shard)
+        data = piece.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
+        self.file.write(memoryview(data))
+        self.written += data.nbytes
+        if self.written > nbytes:
+            raise RuntimeError(f"{name}: wrote {self.written} bytes, the header says {nbytes}")
+        if self.written == nbytes:
+            self.position += 1
+            self.written = 0
+
+    def close(self) -> None:
+        """Finish the last shard and write the index (when there is more than one shard)."""
+        if self.position != len(self.order):
+            raise RuntimeError(f"safetensors writer closed before {self.order[self.position][1]} was written")
+        if self.file is not None:
+            self.file.close()
+        if len(self.names) > 1:
+            weight_map = {name: self.names[i] for i, shard in enumerate(self.shards) for name, *_ in shard}
+            total = sum(nbytes for _, _, nbytes in self.order)
+            index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+            (self.out_dir / INDEX).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+
+    def _open(self, shard: int) -> None:
+        if self.file is not None:
+            self.file.close()
+        header, offset = {"__metadata__": {"format": "pt"}}, 0
+        for name, dtype, shape, nbytes in self.shards[shard]:
+            header[name] = {"dtype": DTYPE_CODES[dtype], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+            offset += nbytes
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        raw += b" " * (-len(raw) % 8)  # the format pads the header to 8 bytes with spaces
+        self.file = open(self.out_dir / self.names[shard], "wb")
+        self.file.write(len(raw).to_bytes(8, "little"))
+        self.file.write(raw)
+        self.shard = shard

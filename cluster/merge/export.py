@@ -45,11 +45,7 @@ def merge_checkpoint(checkpoint_uri: str, into: str = "dequantized", out_uri: st
         log.info("export %s already matches %s; reusing it", out_uri, checkpoint_uri)
         return out_uri
 
-    ckpt_dir = local_copy(checkpoint_uri)
-    broken = verify(ckpt_dir, manifest)
-    if broken:
-        raise UserError(f"checkpoint {checkpoint_uri} does not match its manifest ({'; '.join(broken[:3])}). "
-                        "Fix: merge an intact checkpoint (e.g. the run folder, which picks the best complete one).")
+    ckpt_dir = verified_copy(checkpoint_uri, manifest)
     blocker = streaming_blocker(ckpt_dir, spec)
     if blocker is None:
         save = partial(stream_merge, ckpt_dir, spec, into or "dequantized", max_shard_size=_bytes(spec.merge.max_shard_size))
@@ -63,6 +59,18 @@ def merge_checkpoint(checkpoint_uri: str, into: str = "dequantized", out_uri: st
     _write_export(save, ckpt_dir, spec, out_uri, fields)
     log.info("wrote export %s from %s", out_uri, checkpoint_uri)
     return out_uri
+
+
+def verified_copy(uri: str, manifest: dict) -> Path:
+    """A local copy of the checkpoint or export at `uri`, refused (UserError naming the files) when its files do not
+    match the checksums in its manifest: a damaged, half-copied or tampered artefact is never loaded."""
+    folder = local_copy(uri)
+    broken = verify(folder, manifest)
+    if broken:
+        raise UserError(f"{manifest.get('kind', 'artefact')} {uri} does not match its manifest ({'; '.join(broken[:3])}). "
+                        "Fix: use an intact copy (e.g. the run folder, which picks the best complete checkpoint), or "
+                        "run the step that wrote it again.")
+    return folder
 
 
 def _manifest_id(checkpoint_uri: str) -> str:

@@ -12,7 +12,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cluster.errors import UserError
 from cluster.manifest import verify
-from cluster.merge import find_checkpoint, merge_checkpoint
+from cluster.merge import find_checkpoint, merge_checkpoint, merged_model
+from cluster.spec import JobSpec
 from tests.cluster.merge.checkpoints import lora_config, sample_ids, save_checkpoint, spec_dict, train_adapter
 
 
@@ -42,6 +43,22 @@ def test_lora_export_logits_match_base_plus_adapter(lora_run):
     with torch.no_grad():
         got = model(input_ids=lora_run["ids"]).logits
     assert (got - lora_run["expected"]).abs().max().item() <= 1e-4
+
+
+def test_streaming_export_equals_the_in_memory_merge(lora_run, tmp_path, monkeypatch):
+    """The export is written tensor by tensor from the base's files; PEFT's merge of the whole model must agree."""
+    spec = JobSpec.model_validate(json.loads((lora_run["ckpt"] / "manifest.json").read_text())["spec"])
+    in_memory = merged_model(lora_run["ckpt"], spec)
+    monkeypatch.setattr("cluster.merge.export.merged_model", lambda *a: pytest.fail("merged in memory, not streaming"))
+    streamed = AutoModelForCausalLM.from_pretrained(merge_checkpoint(str(lora_run["ckpt"]), out_uri=str(tmp_path / "s")),
+                                                    dtype=torch.float32)
+    want = in_memory.state_dict()
+    assert set(streamed.state_dict()) == set(want)
+    for name, tensor in streamed.state_dict().items():
+        assert (tensor - want[name]).abs().max().item() <= 1e-6, name
+    with torch.no_grad():
+        diff = (streamed(input_ids=lora_run["ids"]).logits - in_memory(input_ids=lora_run["ids"]).logits).abs().max()
+    assert diff.item() <= 1e-5
 
 
 def test_export_describes_itself(lora_run):

@@ -1,7 +1,8 @@
 """The streaming merge: a LoRA or QLoRA export written tensor by tensor, reading the base one safetensors shard at a time.
 
-Peak memory is the adapter, the largest adapted linear weight, and one slice of the tensor being copied (never a
-whole shard in memory, never the whole model). The base's shards are memory-mapped one at a time. Weights that the
+Peak memory is the adapter, the largest adapted linear weight, and one slice of the tensor being copied: never a
+whole shard, never the whole model. The base's shards are read with plain file reads (cluster.merge.safetensors_io),
+one at a time. Weights that the
 adapter does not touch are copied in row slices, cast to the export dtype. Adapted weights get `W + scale * B @ A`,
 as PEFT's `merge_and_unload(safe_merge=True)` computes it; for QLoRA into the dequantized base, W is first quantized
 to 4 bits and dequantized exactly as bitsandbytes does when transformers loads the base (cluster.merge.quantized).
@@ -19,13 +20,13 @@ from pathlib import Path
 
 import torch
 
-from cluster.merge.safetensors_writer import ShardedWriter
+from cluster.merge.safetensors_io import ShardReader, ShardedWriter
 from cluster.model.load import DTYPES, base_weight_files, load_base_config, load_base_generation_config
 from cluster.spec import JobSpec
 
 ADAPTER_FILE, ADAPTER_CONFIG = "adapter_model.safetensors", "adapter_config.json"
 PEFT_PREFIX = "base_model.model."
-SLICE_BYTES = 16 * 2**20  # bytes of one copied slice: small against any shard, large enough to write quickly
+SLICE_BYTES = 4 * 2**20  # bytes of one copied slice (as float32): small against any shard, large enough to write fast
 
 
 def streaming_blocker(ckpt_dir: Path, spec: JobSpec) -> str | None:
@@ -47,7 +48,7 @@ def streaming_blocker(ckpt_dir: Path, spec: JobSpec) -> str | None:
     files = base_weight_files(spec)
     if not files:
         return "the base has no safetensors files"
-    names = set(_keys(files))
+    names = _names(files)
     deltas = adapter_deltas(ckpt_dir)
     missing = sorted(set(deltas) - names)
     if missing:
@@ -76,7 +77,7 @@ def adapter_deltas(ckpt_dir: Path) -> dict[str, tuple[str, str, float]]:
 
 def stream_merge(ckpt_dir: Path, spec: JobSpec, into: str, out_dir: Path, max_shard_size: int) -> None:
     """Write the merged model (safetensors shards, index, config.json, generation_config.json) into `out_dir`."""
-    from safetensors import safe_open
+    from safetensors.torch import load_file
 
     dtype = DTYPES[spec.model.dtype]
     files = base_weight_files(spec)
@@ -86,18 +87,21 @@ def stream_merge(ckpt_dir: Path, spec: JobSpec, into: str, out_dir: Path, max_sh
         from cluster.merge.quantized import fourbit_layers
 
         fourbit = fourbit_layers(spec, dtype)
-    with safe_open(ckpt_dir / ADAPTER_FILE, framework="pt") as f:
-        adapter = {k: f.get_tensor(k) for k in f.keys()}  # small: rank r against the hidden size
-    layout = [(name, _out_dtype(dt, dtype), shape) for name, dt, shape in _headers(files)]
+    adapter = load_file(ckpt_dir / ADAPTER_FILE)  # small: rank r against the hidden size
+    layout = []
+    for path in files:
+        with ShardReader(path) as reader:
+            layout += [(name, _out_dtype(dt, dtype), shape) for name, dt, shape in reader.layout()]
     writer = ShardedWriter(out_dir, layout, max_shard_size)
     for path in files:
-        with safe_open(path, framework="pt") as f:
-            for name in f.keys():
+        with ShardReader(path) as reader:
+            for name, stored, shape in reader.layout():
                 if name in deltas or name in fourbit:
-                    writer.write(name, _merged(f.get_tensor(name).to(dtype), deltas.get(name), adapter, fourbit.get(name)))
-                else:
-                    for piece in _slices(f.get_slice(name)):
-                        writer.write(name, piece.to(_out_dtype(piece.dtype, dtype)))
+                    weight = reader.read(name).to(dtype)
+                    writer.write(name, _merged(weight, deltas.get(name), adapter, fourbit.get(name)))
+                    continue
+                for rows in _row_slices(shape, stored):
+                    writer.write(name, reader.read(name, rows).to(_out_dtype(stored, dtype)))
     writer.close()
     _write_configs(spec, dtype, out_dir)
 
@@ -116,16 +120,14 @@ def _merged(weight: torch.Tensor, delta: tuple | None, adapter: dict, fourbit: d
     return weight
 
 
-def _slices(tensor_slice):
-    """The rows of one stored tensor, a slice of about SLICE_BYTES at a time (scalars whole)."""
-    shape = tensor_slice.get_shape()
+def _row_slices(shape: tuple[int, ...], dtype: torch.dtype):
+    """Row ranges [a, b) of about SLICE_BYTES each (a scalar or empty tensor is one range)."""
     if not shape or shape[0] == 0:
-        yield tensor_slice[:]
+        yield None
         return
-    row_bytes = max(1, math.prod(shape[1:])) * 4
-    step = max(1, SLICE_BYTES // row_bytes)
+    step = max(1, SLICE_BYTES // max(1, math.prod(shape[1:]) * max(dtype.itemsize, 4)))
     for start in range(0, shape[0], step):
-        yield tensor_slice[start:start + step]
+        yield start, min(start + step, shape[0])
 
 
 def _out_dtype(stored: torch.dtype, dtype: torch.dtype) -> torch.dtype:
@@ -133,29 +135,12 @@ def _out_dtype(stored: torch.dtype, dtype: torch.dtype) -> torch.dtype:
     return dtype if stored.is_floating_point else stored
 
 
-def _headers(files: list[Path]):
-    """(name, dtype, shape) of every tensor in the shards, in file order, reading only the headers."""
-    from safetensors import safe_open
-
+def _names(files: list[Path]) -> set[str]:
+    names = set()
     for path in files:
-        with safe_open(path, framework="pt") as f:
-            for name in f.keys():
-                s = f.get_slice(name)
-                yield name, _torch_dtype(s.get_dtype()), tuple(s.get_shape())
-
-
-def _keys(files: list[Path]):
-    from safetensors import safe_open
-
-    for path in files:
-        with safe_open(path, framework="pt") as f:
-            yield from f.keys()
-
-
-def _torch_dtype(code: str) -> torch.dtype:
-    from cluster.merge.safetensors_writer import DTYPE_CODES
-
-    return {v: k for k, v in DTYPE_CODES.items()}[code]
+        with ShardReader(path) as reader:
+            names.update(reader.entries)
+    return names
 
 
 def _write_configs(spec: JobSpec, dtype: torch.dtype, out_dir: Path) -> None:

@@ -1,9 +1,11 @@
-"""Writing sharded safetensors one tensor slice at a time, so no shard is ever held in memory.
+"""Reading and writing safetensors files a slice of rows at a time, so no shard is ever held in memory.
 
-safetensors' own `save_file` takes a whole dict of tensors. Because every tensor's name, dtype and shape is known
-before its values are (they come from the base's headers), each shard's header can be written first and the data
-appended as it is computed. The files and the index are what `save_pretrained` writes: `model.safetensors`, or
-`model-0000i-of-0000n.safetensors` plus `model.safetensors.index.json`.
+safetensors' own `save_file` takes a whole dict of tensors, and `safe_open` memory-maps the whole file (every page
+read stays resident while it is open). The format is simple (an 8-byte header length, a JSON header of dtype, shape
+and byte offsets, then the raw data), so rayfit reads the rows it needs with ordinary file reads, and writes each
+shard's header first (every name, dtype and shape is known from the base's headers before any value is) and then
+appends the data as it is computed. The files and the index are what `save_pretrained` writes: `model.safetensors`,
+or `model-0000i-of-0000n.safetensors` plus `model.safetensors.index.json`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,48 @@ DTYPE_CODES = {
     torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL",
     torch.float8_e4m3fn: "F8_E4M3", torch.float8_e5m2: "F8_E5M2",
 }
+CODE_DTYPES = {code: dtype for dtype, code in DTYPE_CODES.items()}
 INDEX = "model.safetensors.index.json"
+
+
+class ShardReader:
+    """One safetensors file opened for reading: its tensors' names, dtypes and shapes, and their rows on demand."""
+
+    def __init__(self, path: Path):
+        self.file = open(path, "rb")
+        size = int.from_bytes(self.file.read(8), "little")
+        header = json.loads(self.file.read(size))
+        header.pop("__metadata__", None)
+        self.start = 8 + size
+        # in storage order, so reads go forward through the file
+        self.entries = dict(sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]))
+
+    def __enter__(self) -> "ShardReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.file.close()
+
+    def layout(self) -> list[tuple[str, torch.dtype, tuple[int, ...]]]:
+        """(name, dtype, shape) of every tensor, in storage order."""
+        return [(name, CODE_DTYPES[e["dtype"]], tuple(e["shape"])) for name, e in self.entries.items()]
+
+    def read(self, name: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
+        """Tensor `name`, or only its rows [a, b) (leading dimension)."""
+        entry = self.entries[name]
+        dtype, shape = CODE_DTYPES[entry["dtype"]], list(entry["shape"])
+        begin, end = entry["data_offsets"]
+        if rows is not None and shape:
+            row_bytes = math.prod(shape[1:]) * dtype.itemsize
+            begin, end = begin + rows[0] * row_bytes, begin + rows[1] * row_bytes
+            shape[0] = rows[1] - rows[0]
+        buffer = bytearray(end - begin)
+        self.file.seek(self.start + begin)
+        if self.file.readinto(buffer) != len(buffer):
+            raise ValueError(f"{self.file.name}: {name} is cut short")
+        if not buffer:
+            return torch.empty(shape, dtype=dtype)
+        return torch.frombuffer(buffer, dtype=dtype).reshape(shape)
 
 
 class ShardedWriter:

@@ -73,11 +73,12 @@ def evaluate_request(spec: JobSpec, config, counts: ParamCounts) -> StepRequest:
     model = counts.total * width
     e, d = spec.evaluate, spec.data
     tokens = d.max_seq_len + e.max_new_tokens
-    # one eval row's logits in float32 (and the cross-entropy's copy), then the batch's generation KV cache
+    # one eval row's logits in float32 (and the cross-entropy's copy), or the batch's generation KV cache (generate
+    # computes logits for the last position only)
     kv_dim = (getattr(config, "num_key_value_heads", None) or config.num_attention_heads) * (
         getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads)
     working = max(d.max_seq_len * config.vocab_size * 4 * 2,
-                  e.batch_size * tokens * (2 * config.num_hidden_layers * kv_dim * width + config.vocab_size * 4))
+                  e.batch_size * (tokens * 2 * config.num_hidden_layers * kv_dim * width + config.vocab_size * 4 * 2))
     merge_first = 0 if spec.merge.enabled else merge_request(spec, config, counts).host_ram - PROCESS_BASELINE
     if spec.cluster.use_gpu:
         return StepRequest("evaluate", 1, 1, PROCESS_BASELINE + model + merge_first, model + working + CONTEXT_RESERVE,

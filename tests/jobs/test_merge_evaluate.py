@@ -108,8 +108,12 @@ def test_merge_and_evaluate_run_as_ray_tasks_with_the_planners_requests(run_dir,
     from cluster.planner import make_plan
     from cluster.tasks import EVALUATE_TASK, MERGE_TASK, evaluate_on_cluster, merge_on_cluster
 
-    spec = JobSpec.model_validate(json.loads(next(run_dir.glob("checkpoint_*/manifest.json")).read_text())["spec"])
+    from cluster.planner.plan import with_changes
+
+    trained = json.loads(next(run_dir.glob("checkpoint_*/manifest.json")).read_text())["spec"]
+    spec = with_changes(JobSpec.model_validate(trained), {"cluster": {"gpus_per_worker": 0}})  # a CPU cluster
     plan = make_plan(spec)
+    assert plan.merge.num_gpus == plan.evaluate.num_gpus == 0
     export = merge_on_cluster(str(run_dir), spec.merge.into, plan.merge)
     assert export == str(run_dir / "export") and (run_dir / "export" / "manifest.json").is_file()
     report = evaluate_on_cluster(spec, export, str(tmp_path / "eval"), plan.evaluate)

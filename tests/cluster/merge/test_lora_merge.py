@@ -114,6 +114,31 @@ def test_incomplete_and_wrong_inputs_name_the_problem(lora_run, tmp_path):
         merge_checkpoint(str(damaged), out_uri=str(tmp_path / "out"))
 
 
+def test_one_changed_byte_is_refused_by_merge_and_evaluate_naming_the_file(lora_run, tmp_path):
+    """Tampering: one byte of the adapter (or of an export's weights) changed, the size unchanged."""
+    from cluster.evaluation import load_tuned
+
+    tampered = tmp_path / "run" / "checkpoint_00000006"
+    shutil.copytree(lora_run["ckpt"], tampered)
+    weights = tampered / "adapter_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0x01
+    weights.write_bytes(bytes(data))
+    with pytest.raises(UserError, match=r"does not match its manifest \(adapter_model\.safetensors: checksum differs\)"):
+        merge_checkpoint(str(tampered), out_uri=str(tmp_path / "out"))
+    spec = JobSpec.model_validate(json.loads((tampered / "manifest.json").read_text())["spec"])
+    with pytest.raises(UserError, match=r"adapter_model\.safetensors: checksum differs"):
+        load_tuned(str(tampered), spec)
+    export = tmp_path / "export"
+    merge_checkpoint(str(lora_run["ckpt"]), out_uri=str(export))
+    shard = sorted(export.glob("model-*.safetensors"))[0]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    shard.write_bytes(bytes(data))
+    with pytest.raises(UserError, match=rf"export {export} does not match its manifest \({shard.name}: checksum differs\)"):
+        load_tuned(str(export), spec)
+
+
 @pytest.mark.slow
 def test_merge_from_and_to_object_storage(lora_run, tmp_path, monkeypatch, moto_s3):
     """A run in S3 (moto server): the export lands next to it in S3, manifest last, and is reused the second time."""

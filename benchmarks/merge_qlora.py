@@ -43,13 +43,14 @@ def one_seed(base: Path, seed: int, compute_dtype: str, steps: int, length: int,
     from transformers import AutoModelForCausalLM
 
     from cluster.merge import merge_adapter
-    from cluster.merge.quantized import load_dequantized_into, load_quantized_base
+    from cluster.merge.quantized import load_dequantized_into
+    from cluster.model.load import load_quantized_base
     from cluster.spec import JobSpec
     from tests.cluster.merge.checkpoints import lora_config, sample_ids, spec_dict, train_adapter
 
     spec = spec_dict(base, "qlora", quantization={"compute_dtype": compute_dtype})
     torch.manual_seed(seed)
-    quantized = load_quantized_base(str(base), JobSpec.model_validate(spec))
+    quantized = load_quantized_base(JobSpec.model_validate(spec), torch.float32)
     model = get_peft_model(prepare_model_for_kbit_training(quantized, use_gradient_checkpointing=False), lora_config(spec))
     if inputs == "faq":
         train_ids, ids = faq_ids(base, seed, length)

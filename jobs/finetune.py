@@ -1,5 +1,7 @@
 """`python -m jobs.finetune SPEC.yaml`: load spec -> check data -> plan -> fit -> run.json -> merge -> evaluate.
 
+The driver orchestrates; training runs on Ray Train workers, merge and evaluation as Ray tasks sized by the planner.
+
 Submitted as a Ray job it trains on that cluster; run directly it connects to a running local Ray or starts one.
 Submitting the same spec again (same output.name) resumes from the newest complete checkpoint.
 """
@@ -28,13 +30,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def finetune(spec: JobSpec, address: str | None = None) -> dict:
     """Each step of the job in order; returns the final run record (also written to {run}/run.json)."""
+    import ray
+
     from cluster.data import prepare_datasets
-    from cluster.evaluation import evaluate_run
     from cluster.evaluation.report import markdown
-    from cluster.merge import merge_checkpoint
     from cluster.model.load import load_tokenizer
-    from cluster.planner import check_fit, format_plan, make_plan
+    from cluster.planner import check_fit, check_placement, format_plan, make_plan
     from cluster.run_folder import DATA_REPORT, part, run_uri
+    from cluster.tasks import evaluate_on_cluster, merge_on_cluster
     from cluster.training.run_record import check_resumable, write_run_record
     from cluster.training.trainer import fit
 
@@ -49,6 +52,7 @@ def finetune(spec: JobSpec, address: str | None = None) -> dict:
     plan = make_plan(spec, dataset_tokens=data.report.train_tokens)
     _say("plan:\n" + format_plan(plan))
     check_fit(plan, spec)
+    check_placement(plan, ray.nodes())  # before any GPU time: some node must be able to merge and evaluate
     try:
         fit(spec, data.train_path, data.eval_path)
     except Exception as e:
@@ -58,10 +62,11 @@ def finetune(spec: JobSpec, address: str | None = None) -> dict:
     shown = {k: round(v, 4) for k, v in record["metrics"].items() if k in ("step", "train_loss", "eval_loss")}
     _say(f"best checkpoint {record['best_checkpoint']} {shown}")
     if spec.merge.enabled:
-        record["export"] = merge_checkpoint(record["best_checkpoint"], into=spec.merge.into)
+        record["export"] = merge_on_cluster(record["best_checkpoint"], spec.merge.into, plan.merge)
         _say(f"export {record['export']}")
     if spec.evaluate.enabled:
-        record["evaluation"] = evaluate_run(spec, record.get("export") or record["best_checkpoint"], part(run, "eval"))
+        tuned = record.get("export") or record["best_checkpoint"]
+        record["evaluation"] = evaluate_on_cluster(spec, tuned, part(run, "eval"), plan.evaluate)
         print(markdown(record["evaluation"]).split("\n## Sample")[0].rstrip(), flush=True)
         _say(f"evaluation {part(run, 'eval')}")
     extra = {k: record[k] for k in ("export", "evaluation") if k in record}

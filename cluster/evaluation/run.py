@@ -14,10 +14,9 @@ from cluster.evaluation.heldout import Sample, generation_samples, load_eval_row
 from cluster.evaluation.report import gate, write_report
 from cluster.evaluation.scoring import eval_loss, generate, text_metrics
 from cluster.manifest import read_manifest
-from cluster.run_folder import local_copy
-from cluster.merge.quantized import DTYPES
+from cluster.merge.export import verified_copy
 from cluster.merge.weights import merged_model, spec_as_trained
-from cluster.model.source import resolve_base
+from cluster.model import load
 from cluster.spec import JobSpec
 
 log = logging.getLogger(__name__)
@@ -31,7 +30,7 @@ def evaluate_run(spec: JobSpec, tuned_uri: str, out_uri: str, cache_dir: str | N
     where the tokenized data is cached (default: the run's data/ folder).
     """
     cfg = spec.evaluate
-    tokenizer = eval_tokenizer(spec)
+    tokenizer = load.load_tokenizer(spec)  # the tokenizer the run's data was tokenized with
     rows = load_eval_rows(spec, tokenizer, cache_dir)
     samples = generation_samples(rows, tokenizer, cfg.max_samples)
     started = time.time()
@@ -59,44 +58,29 @@ def evaluate_run(spec: JobSpec, tuned_uri: str, out_uri: str, cache_dir: str | N
     return report
 
 
-def eval_tokenizer(spec: JobSpec):
-    """The tokenizer the run's data was tokenized with (the base's, with the spec's chat template when given)."""
-    from cluster.model.load import load_tokenizer
-
-    tokenizer = load_tokenizer(spec)
-    if spec.model.chat_template:
-        tokenizer.chat_template = spec.model.chat_template
-    return tokenizer
-
-
 def eval_dtype(spec: JobSpec) -> torch.dtype:
     """The dtype both models are scored in: the spec's on GPU, float32 on CPU (as training there)."""
-    return DTYPES[spec.model.dtype] if torch.cuda.is_available() else torch.float32
+    return load.train_dtype(spec, torch.cuda.is_available())
 
 
 def load_base(spec: JobSpec):
-    """The untuned base model in the spec's dtype, for evaluation."""
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(
-        resolve_base(spec.model.base), dtype=eval_dtype(spec), revision=spec.model.revision,
-        trust_remote_code=spec.model.trust_remote_code, attn_implementation=spec.model.attn_implementation)
-    return _ready(model)
+    """The untuned base model in the evaluation dtype, at the spec's revision."""
+    return _ready(load.load_base(spec, eval_dtype(spec)))
 
 
 def load_tuned(uri: str, spec: JobSpec):
-    """The tuned model: an export loads as it is; a checkpoint is merged in memory the way the spec merges."""
-    from transformers import AutoModelForCausalLM
+    """The tuned model: an export loads as it is; a checkpoint is merged in memory the way the spec merges.
 
-    manifest = read_manifest(storage.normalize(uri))
-    folder = local_copy(storage.normalize(uri))
-    if manifest.get("kind") == "export":
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=eval_dtype(spec),
-                                                     trust_remote_code=spec.model.trust_remote_code)
-    elif manifest.get("kind") == "checkpoint":
-        model = merged_model(folder, spec_as_trained(manifest), spec.merge.into).to(eval_dtype(spec))
-    else:
+    Either is refused (UserError naming the file) when its files do not match its manifest's checksums."""
+    uri = storage.normalize(uri)
+    manifest = read_manifest(uri)
+    if manifest.get("kind") not in ("export", "checkpoint"):
         raise UserError(f"{uri} is a rayfit {manifest.get('kind')!r}; evaluation takes an export or a checkpoint.")
+    folder = verified_copy(uri, manifest)
+    if manifest["kind"] == "export":
+        model = load.load_folder_model(folder, eval_dtype(spec), spec)
+    else:
+        model = merged_model(folder, spec_as_trained(manifest), spec.merge.into).to(eval_dtype(spec))
     return _ready(model)
 
 

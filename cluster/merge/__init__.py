@@ -1,9 +1,10 @@
 """Merge and export: a checkpoint becomes one deployable model that reproduces what was trained.
 
 Public API:
-    merge_checkpoint(checkpoint_uri, into="dequantized", out_uri=None) -> str   export URI (idempotent)
+    merge_checkpoint(checkpoint_uri, into="dequantized", out_uri=None) -> str   export URI (idempotent); LoRA and
+                                                                                QLoRA stream tensor by tensor (stream.py)
     find_checkpoint(uri) -> (checkpoint_uri, manifest)                          a checkpoint or a run's best one
-    merged_model(ckpt_dir, spec, into) -> transformers model                    the merge without writing
+    merged_model(ckpt_dir, spec, into) -> transformers model                    the merge in memory, without writing
     dequantized_weights(model, dtype)                                           4-bit weights, safe after any forward
 """
 

@@ -7,14 +7,16 @@ import logging
 import os
 import shutil
 import tempfile
+from functools import partial
 from pathlib import Path
 
 from cluster import storage
 from cluster.errors import UserError
 from cluster.manifest import MANIFEST, read_manifest, verify, write_manifest
 from cluster.run_folder import find_checkpoint, local_copy, part, run_of
+from cluster.merge.stream import stream_merge, streaming_blocker
 from cluster.merge.weights import merged_model, spec_as_trained
-from cluster.model.source import resolve_base
+from cluster.model.load import load_folder_tokenizer
 from cluster.spec import JobSpec
 
 log = logging.getLogger(__name__)
@@ -43,18 +45,32 @@ def merge_checkpoint(checkpoint_uri: str, into: str = "dequantized", out_uri: st
         log.info("export %s already matches %s; reusing it", out_uri, checkpoint_uri)
         return out_uri
 
-    ckpt_dir = local_copy(checkpoint_uri)
-    broken = verify(ckpt_dir, manifest)
-    if broken:
-        raise UserError(f"checkpoint {checkpoint_uri} does not match its manifest ({'; '.join(broken[:3])}). "
-                        "Fix: merge an intact checkpoint (e.g. the run folder, which picks the best complete one).")
-    model = merged_model(ckpt_dir, spec, into or "dequantized")
+    ckpt_dir = verified_copy(checkpoint_uri, manifest)
+    blocker = streaming_blocker(ckpt_dir, spec)
+    if blocker is None:
+        save = partial(stream_merge, ckpt_dir, spec, into or "dequantized", max_shard_size=_bytes(spec.merge.max_shard_size))
+    else:
+        log.info("merging in memory: %s", blocker)
+        model = merged_model(ckpt_dir, spec, into or "dequantized")
+        save = partial(_save_model, model, max_shard_size=spec.merge.max_shard_size)
     fields = {k: manifest.get(k) for k in ("spec", "base_model", "method", "dtype", "step", "metrics",
                                            "adapter_config", "quantization")}
     fields.update(source_checkpoint=checkpoint_uri, source_manifest_sha256=source_id, merged_into=into)
-    _write_export(model, ckpt_dir, spec, out_uri, fields)
+    _write_export(save, ckpt_dir, spec, out_uri, fields)
     log.info("wrote export %s from %s", out_uri, checkpoint_uri)
     return out_uri
+
+
+def verified_copy(uri: str, manifest: dict) -> Path:
+    """A local copy of the checkpoint or export at `uri`, refused (UserError naming the files) when its files do not
+    match the checksums in its manifest: a damaged, half-copied or tampered artefact is never loaded."""
+    folder = local_copy(uri)
+    broken = verify(folder, manifest)
+    if broken:
+        raise UserError(f"{manifest.get('kind', 'artefact')} {uri} does not match its manifest ({'; '.join(broken[:3])}). "
+                        "Fix: use an intact copy (e.g. the run folder, which picks the best complete checkpoint), or "
+                        "run the step that wrote it again.")
+    return folder
 
 
 def _manifest_id(checkpoint_uri: str) -> str:
@@ -75,15 +91,26 @@ def _matching_export(out_uri: str, checkpoint_uri: str, source_id: str, into: st
     return same
 
 
-def _write_export(model, ckpt_dir: Path, spec: JobSpec, out_uri: str, fields: dict) -> None:
-    """Save weights, tokenizer and manifest in a temporary folder, then move it into place (manifest last)."""
+def _save_model(model, out_dir: Path, max_shard_size: str) -> None:
+    model.save_pretrained(out_dir, max_shard_size=max_shard_size)
+
+
+def _bytes(size: str) -> int:
+    from transformers.utils.hub import convert_file_size_to_int
+
+    return convert_file_size_to_int(size)
+
+
+def _write_export(save, ckpt_dir: Path, spec: JobSpec, out_uri: str, fields: dict) -> None:
+    """Save weights (`save(folder)`), tokenizer and manifest in a temporary folder, then move it into place (manifest
+    last)."""
     local_parent = storage.local_path(out_uri).parent if not storage.is_remote(out_uri) else None
     if local_parent is not None:
         local_parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=local_parent))
     try:
-        model.save_pretrained(tmp, max_shard_size=spec.merge.max_shard_size)
-        _tokenizer(ckpt_dir, spec).save_pretrained(tmp)
+        save(tmp)
+        load_folder_tokenizer(ckpt_dir, spec).save_pretrained(tmp)
         manifest = write_manifest(tmp, "export", dtype=spec.model.dtype, **{k: v for k, v in fields.items() if k != "dtype"})
         _readable(tmp)
         if local_parent is None:
@@ -109,14 +136,3 @@ def _readable(folder: Path) -> None:
     for p in folder.rglob("*"):
         p.chmod((0o777 if p.is_dir() else 0o666) & ~umask)
 
-
-def _tokenizer(ckpt_dir: Path, spec: JobSpec):
-    """The tokenizer saved with the checkpoint (it carries the chat template trained with), else the base's."""
-    from transformers import AutoTokenizer
-
-    has_own = (ckpt_dir / "tokenizer_config.json").is_file() or (ckpt_dir / "tokenizer.json").is_file()
-    source = str(ckpt_dir) if has_own else resolve_base(spec.model.base)
-    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=spec.model.trust_remote_code)
-    if spec.model.chat_template and not has_own:
-        tokenizer.chat_template = spec.model.chat_template
-    return tokenizer

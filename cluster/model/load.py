@@ -6,6 +6,8 @@ so `deepspeed.zero.Init` partitions each weight as it is created and no worker e
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -73,6 +75,103 @@ def bnb_config(spec: JobSpec, on_gpu: bool):
         bnb_4bit_compute_dtype=DTYPES[q.compute_dtype] if on_gpu else torch.float32,
         bnb_4bit_quant_storage=getattr(torch, q.storage_dtype),
     )
+
+
+# Loading for merge and evaluation: the trained artefact's base at the spec's revision, exports and checkpoints from
+# their folder (safetensors only), adapters through PEFT. Callers pass the dtype the run really trained in.
+
+
+def load_base(spec: JobSpec, dtype: torch.dtype):
+    """The untrained base in full precision at the spec's revision: what a LoRA merges into and evaluation scores."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(
+        resolve_base(spec.model.base), dtype=dtype, revision=spec.model.revision,
+        trust_remote_code=spec.model.trust_remote_code, attn_implementation=spec.model.attn_implementation)
+
+
+def load_quantized_base(spec: JobSpec, dtype: torch.dtype):
+    """The 4-bit base as training loaded it, at the spec's revision (bitsandbytes quantization is deterministic)."""
+    from transformers import AutoModelForCausalLM
+
+    on_gpu = torch.cuda.is_available()
+    return AutoModelForCausalLM.from_pretrained(
+        resolve_base(spec.model.base), quantization_config=bnb_config(spec, on_gpu), dtype=dtype,
+        device_map={"": 0} if on_gpu else "cpu", revision=spec.model.revision,
+        trust_remote_code=spec.model.trust_remote_code)
+
+
+def load_base_config(spec: JobSpec):
+    """The base model's transformers config at the spec's revision."""
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(resolve_base(spec.model.base), revision=spec.model.revision,
+                                      trust_remote_code=spec.model.trust_remote_code)
+
+
+def load_folder_config(folder: Path, spec: JobSpec):
+    """The transformers config saved in a checkpoint or export folder."""
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(folder, trust_remote_code=spec.model.trust_remote_code)
+
+
+def load_base_generation_config(spec: JobSpec):
+    """The base's generation_config.json at the spec's revision, or None when it has none."""
+    from transformers import GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(resolve_base(spec.model.base), revision=spec.model.revision)
+    except OSError:
+        return None
+
+
+def base_weight_files(spec: JobSpec) -> list[Path] | None:
+    """The base's safetensors files at the spec's revision (downloaded once for a hub id); None when it has none."""
+    source = resolve_base(spec.model.base)
+    folder = Path(source)
+    if not folder.is_dir():
+        from huggingface_hub import snapshot_download
+
+        folder = Path(snapshot_download(source, revision=spec.model.revision, allow_patterns=["*.safetensors", "*.json"]))
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return [folder / n for n in names]
+    single = folder / "model.safetensors"
+    return [single] if single.is_file() else None
+
+
+def load_folder_model(folder: Path, dtype: torch.dtype, spec: JobSpec):
+    """A full model saved by rayfit (an export, a full fine-tune checkpoint): safetensors only, never pickle."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, use_safetensors=True,
+                                                trust_remote_code=spec.model.trust_remote_code)
+
+
+def load_folder_tokenizer(folder: Path, spec: JobSpec):
+    """The tokenizer saved in a checkpoint or export (it carries the chat template trained with), else the spec's."""
+    from transformers import AutoTokenizer
+
+    if (folder / "tokenizer_config.json").is_file() or (folder / "tokenizer.json").is_file():
+        return AutoTokenizer.from_pretrained(folder, trust_remote_code=spec.model.trust_remote_code)
+    return load_tokenizer(spec)
+
+
+def empty_model(config, dtype: torch.dtype, spec: JobSpec):
+    """The model of `config` on the meta device: its module tree without memory, to know which weights are linear."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=spec.model.trust_remote_code)
+
+
+def load_adapter(model, adapter_dir: Path):
+    """`model` wrapped with the PEFT adapter saved in `adapter_dir` (inference only)."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
 
 
 def lora_config(spec: JobSpec):

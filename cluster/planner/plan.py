@@ -12,6 +12,7 @@ from cluster.planner.architectures import load_config
 from cluster.planner.gpus import Gpu, find_gpu, gpu_from_cluster_resources, known_gpu
 from cluster.planner.memory import Memory, memory
 from cluster.planner.params import ParamCounts, count_params
+from cluster.planner.steps import StepRequest, evaluate_request, merge_request
 from cluster.planner.throughput import Throughput, throughput
 from cluster.spec.base import SpecError
 from cluster.spec.job import JobSpec
@@ -41,6 +42,8 @@ class Plan:
     memory: Memory
     throughput: Throughput
     by_sharding: dict[str, int]    # total bytes per GPU under each sharding setup that the spec's method allows
+    merge: StepRequest | None = None      # the merge task's resources (when merge.enabled)
+    evaluate: StepRequest | None = None   # the evaluate task's resources (when evaluate.enabled)
     config: Any = field(repr=False, compare=False, default=None)
 
     @property
@@ -66,6 +69,7 @@ class Plan:
             "mfu": self.mfu, "price_per_gpu_hour": self.price_per_gpu_hour,
             "params": self.counts.to_json(), "memory_per_gpu": self.memory.to_json(),
             "throughput": self.throughput.to_json(), "by_sharding": self.by_sharding, "fits": self.fits,
+            "merge": self.merge and self.merge.to_json(), "evaluate": self.evaluate and self.evaluate.to_json(),
         }
 
 
@@ -111,6 +115,8 @@ def plan_with(spec: JobSpec, config, source: str, gpu: Gpu | None, price: float 
         price_per_gpu_hour=price, counts=counts, memory=memory(spec, config, counts),
         throughput=throughput(spec, config, counts, gpu, spec.plan.mfu, dataset_tokens, price),
         by_sharding=by_sharding, config=config,
+        merge=merge_request(spec, config, counts) if spec.merge.enabled else None,
+        evaluate=evaluate_request(spec, config, counts) if spec.evaluate.enabled else None,
     )
 
 

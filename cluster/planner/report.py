@@ -52,6 +52,7 @@ def format_plan(plan: Plan) -> str:
         "total per GPU by sharding  " + ", ".join(f"{k} {v / GiB:.1f}" for k, v in plan.by_sharding.items()) + " GiB",
         f"host RAM per worker   offload {_gib(m.host_offload).strip()}, loading {_gib(m.host_load).strip()}",
         f"storage               checkpoint {_gib(m.checkpoint).strip()}, merged export {_gib(m.export).strip()}",
+        *_step_lines(plan),
         "",
         f"compute      {t.flops_per_token / 1e9:.1f} GFLOP per token, {t.tokens_per_step:,} tokens per optimizer step",
     ]
@@ -70,3 +71,13 @@ def _verdict(plan: Plan) -> str:
         return "(no GPU to check against)"
     headroom = (plan.gpu.memory - plan.memory.total) / GiB
     return f"FITS ({headroom:.1f} GiB free)" if plan.fits else f"DOES NOT FIT ({-headroom:.1f} GiB over)"
+
+
+def _step_lines(plan: Plan) -> list[str]:
+    """One line per Ray task after training (merge, evaluate): what it asks for."""
+    lines = []
+    for r in (plan.merge, plan.evaluate):
+        if r is not None:
+            gpu = f", 1 GPU with {_gib(r.gpu_memory).strip()}" if r.num_gpus else ""
+            lines.append(f"{r.step + ' task':<21} host RAM {_gib(r.host_ram).strip()}{gpu}, {r.num_cpus:g} CPU ({r.how})")
+    return lines

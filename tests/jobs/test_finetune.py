@@ -58,3 +58,36 @@ def test_spec_errors_are_one_message_without_traceback(tmp_path):
     assert proc.returncode == 2
     assert "model.methd (line 3): unknown key 'methd'. Fix: did you mean 'method'?" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_a_merge_no_node_can_hold_is_refused_before_training(tiny_model_dir, tmp_path, monkeypatch):
+    """A Ray cluster whose only node offers 0.5 GiB of memory: the merge and evaluate tasks can never run there, so the
+    job stops after planning, with the numbers, and no training step is taken."""
+    import ray
+
+    from cluster.errors import UserError
+    from cluster.spec import validate_spec
+    from jobs.finetune import finetune
+
+    spec = validate_spec({
+        "model": {"base": str(tiny_model_dir), "method": "lora", "dtype": "float32", "lora": {"r": 8, "alpha": 16}},
+        "data": {"train": [{"path": "embedded:construction-faq"}], "eval_split": 0.05, "max_seq_len": 256},
+        "train": {"max_steps": 2}, "cluster": {"num_workers": 1, "gpus_per_worker": 0, "cpus_per_worker": 1},
+        "output": {"storage": str(tmp_path / "runs"), "name": "job"},
+        "merge": {"enabled": True}, "evaluate": {"enabled": True},
+    })
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2,
+             _memory=512 * 1024**2, _node_ip_address="127.0.0.1")
+    try:
+        with pytest.raises(UserError) as e:
+            finetune(spec)
+    finally:
+        ray.shutdown()
+    msg = str(e.value)
+    assert "plan: the merge task needs 1 CPU, 1.0 GiB host RAM (streaming" in msg
+    assert "but the largest node with 1 CPU has 0.5 GiB of Ray memory (1 alive node)" in msg
+    assert "plan: the evaluate task needs 1 CPU" in msg and "set merge.enabled: false" in msg
+    run = tmp_path / "runs" / "job"
+    assert not list(run.glob("checkpoint_*")) and not (run / "log_history.json").exists()  # never trained

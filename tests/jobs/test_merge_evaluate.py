@@ -11,11 +11,13 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
 
 from cluster.manifest import write_manifest
+from cluster.spec import JobSpec
 from jobs import evaluate as evaluate_job
 from jobs import merge as merge_job
 from tests.cluster.evaluation.runs import train_run
@@ -79,3 +81,52 @@ def test_user_errors_are_one_line_and_the_gate_fails_the_job(run_dir, tiny_model
     err = capsys.readouterr().err
     assert "\nrayfit: evaluation gate failed: tuned eval_loss is worse than base" in err and "Traceback" not in err
     assert (tmp_path / "eval" / "report.md").exists()
+
+
+@pytest.fixture
+def ray_with_state_api():
+    """A private local Ray with its dashboard on a free port: Ray's state API (list_tasks) is served by it."""
+    import socket
+
+    import ray
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    context = ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
+                       dashboard_port=port, object_store_memory=200 * 1024**2, _node_ip_address="127.0.0.1")
+    try:
+        yield context
+    finally:
+        ray.shutdown()
+
+
+def test_merge_and_evaluate_run_as_ray_tasks_with_the_planners_requests(run_dir, ray_with_state_api, tmp_path):
+    """What jobs.finetune does after training: both steps as Ray tasks, their requests read back from Ray's state API."""
+    from ray.util.state import list_tasks
+
+    from cluster.planner import make_plan
+    from cluster.tasks import EVALUATE_TASK, MERGE_TASK, evaluate_on_cluster, merge_on_cluster
+
+    from cluster.planner.plan import with_changes
+
+    trained = json.loads(next(run_dir.glob("checkpoint_*/manifest.json")).read_text())["spec"]
+    spec = with_changes(JobSpec.model_validate(trained), {"cluster": {"gpus_per_worker": 0}})  # a CPU cluster
+    plan = make_plan(spec)
+    assert plan.merge.num_gpus == plan.evaluate.num_gpus == 0
+    export = merge_on_cluster(str(run_dir), spec.merge.into, plan.merge)
+    assert export == str(run_dir / "export") and (run_dir / "export" / "manifest.json").is_file()
+    report = evaluate_on_cluster(spec, export, str(tmp_path / "eval"), plan.evaluate)
+    assert report["tuned"]["eval_loss"] < report["base"]["eval_loss"] and (tmp_path / "eval" / "report.json").is_file()
+
+    address = "http://" + ray_with_state_api.dashboard_url
+    for _ in range(60):  # task events reach the state API a moment after the task ends
+        tasks = {t.name: t for t in list_tasks(address=address, detail=True, raise_on_missing_output=False)}
+        if all(tasks.get(n) is not None and tasks[n].state == "FINISHED" for n in (MERGE_TASK, EVALUATE_TASK)):
+            break
+        time.sleep(1)
+    for name, request in ((MERGE_TASK, plan.merge), (EVALUATE_TASK, plan.evaluate)):
+        assert tasks[name].state == "FINISHED"
+        assert tasks[name].required_resources == {"CPU": 1.0, "memory": float(request.host_ram)}, name
+    assert min(plan.merge.host_ram, plan.evaluate.host_ram) > 2**30  # the planner's figures (interpreter included)

@@ -46,6 +46,6 @@ def train_run(base: Path, storage: Path, steps: int = 30, lr: float = 1e-2, **ev
         opt.step()
         opt.zero_grad()
     model.eval()
-    ckpt = storage / job.output.name / "checkpoint_2026-11-23_12-00-00.000000"
+    ckpt = storage / job.output.name / f"checkpoint_{steps:08d}"
     save_checkpoint(model, tokenizer, ckpt, spec, step=steps)
     return spec, ckpt

@@ -12,7 +12,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cluster.errors import UserError
 from cluster.manifest import verify
-from cluster.merge import find_checkpoint, merge_checkpoint
+from cluster.merge import find_checkpoint, merge_checkpoint, merged_model
+from cluster.spec import JobSpec
 from tests.cluster.merge.checkpoints import lora_config, sample_ids, save_checkpoint, spec_dict, train_adapter
 
 
@@ -28,7 +29,7 @@ def lora_run(tiny_model_dir, tmp_path_factory):
     ids = sample_ids(model.config.vocab_size, seed=7)
     with torch.no_grad():
         expected = model(input_ids=ids).logits
-    ckpt = save_checkpoint(model, AutoTokenizer.from_pretrained(tiny_model_dir), run / "checkpoint_2026-11-23_10-00-00.000000",
+    ckpt = save_checkpoint(model, AutoTokenizer.from_pretrained(tiny_model_dir), run / "checkpoint_00000006",
                            spec, step=6)
     return {"run": run, "ckpt": ckpt, "ids": ids, "expected": expected, "losses": losses}
 
@@ -42,6 +43,22 @@ def test_lora_export_logits_match_base_plus_adapter(lora_run):
     with torch.no_grad():
         got = model(input_ids=lora_run["ids"]).logits
     assert (got - lora_run["expected"]).abs().max().item() <= 1e-4
+
+
+def test_streaming_export_equals_the_in_memory_merge(lora_run, tmp_path, monkeypatch):
+    """The export is written tensor by tensor from the base's files; PEFT's merge of the whole model must agree."""
+    spec = JobSpec.model_validate(json.loads((lora_run["ckpt"] / "manifest.json").read_text())["spec"])
+    in_memory = merged_model(lora_run["ckpt"], spec)
+    monkeypatch.setattr("cluster.merge.export.merged_model", lambda *a: pytest.fail("merged in memory, not streaming"))
+    streamed = AutoModelForCausalLM.from_pretrained(merge_checkpoint(str(lora_run["ckpt"]), out_uri=str(tmp_path / "s")),
+                                                    dtype=torch.float32)
+    want = in_memory.state_dict()
+    assert set(streamed.state_dict()) == set(want)
+    for name, tensor in streamed.state_dict().items():
+        assert (tensor - want[name]).abs().max().item() <= 1e-6, name
+    with torch.no_grad():
+        diff = (streamed(input_ids=lora_run["ids"]).logits - in_memory(input_ids=lora_run["ids"]).logits).abs().max()
+    assert diff.item() <= 1e-5
 
 
 def test_export_describes_itself(lora_run):
@@ -95,6 +112,31 @@ def test_incomplete_and_wrong_inputs_name_the_problem(lora_run, tmp_path):
     (damaged / "adapter_model.safetensors").write_bytes(b"x")
     with pytest.raises(UserError, match="does not match its manifest"):
         merge_checkpoint(str(damaged), out_uri=str(tmp_path / "out"))
+
+
+def test_one_changed_byte_is_refused_by_merge_and_evaluate_naming_the_file(lora_run, tmp_path):
+    """Tampering: one byte of the adapter (or of an export's weights) changed, the size unchanged."""
+    from cluster.evaluation import load_tuned
+
+    tampered = tmp_path / "run" / "checkpoint_00000006"
+    shutil.copytree(lora_run["ckpt"], tampered)
+    weights = tampered / "adapter_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0x01
+    weights.write_bytes(bytes(data))
+    with pytest.raises(UserError, match=r"does not match its manifest \(adapter_model\.safetensors: checksum differs\)"):
+        merge_checkpoint(str(tampered), out_uri=str(tmp_path / "out"))
+    spec = JobSpec.model_validate(json.loads((tampered / "manifest.json").read_text())["spec"])
+    with pytest.raises(UserError, match=r"adapter_model\.safetensors: checksum differs"):
+        load_tuned(str(tampered), spec)
+    export = tmp_path / "export"
+    merge_checkpoint(str(lora_run["ckpt"]), out_uri=str(export))
+    shard = sorted(export.glob("model-*.safetensors"))[0]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    shard.write_bytes(bytes(data))
+    with pytest.raises(UserError, match=rf"export {export} does not match its manifest \({shard.name}: checksum differs\)"):
+        load_tuned(str(export), spec)
 
 
 @pytest.mark.slow

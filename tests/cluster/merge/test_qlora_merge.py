@@ -9,8 +9,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from cluster.merge import merge_adapter, merge_checkpoint
-from cluster.merge.quantized import load_dequantized_into, load_quantized_base
+from cluster.merge import merge_adapter, merge_checkpoint, merged_model
+from cluster.merge.quantized import load_dequantized_into
+from cluster.model.load import load_quantized_base
 from cluster.spec import JobSpec
 from tests.cluster.merge.checkpoints import lora_config, sample_ids, save_checkpoint, spec_dict, train_adapter
 
@@ -38,10 +39,10 @@ def qlora_run(tiny_model_dir, tmp_path_factory):
     run = tmp_path_factory.mktemp("runs") / "qlora-run"
     # compute_dtype float32, as a float32 CPU run would use; bfloat16 adds ~1e-3 of kernel noise (docs/benchmarks.md)
     spec = spec_dict(tiny_model_dir, "qlora", name="qlora-run", quantization={"compute_dtype": "float32"})
-    quantized = load_quantized_base(str(tiny_model_dir), JobSpec.model_validate(spec))
+    quantized = load_quantized_base(JobSpec.model_validate(spec), torch.float32)
     model = get_peft_model(prepare_model_for_kbit_training(quantized, use_gradient_checkpointing=False), lora_config(spec))
     losses = train_adapter(model, lr=2e-3)
-    ckpt = save_checkpoint(model, AutoTokenizer.from_pretrained(tiny_model_dir), run / "checkpoint_2026-11-23_10-00-00.000000",
+    ckpt = save_checkpoint(model, AutoTokenizer.from_pretrained(tiny_model_dir), run / "checkpoint_00000006",
                            spec, step=6, extra={"quantization": spec["model"]["quantization"]})
     ids = sample_ids(model.config.vocab_size, seed=7).to(model.device)  # the model is on a GPU when there is one
     expected = model(input_ids=ids).logits.detach().float()  # grad enabled: the layout and kernel training used
@@ -97,3 +98,18 @@ def test_default_export_reproduces_the_4bit_model_and_original_does_not(qlora_ru
     manifests = [json.loads((p / "manifest.json").read_text()) for p in (qlora_run["run"] / "export", tmp_path / "original")]
     assert [m["merged_into"] for m in manifests] == ["dequantized", "original"]
     assert manifests[0]["quantization"] == {"compute_dtype": "float32"}  # carried over from the checkpoint
+
+
+def test_streaming_export_equals_the_in_memory_dequantized_merge(qlora_run, tmp_path, monkeypatch):
+    """The streaming merge quantizes each weight on its own; the export must equal merging into the whole 4-bit base."""
+    with monkeypatch.context() as m:
+        m.setattr("cluster.merge.export.merged_model", lambda *a: pytest.fail("merged in memory, not streaming"))
+        export = merge_checkpoint(str(qlora_run["ckpt"]), out_uri=str(tmp_path / "streamed"))
+    in_memory = merged_model(qlora_run["ckpt"], JobSpec.model_validate(qlora_run["spec"]), "dequantized")
+    streamed = AutoModelForCausalLM.from_pretrained(export, dtype=torch.float32)
+    want = in_memory.state_dict()
+    for name, tensor in streamed.state_dict().items():
+        assert torch.equal(tensor, want[name]), name  # bit for bit: same quantization, same merge arithmetic
+    with torch.no_grad():
+        diff = (streamed(input_ids=qlora_run["ids"]).logits - in_memory(input_ids=qlora_run["ids"]).logits).abs().max()
+    assert diff.item() == 0.0

@@ -12,11 +12,11 @@ from pathlib import Path
 
 from cluster import storage
 from cluster.errors import UserError
-from cluster.manifest import MANIFEST, read_manifest, verify, write_manifest
-from cluster.run_folder import find_checkpoint, local_copy, part, run_of
+from cluster.manifest import MANIFEST, check_artefact, read_manifest, verify, write_manifest
 from cluster.merge.stream import stream_merge, streaming_blocker
 from cluster.merge.weights import merged_model, spec_as_trained
 from cluster.model.load import load_folder_tokenizer
+from cluster.run_folder import find_checkpoint, local_copy, part, run_of
 from cluster.spec import JobSpec
 
 log = logging.getLogger(__name__)
@@ -65,11 +65,7 @@ def verified_copy(uri: str, manifest: dict) -> Path:
     """A local copy of the checkpoint or export at `uri`, refused (UserError naming the files) when its files do not
     match the checksums in its manifest: a damaged, half-copied or tampered artefact is never loaded."""
     folder = local_copy(uri)
-    broken = verify(folder, manifest)
-    if broken:
-        raise UserError(f"{manifest.get('kind', 'artefact')} {uri} does not match its manifest ({'; '.join(broken[:3])}). "
-                        "Fix: use an intact copy (e.g. the run folder, which picks the best complete checkpoint), or "
-                        "run the step that wrote it again.")
+    check_artefact(folder, f"{manifest.get('kind', 'artefact')} {uri}", manifest)
     return folder
 
 

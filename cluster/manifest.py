@@ -33,13 +33,15 @@ def file_table(folder: Path) -> dict[str, dict[str, Any]]:
     }
 
 
-def write_manifest(folder: Path, kind: str, **fields: Any) -> dict:
+def write_manifest(folder: Path, kind: str, files: dict[str, dict[str, Any]] | None = None, **fields: Any) -> dict:
     """Write `folder/manifest.json` describing it; call it last, since its presence marks the folder complete.
 
-    `kind` is "checkpoint" or "export"; `fields` carry spec, base_model, method, step, metrics and so on.
+    `kind` is "checkpoint" or "export"; `files` is the file table when the files are not all in `folder` (a
+    checkpoint whose ranks wrote on several nodes), else the folder's own; `fields` carry spec, base_model, method,
+    step, metrics and so on.
     """
     manifest = {"schema_version": SCHEMA_VERSION, "kind": kind, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                **fields, "files": file_table(folder)}
+                **fields, "files": file_table(folder) if files is None else files}
     storage.write_text(str(folder / MANIFEST), json.dumps(manifest, indent=2, sort_keys=True, default=str))
     return manifest
 
@@ -51,6 +53,18 @@ def read_manifest(uri: str) -> dict:
         raise UserError(f"{uri} has no {MANIFEST}: it is not a rayfit checkpoint or export, or it is incomplete. "
                         "Fix: point at a folder written by rayfit: RUN/checkpoint_NNNNNNNN, RUN/export, or the run folder RUN.")
     return json.loads(storage.read_text(target))
+
+
+def merge_file_tables(tables: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """One file table from the tables of several nodes' folders; the same path with different contents is an error,
+    since both nodes uploaded it into one storage folder and which copy survived is unknown."""
+    merged: dict[str, dict[str, Any]] = {}
+    for table in tables:
+        for rel, meta in table.items():
+            if rel in merged and merged[rel] != meta:
+                raise RuntimeError(f"two nodes wrote different contents to {rel} of one checkpoint")
+            merged[rel] = meta
+    return dict(sorted(merged.items()))
 
 
 def verify(folder: Path, manifest: dict | None = None) -> list[str]:

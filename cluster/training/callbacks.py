@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch.distributed as dist
 from transformers import TrainerCallback
 
 from cluster import storage
+from cluster.manifest import file_table, merge_file_tables
 from cluster.spec import JobSpec
 from cluster.run_folder import checkpoint_dir_name
 from cluster.training.checkpoints import copy_checkpoint, describe_checkpoint, latest_metrics
@@ -26,16 +29,20 @@ def _barrier() -> None:
 
 
 class CheckpointReporter(TrainerCallback):
-    """After each save: hand the checkpoint to Ray Train (which keeps the best k), then write its manifest.
+    """After each save: every node uploads its ranks' files (through Ray Train), then rank 0 writes the manifest.
 
-    Every rank reports (Ray requires the same number of reports everywhere); one rank per node uploads, since
-    ranks on a node share the folder the Trainer wrote. The barrier after the report means every upload is done
-    before rank 0 writes the manifest, so a checkpoint with a manifest is always whole.
+    Ranks on a node share the folder the Trainer wrote, so one rank per node uploads it; under ZeRO each node holds
+    only its own ranks' optimizer (and ZeRO-3 parameter) shards, which is why every node must upload. Every rank
+    reports (Ray requires the same number of reports everywhere). The uploading ranks checksum what they upload and
+    rank 0 gathers those tables after every report returned, so the manifest (written last) covers every rank's
+    files and a checkpoint with a manifest is always whole.
     """
 
     def __init__(self, spec: JobSpec, run: str, dtype: str, under_ray: bool, rank: int, local_rank: int):
         self.spec, self.run, self.dtype, self.under_ray = spec, run, dtype, under_ray
         self.rank, self.local_rank = rank, local_rank
+        # Without Ray there is one folder (one process, or torchrun on one machine): rank 0 copies it.
+        self.uploads = local_rank == 0 if under_ray else rank == 0
 
     def on_save(self, args, state, control, **kwargs):
         step = state.global_step
@@ -43,20 +50,44 @@ class CheckpointReporter(TrainerCallback):
         name = checkpoint_dir_name(step)
         dest = storage.join(self.run, name)
         metrics = {**latest_metrics(state.log_history), "step": float(step)}
+        _barrier()  # every rank has written its part of its node's folder
+        table = file_table(folder) if self.uploads else {}
         if self.under_ray:
             import ray.train
 
-            ckpt = ray.train.Checkpoint.from_directory(str(folder)) if self.local_rank == 0 else None
+            ckpt = ray.train.Checkpoint.from_directory(str(folder)) if self.uploads else None
             ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=name)
-        else:
-            _barrier()  # every rank has written its part of the folder
-            if self.rank == 0:
-                copy_checkpoint(folder, dest)
-        _barrier()
+        elif self.uploads:
+            copy_checkpoint(folder, dest)
+        tables = _gather((self.rank, _node_id(self.under_ray), table))
         if self.rank == 0:
-            describe_checkpoint(folder, dest, self.spec, step, self.dtype, metrics)
-            print(f"[rayfit] checkpoint step {step} -> {dest}", flush=True)
+            nodes: dict[str, Any] = {}
+            for rank, node, files in tables:
+                entry = nodes.setdefault(node, {"ranks": [], "files": []})
+                entry["ranks"].append(rank)
+                entry["files"] += sorted(files)
+            describe_checkpoint(folder, dest, self.spec, step, self.dtype, metrics,
+                                files=merge_file_tables([t for _, _, t in tables]), nodes=nodes)
+            print(f"[rayfit] checkpoint step {step} -> {dest} ({len(nodes)} node(s))", flush=True)
         _barrier()  # nobody resumes or reads the folder before its manifest exists
+
+
+def _gather(item: Any) -> list[Any]:
+    """`item` from every rank, in rank order (a one-element list without a process group)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [item]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, item)
+    return out
+
+
+def _node_id(under_ray: bool) -> str:
+    """The Ray node this process runs on (its host name without Ray)."""
+    if under_ray:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+    return socket.gethostname()
 
 
 class ProgressLog(TrainerCallback):

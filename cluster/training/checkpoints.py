@@ -22,18 +22,22 @@ def latest_metrics(log_history: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
-def describe_checkpoint(folder: Path, dest: str, spec: JobSpec, step: int, dtype: str, metrics: dict[str, float]) -> dict:
-    """Write the manifest of the local checkpoint `folder` and copy it to its storage copy `dest`, last of all."""
+def describe_checkpoint(folder: Path, dest: str, spec: JobSpec, step: int, dtype: str, metrics: dict[str, float],
+                        files: dict[str, dict[str, Any]] | None = None, nodes: dict[str, Any] | None = None) -> dict:
+    """Write the manifest of the checkpoint whose rank-0 copy is `folder` and copy it to `dest` in storage, last of all.
+
+    `files` is every rank's file table (default: `folder`'s own files) and `nodes` which node uploaded which files.
+    """
     fields: dict[str, Any] = {
         "spec": spec.model_dump(mode="json", exclude_unset=True), "base_model": spec.model.base, "method": spec.model.method,
-        "dtype": dtype, "step": step, "metrics": metrics,
+        "dtype": dtype, "step": step, "metrics": metrics, **({"nodes": nodes} if nodes else {}),
     }
     adapter = folder / "adapter_config.json"
     if adapter.is_file():
         fields["adapter_config"] = json.loads(adapter.read_text())
     if spec.model.method == "qlora":
         fields["quantization"] = spec.model.quantization.model_dump(mode="json")
-    manifest = write_manifest(folder, "checkpoint", **fields)
+    manifest = write_manifest(folder, "checkpoint", files=files, **fields)
     if storage.is_remote(dest) or storage.local_path(dest) != folder.resolve():
         storage.write_text(storage.join(dest, MANIFEST), (folder / MANIFEST).read_text())
     return manifest

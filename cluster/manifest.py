@@ -33,16 +33,26 @@ def file_table(folder: Path) -> dict[str, dict[str, Any]]:
     }
 
 
+def build_manifest(kind: str, files: dict[str, dict[str, Any]], **fields: Any) -> dict:
+    """The manifest of a checkpoint or export: `kind` ("checkpoint" or "export"), `fields` (spec, base_model, method,
+    step, metrics and so on) and the file table `files` ({relative path: {sha256, bytes}})."""
+    return {"schema_version": SCHEMA_VERSION, "kind": kind, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **fields, "files": files}
+
+
+def put_manifest(uri: str, manifest: dict) -> None:
+    """Write `manifest` as `uri/manifest.json` (local or remote); its presence marks the folder complete."""
+    storage.write_text(storage.join(uri, MANIFEST), json.dumps(manifest, indent=2, sort_keys=True, default=str))
+
+
 def write_manifest(folder: Path, kind: str, files: dict[str, dict[str, Any]] | None = None, **fields: Any) -> dict:
     """Write `folder/manifest.json` describing it; call it last, since its presence marks the folder complete.
 
-    `kind` is "checkpoint" or "export"; `files` is the file table when the files are not all in `folder` (a
-    checkpoint whose ranks wrote on several nodes), else the folder's own; `fields` carry spec, base_model, method,
-    step, metrics and so on.
+    `files` is the file table when the files are not all in `folder` (a checkpoint whose ranks wrote on several
+    nodes), else the folder's own files are listed.
     """
-    manifest = {"schema_version": SCHEMA_VERSION, "kind": kind, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                **fields, "files": file_table(folder) if files is None else files}
-    storage.write_text(str(folder / MANIFEST), json.dumps(manifest, indent=2, sort_keys=True, default=str))
+    manifest = build_manifest(kind, file_table(folder) if files is None else files, **fields)
+    put_manifest(str(folder), manifest)
     return manifest
 
 

@@ -22,6 +22,9 @@ class ClusterSpec(Section):
     placement: Literal["pack", "spread"] = Field(
         "pack", description="How workers are placed on nodes: pack fills a node before the next (fastest "
         "communication), spread puts each worker on a different node where it can (a lost node takes fewer workers).")
+    checkpoint_upload: Literal["sync", "async"] = Field(
+        "sync", description="sync: training waits while each checkpoint uploads. async: Ray Train uploads in the "
+        "background while training goes on; the manifest is still written only after every node's files are stored.")
     max_failures: int = Field(2, ge=0, description="Worker-group restarts from the last checkpoint before the run fails.")
 
     @property

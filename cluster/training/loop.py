@@ -17,7 +17,7 @@ from cluster.manifest import read_manifest
 from cluster.model.load import load_model, load_tokenizer, train_dtype
 from cluster.spec import JobSpec, validate_spec
 from cluster.training.args import sft_args
-from cluster.training.callbacks import CheckpointReporter, FaultInjection, ProgressLog, RunArtifacts
+from cluster.training.callbacks import CheckpointReporter, FaultInjection, ProgressLog, RunArtifacts, node_leader
 from cluster.run_folder import local_copy, resume_point
 from cluster.training.collator import make_collator
 from cluster.training.deepspeed_config import deepspeed_config
@@ -40,6 +40,7 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
     scratch = Path(tempfile.gettempdir(), "rayfit", config["scratch"])  # an absolute `scratch` stays as it is
     under_ray = _in_ray_worker()
     rank, local_rank, world = _ranks(under_ray)
+    leader = node_leader(under_ray, rank)
     on_gpu = spec.cluster.use_gpu and torch.cuda.is_available()
     resume, resume_local = _resume_point(config, scratch, rank, under_ray) or (None, None)
     if resume and _finished(read_manifest(resume), spec):
@@ -62,7 +63,7 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
     trainer = SFTTrainer(
         model=model, args=args, data_collator=make_collator(tokenizer), train_dataset=train_ds,
         eval_dataset=eval_ds, processing_class=tokenizer,
-        callbacks=[CheckpointReporter(spec, run, dtype, under_ray, rank, local_rank), ProgressLog(rank),
+        callbacks=[CheckpointReporter(spec, run, dtype, under_ray, rank, leader), ProgressLog(rank),
                    RunArtifacts(run, rank, f"{spec.output.name}: {spec.model.method} of {spec.model.base}"),
                    FaultInjection(run, rank), *_early_stopping(spec)],
     )
@@ -76,7 +77,7 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
     trainer.train(resume_from_checkpoint=str(resume_local) if resume else None)
     if dist.is_initialized():
         dist.barrier()  # every rank is done with the node-local copies (checkpoints are already in storage)
-    if local_rank == 0:
+    if leader:
         shutil.rmtree(scratch, ignore_errors=True)
     return {"log_history": trainer.state.log_history, "global_step": trainer.state.global_step}
 

@@ -38,8 +38,9 @@ class Cluster:
         (tmp / "tmp").mkdir(parents=True, exist_ok=True)
         return {**self.env, "TMPDIR": str(tmp / "tmp"), "RAYFIT_CACHE": str(tmp / "cache")}
 
-    def add_node(self, cpus: int = 2) -> str:
-        """Start a node (the head first) and wait until the cluster counts it; returns its name."""
+    def add_node(self, cpus: int = 2, live: int | None = None) -> str:
+        """Start a node (the head first) and wait until the cluster has `live` live nodes (default: every node
+        started here and still running); returns its name."""
         import psutil  # noqa: F401  (kill_raylet needs it; fail early if missing)
 
         name = f"node{len(self.nodes)}"
@@ -55,7 +56,7 @@ class Cluster:
         proc = subprocess.Popen([str(Path(sys.executable).parent / args[0]), *args[1:]], env=self.node_env(name),
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.nodes.append((name, proc))
-        self.wait_for_nodes(sum(1 for _, p in self.nodes if p.poll() is None))
+        self.wait_for_nodes(live or sum(1 for _, p in self.nodes if p.poll() is None))
         return name
 
     def alive_nodes(self) -> int:
@@ -69,15 +70,24 @@ class Cluster:
             assert time.time() < deadline, f"the cluster did not reach {count} live nodes; see {self.root}/node*.log"
             time.sleep(2)
 
-    def kill_raylet(self, name: str) -> None:
-        """SIGKILL the raylet of node `name`: its workers lose their node, as when a spot machine disappears."""
+    def lose_node(self, name: str) -> None:
+        """Node `name` disappears as a reclaimed spot machine does: its raylet is SIGKILLed first, then every other
+        process of the node (its Ray workers included)."""
         import psutil
 
         proc = dict(self.nodes)[name]
-        raylets = [p for p in psutil.Process(proc.pid).children(recursive=True) if p.name() == "raylet"]
+        children = psutil.Process(proc.pid).children(recursive=True)
+        raylets = [p for p in children if p.name() == "raylet"]
         assert raylets, f"no raylet under {name}"
         for p in raylets:
             p.kill()
+        time.sleep(2)
+        for p in [*children, psutil.Process(proc.pid)]:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        proc.wait()
 
     def stop(self) -> None:
         """Stop every node: the `ray start --block` process (it stops its own children), then any child left."""

@@ -1,0 +1,96 @@
+"""Seconds of training stalled per checkpoint with synchronous vs asynchronous upload to S3.
+
+    .venv/bin/python benchmarks/checkpoint_upload.py [--rate-mb-s 40] [--steps 3]
+
+A full fine-tune of the embedded SmolLM2-135M (one CPU worker, so each checkpoint is ~1.6 GB: fp32 weights and
+AdamW states) uploads to a local S3 server (moto on 127.0.0.1) slowed to `--rate-mb-s` per request stream, so an
+upload takes seconds. The job runs once with `cluster.checkpoint_upload: sync` and once with `async`; the stall is
+what rayfit's checkpoint callback adds to the step (`training paused X s` in the log), the upload time is the sync
+stall. Prints one JSON line per mode and the medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def slow_s3(rate: float) -> tuple[str, object]:
+    """A moto S3 server on 127.0.0.1 whose request bodies are read at `rate` bytes/s; returns (endpoint, server)."""
+    from moto.server import DomainDispatcherApplication, create_backend_app
+    from werkzeug.serving import make_server
+
+    app = DomainDispatcherApplication(create_backend_app)
+
+    def throttled(environ, start_response):
+        size = int(environ.get("CONTENT_LENGTH") or 0)
+        if size:
+            time.sleep(size / rate)
+        return app(environ, start_response)
+
+    server = make_server("127.0.0.1", 0, throttled, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_port}", server
+
+
+def run(mode: str, steps: int, endpoint: str, work: Path) -> list[float]:
+    """One job in `mode`; the stall of each checkpoint in seconds."""
+    from cluster.embedded import embedded_model_dir
+
+    spec = {
+        "model": {"base": str(embedded_model_dir()), "method": "full", "dtype": "float32"},
+        "data": {"train": [{"path": "embedded:construction-faq"}], "max_seq_len": 128},
+        "train": {"max_steps": steps, "learning_rate": 1e-5, "warmup_steps": 0, "gradient_checkpointing": False,
+                  "logging_steps": 1, "eval_steps": None, "save_steps": 1, "keep_checkpoints": 1},
+        "cluster": {"num_workers": 1, "gpus_per_worker": 0, "cpus_per_worker": 1, "checkpoint_upload": mode},
+        "output": {"storage": "s3://bench/runs", "name": f"upload-{mode}"},
+    }
+    path = work / f"{mode}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint, "FSSPEC_S3_ENDPOINT_URL": endpoint,
+           "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1", "TMPDIR": str(work), "RAYFIT_CACHE": str(work / "cache")}
+    proc = subprocess.run([sys.executable, "-m", "jobs.finetune", str(path), "--address", "local"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=3600)
+    out = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        raise SystemExit(out[-4000:])
+    return [float(s) for s in dict.fromkeys(re.findall(r"training paused ([\d.]+) s", out))]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rate-mb-s", type=float, default=40.0, help="upload throughput of the local S3 server")
+    p.add_argument("--steps", type=int, default=3, help="optimizer steps, one checkpoint after each")
+    args = p.parse_args()
+    import boto3
+
+    endpoint, server = slow_s3(args.rate_mb_s * 1e6)
+    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="x", aws_secret_access_key="x",
+                 region_name="us-east-1").create_bucket(Bucket="bench")
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="rf-upload-") as tmp:
+        for mode in ("sync", "async"):
+            stalls = run(mode, args.steps, endpoint, Path(tmp))
+            results[mode] = statistics.median(stalls)
+            print(json.dumps({"mode": mode, "stall_s": stalls, "median_s": results[mode]}), flush=True)
+    server.shutdown()
+    print(json.dumps({"sync_median_s": results["sync"], "async_median_s": results["async"],
+                      "async_over_sync": round(results["async"] / results["sync"], 3)}))
+
+
+if __name__ == "__main__":
+    main()

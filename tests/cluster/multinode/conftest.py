@@ -52,7 +52,7 @@ class Cluster:
                      f"--temp-dir={self.root / 'ray'}"]
         else:
             args += [f"--address={self.address}"]
-        log = open(self.root / f"{name}.log", "w")
+        log = open(self.root / f"{name}.log", "w")  # noqa: SIM115 - the node writes to it after this returns
         proc = subprocess.Popen([str(Path(sys.executable).parent / args[0]), *args[1:]], env=self.node_env(name),
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.nodes.append((name, proc))
@@ -60,8 +60,8 @@ class Cluster:
         return name
 
     def alive_nodes(self) -> int:
-        code = "import ray; ray.init(address='%s'); print(sum(n['Alive'] for n in ray.nodes()))" % self.address
-        out = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True, timeout=120)
+        code = f"import ray; ray.init(address='{self.address}'); print(sum(n['Alive'] for n in ray.nodes()))"
+        out = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True, timeout=120, check=False)
         return int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else -1
 
     def wait_for_nodes(self, count: int, timeout: float = 120) -> None:

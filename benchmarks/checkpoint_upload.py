@@ -1,10 +1,11 @@
 """Seconds of training stalled per checkpoint with synchronous vs asynchronous upload to S3.
 
-    .venv/bin/python benchmarks/checkpoint_upload.py [--rate-mb-s 40] [--steps 3]
+    .venv/bin/python benchmarks/checkpoint_upload.py [--model smollm2|tiny] [--rate-mb-s 40] [--steps 3]
 
-A full fine-tune of the embedded SmolLM2-135M (one CPU worker, so each checkpoint is ~1.6 GB: fp32 weights and
-AdamW states) uploads to a local S3 server (moto on 127.0.0.1) slowed to `--rate-mb-s` per request stream, so an
-upload takes seconds. The job runs once with `cluster.checkpoint_upload: sync` and once with `async`; the stall is
+A full fine-tune (one CPU worker, no DeepSpeed) uploads each checkpoint to a local S3 server (moto on 127.0.0.1)
+slowed to `--rate-mb-s` per request, so an upload takes seconds: with the embedded SmolLM2-135M a checkpoint is
+~1.6 GB (fp32 weights and AdamW states; the server holds it in memory), with the 2-layer tiny test model ~4.5 MB,
+which needs a rate below 1 MB/s to take seconds. The job runs once with `cluster.checkpoint_upload: sync` and once with `async`; the stall is
 what rayfit's checkpoint callback adds to the step (`training paused X s` in the log), the upload time is the sync
 stall. Prints one JSON line per mode and the medians.
 """
@@ -42,17 +43,16 @@ def slow_s3(rate: float) -> tuple[str, object]:
         return app(environ, start_response)
 
     server = make_server("127.0.0.1", 0, throttled, threaded=True)
+    server.RequestHandlerClass.log_request = lambda *a, **k: None  # one line per request otherwise
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return f"http://127.0.0.1:{server.server_port}", server
 
 
-def run(mode: str, steps: int, endpoint: str, work: Path) -> list[float]:
+def run(mode: str, model: Path, steps: int, endpoint: str, work: Path) -> list[float]:
     """One job in `mode`; the stall of each checkpoint in seconds."""
-    from cluster.embedded import embedded_model_dir
-
     spec = {
-        "model": {"base": str(embedded_model_dir()), "method": "full", "dtype": "float32"},
-        "data": {"train": [{"path": "embedded:construction-faq"}], "max_seq_len": 128},
+        "model": {"base": str(model), "method": "full", "dtype": "float32"},
+        "data": {"train": [{"path": "embedded:construction-faq"}], "max_seq_len": 256},
         "train": {"max_steps": steps, "learning_rate": 1e-5, "warmup_steps": 0, "gradient_checkpointing": False,
                   "logging_steps": 1, "eval_steps": None, "save_steps": 1, "keep_checkpoints": 1},
         "cluster": {"num_workers": 1, "gpus_per_worker": 0, "cpus_per_worker": 1, "checkpoint_upload": mode},
@@ -75,6 +75,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rate-mb-s", type=float, default=40.0, help="upload throughput of the local S3 server")
     p.add_argument("--steps", type=int, default=3, help="optimizer steps, one checkpoint after each")
+    p.add_argument("--model", choices=("smollm2", "tiny"), default="smollm2", help="the model fine-tuned")
     args = p.parse_args()
     import boto3
 
@@ -83,8 +84,17 @@ def main() -> None:
                  region_name="us-east-1").create_bucket(Bucket="bench")
     results = {}
     with tempfile.TemporaryDirectory(prefix="rf-upload-") as tmp:
+        if args.model == "tiny":
+            sys.path.insert(0, str(REPO))
+            from tests.tiny_model import build_tiny_model
+
+            model = build_tiny_model(Path(tmp) / "tiny-model")
+        else:
+            from cluster.embedded import embedded_model_dir
+
+            model = embedded_model_dir()
         for mode in ("sync", "async"):
-            stalls = run(mode, args.steps, endpoint, Path(tmp))
+            stalls = run(mode, model, args.steps, endpoint, Path(tmp))
             results[mode] = statistics.median(stalls)
             print(json.dumps({"mode": mode, "stall_s": stalls, "median_s": results[mode]}), flush=True)
     server.shutdown()

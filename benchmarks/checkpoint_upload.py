@@ -36,10 +36,24 @@ def slow_s3(rate: float) -> tuple[str, object]:
 
     app = DomainDispatcherApplication(create_backend_app)
 
+    class SlowBody:
+        """The request body, read at `rate` bytes/s (clients may send it chunked, without a Content-Length)."""
+
+        def __init__(self, raw):
+            self.raw = raw
+
+        def read(self, *args):
+            data = self.raw.read(*args)
+            time.sleep(len(data) / rate)
+            return data
+
+        def readline(self, *args):
+            data = self.raw.readline(*args)
+            time.sleep(len(data) / rate)
+            return data
+
     def throttled(environ, start_response):
-        size = int(environ.get("CONTENT_LENGTH") or 0)
-        if size:
-            time.sleep(size / rate)
+        environ["wsgi.input"] = SlowBody(environ["wsgi.input"])
         return app(environ, start_response)
 
     server = make_server("127.0.0.1", 0, throttled, threaded=True)

@@ -33,14 +33,26 @@ def file_table(folder: Path) -> dict[str, dict[str, Any]]:
     }
 
 
-def write_manifest(folder: Path, kind: str, **fields: Any) -> dict:
+def build_manifest(kind: str, files: dict[str, dict[str, Any]], **fields: Any) -> dict:
+    """The manifest of a checkpoint or export: `kind` ("checkpoint" or "export"), `fields` (spec, base_model, method,
+    step, metrics and so on) and the file table `files` ({relative path: {sha256, bytes}})."""
+    return {"schema_version": SCHEMA_VERSION, "kind": kind, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **fields, "files": files}
+
+
+def put_manifest(uri: str, manifest: dict) -> None:
+    """Write `manifest` as `uri/manifest.json` (local or remote); its presence marks the folder complete."""
+    storage.write_text(storage.join(uri, MANIFEST), json.dumps(manifest, indent=2, sort_keys=True, default=str))
+
+
+def write_manifest(folder: Path, kind: str, files: dict[str, dict[str, Any]] | None = None, **fields: Any) -> dict:
     """Write `folder/manifest.json` describing it; call it last, since its presence marks the folder complete.
 
-    `kind` is "checkpoint" or "export"; `fields` carry spec, base_model, method, step, metrics and so on.
+    `files` is the file table when the files are not all in `folder` (a checkpoint whose ranks wrote on several
+    nodes), else the folder's own files are listed.
     """
-    manifest = {"schema_version": SCHEMA_VERSION, "kind": kind, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                **fields, "files": file_table(folder)}
-    storage.write_text(str(folder / MANIFEST), json.dumps(manifest, indent=2, sort_keys=True, default=str))
+    manifest = build_manifest(kind, file_table(folder) if files is None else files, **fields)
+    put_manifest(str(folder), manifest)
     return manifest
 
 
@@ -57,6 +69,18 @@ def read_manifest(uri: str) -> dict:
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
         raise UserError(f"{target} is not a rayfit manifest (no table of files). Fix: point at a folder written by rayfit.")
     return manifest
+
+
+def merge_file_tables(tables: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """One file table from the tables of several nodes' folders; the same path with different contents is an error,
+    since both nodes uploaded it into one storage folder and which copy survived is unknown."""
+    merged: dict[str, dict[str, Any]] = {}
+    for table in tables:
+        for rel, meta in table.items():
+            if rel in merged and merged[rel] != meta:
+                raise RuntimeError(f"two nodes wrote different contents to {rel} of one checkpoint")
+            merged[rel] = meta
+    return dict(sorted(merged.items()))
 
 
 def verify(folder: Path, manifest: dict | None = None) -> list[str]:

@@ -2,7 +2,9 @@
 
 ```
 {output.storage}/{output.name}/
-  checkpoint_<step:08d>/   one per save; complete iff its manifest.json exists (written last)
+  checkpoint_<step:08d>/   one per save, every rank's files; complete iff its manifest.json exists (written last,
+                           after every rank's upload; it lists and checksums every rank's files)
+  checkpoint_manager_snapshot.json   Ray Train's list of reported checkpoints: the run's source of truth for resume
   data/<content-hash>/     prepared datasets
   data_report.json         the data check's report
   run.json                 the run record: spec, status, best and latest checkpoints, metrics
@@ -24,7 +26,7 @@ from typing import Any
 from cluster import storage
 from cluster.embedded import cache_root
 from cluster.errors import UserError
-from cluster.manifest import MANIFEST, read_manifest
+from cluster.manifest import MANIFEST, read_manifest, verify
 
 PREFIX = "checkpoint_"
 CHECKPOINT_NAME = re.compile(rf"^{PREFIX}(\d+)$")
@@ -73,15 +75,43 @@ class CheckpointInfo:
         return {"uri": self.uri, "step": self.step, "metrics": self.metrics}
 
 
-def checkpoints(run: str) -> list[CheckpointInfo]:
-    """Every complete checkpoint in the run folder, oldest first; folders without a manifest are skipped."""
-    out = []
-    for name in storage.list_dirs(run):
-        match = CHECKPOINT_NAME.match(name)
-        uri = storage.join(run, name)
-        if match and is_complete(uri):
-            out.append(CheckpointInfo(uri, int(match.group(1)), read_manifest(uri).get("metrics", {})))
+def step_of(uri: str) -> int | None:
+    """The step in a checkpoint folder's name, or None when the name is not a checkpoint's."""
+    match = CHECKPOINT_NAME.match(uri.rstrip("/").rsplit("/", 1)[-1])
+    return int(match.group(1)) if match else None
+
+
+def described(uris: list[str]) -> list[CheckpointInfo]:
+    """The complete checkpoints among `uris` with the metrics their manifests recorded, oldest first."""
+    out = [CheckpointInfo(uri, step_of(uri), read_manifest(uri).get("metrics", {}))
+           for uri in uris if step_of(uri) is not None and is_complete(uri)]
     return sorted(out, key=lambda c: c.step)
+
+
+def checkpoints(run: str) -> list[CheckpointInfo]:
+    """Every complete checkpoint in the run folder, oldest first, found by listing it (for readers given only a
+    folder: merge, serve, the CLI); a running job knows its checkpoints from Ray Train instead."""
+    return described([storage.join(run, name) for name in storage.list_dirs(run)])
+
+
+def resume_point(candidates: list[str], cache: Path, say=print) -> tuple[str, Path] | None:
+    """The newest of `candidates` that is complete and intact, with a local copy of its files; None when none is.
+
+    Each checkpoint skipped is named with its reason on one line, and the next older one is tried: a save cut
+    short has no manifest, and a file deleted or altered in storage no longer matches the manifest's checksum.
+    """
+    for uri in sorted(candidates, key=lambda u: step_of(u) or -1, reverse=True):
+        if not is_complete(uri):
+            say(f"[rayfit] skipping checkpoint {uri}: no {MANIFEST} (its save was cut short)")
+            continue
+        local = local_copy(uri, cache)
+        bad = verify(local)
+        if bad:
+            say(f"[rayfit] skipping checkpoint {uri}: {len(bad)} file(s) differ from its {MANIFEST} "
+                f"({'; '.join(bad[:3])}{'; ...' if len(bad) > 3 else ''})")
+            continue
+        return uri, local
+    return None
 
 
 def newest(found: list[CheckpointInfo]) -> CheckpointInfo | None:

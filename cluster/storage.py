@@ -75,6 +75,14 @@ def list_dirs(uri: str) -> list[str]:
     return sorted(Path(p["name"]).name for p in fs.ls(path, detail=True) if p["type"] == "directory")
 
 
+def list_files(uri: str) -> list[str]:
+    """Names of the files directly in `uri` (empty when it does not exist)."""
+    fs, path = url_to_fs(uri)
+    if not fs.exists(path):
+        return []
+    return sorted(Path(p["name"]).name for p in fs.ls(path, detail=True) if p["type"] == "file")
+
+
 def download_dir(uri: str, dest: Path) -> Path:
     """Copy a remote folder to `dest` (a no-op returning the path for local URIs)."""
     if not is_remote(uri):

@@ -38,13 +38,14 @@ def finetune(spec: JobSpec, address: str | None = None) -> dict:
     from cluster.planner import check_fit, check_placement, format_plan, make_plan
     from cluster.run_folder import DATA_REPORT, part, run_uri
     from cluster.tasks import evaluate_on_cluster, merge_on_cluster
-    from cluster.training.run_record import check_resumable, write_run_record
+    from cluster.training.run_record import check_same_run, write_run_record
     from cluster.training.trainer import fit
 
     run = run_uri(spec)
     _connect(address, spec)
-    resume = check_resumable(spec)
-    _say(f"run {run}" + (f" (resuming from {resume})" if resume else ""))
+    before = check_same_run(spec)
+    _say(f"run {run}" + (f" (submitted before, last status {before['status']}: Ray Train resumes it from its newest "
+                          "complete checkpoint)" if before else ""))
     data = prepare_datasets(spec, load_tokenizer(spec), part(run, "data"))
     storage.write_text(part(run, DATA_REPORT), data.report.to_json())
     print(data.report.to_table(), flush=True)
@@ -53,12 +54,13 @@ def finetune(spec: JobSpec, address: str | None = None) -> dict:
     _say("plan:\n" + format_plan(plan))
     check_fit(plan, spec)
     check_placement(plan, ray.nodes())  # before any GPU time: some node must be able to merge and evaluate
+    write_run_record(spec, "running", plan=plan.to_json())
     try:
-        fit(spec, data.train_path, data.eval_path)
+        result = fit(spec, data.train_path, data.eval_path)
     except Exception as e:
         write_run_record(spec, "failed", error=f"{type(e).__name__}: {e}"[:2000])
         raise
-    record = write_run_record(spec, "trained", plan=plan.to_json())
+    record = write_run_record(spec, "trained", result, plan=plan.to_json())
     shown = {k: round(v, 4) for k, v in record["metrics"].items() if k in ("step", "train_loss", "eval_loss")}
     _say(f"best checkpoint {record['best_checkpoint']} {shown}")
     if spec.merge.enabled:
@@ -70,7 +72,7 @@ def finetune(spec: JobSpec, address: str | None = None) -> dict:
         print(markdown(record["evaluation"]).split("\n## Sample")[0].rstrip(), flush=True)
         _say(f"evaluation {part(run, 'eval')}")
     extra = {k: record[k] for k in ("export", "evaluation") if k in record}
-    return write_run_record(spec, "succeeded", plan=plan.to_json(), **extra)
+    return write_run_record(spec, "succeeded", result, plan=plan.to_json(), **extra)
 
 
 def _connect(address: str | None, spec: JobSpec) -> None:

@@ -19,6 +19,12 @@ class ClusterSpec(Section):
     deepspeed: Literal["none", "zero2", "zero3"] = Field("none", description="DeepSpeed ZeRO stage; none runs plain DDP.")
     offload_optimizer: bool = Field(False, description="Keep optimizer states in host RAM (ZeRO-2/3).")
     offload_params: bool = Field(False, description="Keep parameters in host RAM between uses (ZeRO-3 only).")
+    placement: Literal["pack", "spread"] = Field(
+        "pack", description="How workers are placed on nodes: pack fills a node before the next (fastest "
+        "communication), spread puts each worker on a different node where it can (a lost node takes fewer workers).")
+    checkpoint_upload: Literal["sync", "async"] = Field(
+        "sync", description="sync: training waits while each checkpoint uploads. async: Ray Train uploads in the "
+        "background while training goes on; the manifest is still written only after every node's files are stored.")
     max_failures: int = Field(2, ge=0, description="Worker-group restarts from the last checkpoint before the run fails.")
 
     @property

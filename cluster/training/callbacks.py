@@ -4,15 +4,28 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import torch.distributed as dist
 from transformers import TrainerCallback
 
 from cluster import storage
+from cluster.manifest import file_table, merge_file_tables
 from cluster.run_folder import checkpoint_dir_name
 from cluster.spec import JobSpec
-from cluster.training.checkpoints import copy_checkpoint, describe_checkpoint, latest_metrics
+from cluster.training.checkpoints import (
+    checkpoint_fields,
+    copy_checkpoint,
+    describe_checkpoint,
+    latest_metrics,
+    staged_copy,
+    upload_with_file_table,
+    write_manifest_after_uploads,
+)
 from cluster.training.loss_plot import plot_losses
 
 FAIL_AT_STEP_ENV = "RAYFIT_FAIL_AT_STEP"
@@ -24,37 +37,109 @@ def _barrier() -> None:
 
 
 class CheckpointReporter(TrainerCallback):
-    """After each save: hand the checkpoint to Ray Train (which keeps the best k), then write its manifest.
+    """After each save: every node uploads its ranks' files (through Ray Train), then rank 0 writes the manifest.
 
-    Every rank reports (Ray requires the same number of reports everywhere); one rank per node uploads, since
-    ranks on a node share the folder the Trainer wrote. The barrier after the report means every upload is done
-    before rank 0 writes the manifest, so a checkpoint with a manifest is always whole.
+    Ranks on a node share the folder the Trainer wrote, so one rank per node uploads it; under ZeRO each node holds
+    only its own ranks' optimizer (and ZeRO-3 parameter) shards, which is why every node must upload. Every rank
+    reports (Ray requires the same number of reports everywhere). The uploading ranks checksum what they upload and
+    the manifest, written last, covers every rank's files, so a checkpoint with a manifest is always whole.
+
+    `cluster.checkpoint_upload: sync` uploads while training waits, then rank 0 gathers the file tables and writes
+    the manifest. `async` hands a hard-linked copy to Ray Train's background upload and training goes on; rank 0
+    writes the manifest in a thread once Ray has every rank's report, which each rank sends after its upload.
     """
 
-    def __init__(self, spec: JobSpec, run: str, dtype: str, under_ray: bool, rank: int, local_rank: int):
+    def __init__(self, spec: JobSpec, run: str, dtype: str, under_ray: bool, rank: int, node_leader: bool):
         self.spec, self.run, self.dtype, self.under_ray = spec, run, dtype, under_ray
-        self.rank, self.local_rank = rank, local_rank
+        self.rank = rank
+        # Without Ray there is one folder (one process, or torchrun on one machine): rank 0 copies it.
+        self.uploads = node_leader if under_ray else rank == 0
+        self.background = under_ray and spec.cluster.checkpoint_upload == "async"
+        self.manifests = ThreadPoolExecutor(max_workers=1) if self.background and rank == 0 else None
+        self.pending: list[Future] = []
 
     def on_save(self, args, state, control, **kwargs):
+        start = time.perf_counter()
         step = state.global_step
         folder = Path(args.output_dir) / f"checkpoint-{step}"
         name = checkpoint_dir_name(step)
         dest = storage.join(self.run, name)
         metrics = {**latest_metrics(state.log_history), "step": float(step)}
+        _barrier()  # every rank has written its part of its node's folder
+        if self.background:
+            self._report_in_background(folder, Path(args.output_dir) / "uploading" / name, name, dest, step, metrics)
+        else:
+            self._report_and_describe(folder, name, dest, step, metrics)
+        if self.rank == 0:
+            print(f"[rayfit] checkpoint step {step} -> {dest}: training paused {time.perf_counter() - start:.2f} s "
+                  f"({self.spec.cluster.checkpoint_upload} upload)", flush=True)
+
+    def _report_and_describe(self, folder: Path, name: str, dest: str, step: int, metrics: dict[str, float]) -> None:
+        table = file_table(folder) if self.uploads else {}
         if self.under_ray:
             import ray.train
 
-            ckpt = ray.train.Checkpoint.from_directory(str(folder)) if self.local_rank == 0 else None
+            ckpt = ray.train.Checkpoint.from_directory(str(folder)) if self.uploads else None
             ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=name)
-        else:
-            _barrier()  # every rank has written its part of the folder
-            if self.rank == 0:
-                copy_checkpoint(folder, dest)
-        _barrier()
+        elif self.uploads:
+            copy_checkpoint(folder, dest)
+        tables = _gather((self.rank, _node_id(self.under_ray), table))
         if self.rank == 0:
-            describe_checkpoint(folder, dest, self.spec, step, self.dtype, metrics)
-            print(f"[rayfit] checkpoint step {step} -> {dest}", flush=True)
+            nodes: dict[str, Any] = {}
+            for rank, node, files in tables:
+                entry = nodes.setdefault(node, {"ranks": [], "files": []})
+                entry["ranks"].append(rank)
+                entry["files"] += sorted(files)
+            describe_checkpoint(folder, dest, self.spec, step, self.dtype, metrics,
+                                files=merge_file_tables([t for _, _, t in tables]), nodes=nodes)
         _barrier()  # nobody resumes or reads the folder before its manifest exists
+
+    def _report_in_background(self, folder: Path, staging: Path, name: str, dest: str, step: int,
+                              metrics: dict[str, float]) -> None:
+        import ray.train
+
+        ckpt, upload = None, None
+        if self.uploads:
+            ckpt = ray.train.Checkpoint.from_directory(str(staged_copy(folder, staging)))
+            upload = upload_with_file_table(dest, _node_id(True), self.rank)
+        ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=name,
+                         checkpoint_upload_mode=ray.train.CheckpointUploadMode.ASYNC,
+                         delete_local_checkpoint_after_upload=True, checkpoint_upload_fn=upload)
+        if self.manifests is not None:
+            fields = checkpoint_fields(folder, self.spec, step, self.dtype, metrics)
+            self.pending.append(self.manifests.submit(write_manifest_after_uploads, dest, fields))
+
+    def on_train_end(self, args, state, control, **kwargs):
+        for done in self.pending:  # the run ends only when every checkpoint has its manifest
+            done.result()
+
+
+def _gather(item: Any) -> list[Any]:
+    """`item` from every rank, in rank order (a one-element list without a process group)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [item]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, item)
+    return out
+
+
+def node_leader(under_ray: bool, rank: int) -> bool:
+    """Whether this rank is the lowest rank on its node, the one that uploads and cleans the node's folders.
+
+    Decided from Ray node ids rather than Ray Train's local rank, which groups workers by IP address: nodes that
+    share an address (several Ray nodes on one machine) would otherwise look like one node with one folder.
+    """
+    node = _node_id(under_ray)
+    return rank == min(r for r, n in enumerate(_gather(node)) if n == node)
+
+
+def _node_id(under_ray: bool) -> str:
+    """The Ray node this process runs on (its host name without Ray)."""
+    if under_ray:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+    return socket.gethostname()
 
 
 class RunArtifacts(TrainerCallback):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,10 @@ import torch.distributed as dist
 from cluster import storage
 from cluster.manifest import read_manifest
 from cluster.model.load import load_model, load_tokenizer, train_dtype
-from cluster.run_folder import checkpoints, local_copy, newest
+from cluster.run_folder import local_copy, resume_point
 from cluster.spec import JobSpec, validate_spec
 from cluster.training.args import sft_args
-from cluster.training.callbacks import CheckpointReporter, FaultInjection, RunArtifacts
+from cluster.training.callbacks import CheckpointReporter, FaultInjection, RunArtifacts, node_leader
 from cluster.training.collator import make_collator
 from cluster.training.deepspeed_config import deepspeed_config
 from cluster.training.levers import check_levers
@@ -28,20 +29,23 @@ def train_loop(config: dict[str, Any], callbacks: tuple = ()) -> dict[str, Any]:
     """Train this worker's share of the run described by `config`; returns the log history and final step.
 
     `config` holds only plain values: `spec` (JobSpec.model_dump()), `run` (run folder URI), `train_path` and
-    `eval_path` (prepared datasets, eval may be None) and `scratch` (a node-local folder). It resumes from the
-    newest complete checkpoint in the run folder, so a restarted worker group or a resubmitted run continues.
+    `eval_path` (prepared datasets, eval may be None) and `scratch` (a folder name under each node's own temporary
+    folder, or an absolute path). Under Ray it resumes from the newest complete, intact checkpoint that Ray Train
+    recorded for the run, so a restarted worker group or a resubmitted run continues; without Ray it resumes from
+    `resume_from` when given.
     `callbacks` are extra Trainer callbacks for a caller without Ray (benchmarks.gpu times steps with one).
     """
     from transformers import PrinterCallback, set_seed
     from trl import SFTTrainer
 
     spec = validate_spec(config["spec"])  # the worker re-validates what crossed the Ray boundary
-    run, scratch = config["run"], Path(config["scratch"])
+    run = config["run"]
+    scratch = Path(tempfile.gettempdir(), "rayfit", config["scratch"])  # an absolute `scratch` stays as it is
     under_ray = _in_ray_worker()
     rank, local_rank, world = _ranks(under_ray)
+    leader = node_leader(under_ray, rank)
     on_gpu = spec.cluster.use_gpu and torch.cuda.is_available()
-    latest = newest(checkpoints(run))
-    resume = latest.uri if latest else None
+    resume, resume_local = _resume_point(config, scratch, rank, under_ray) or (None, None)
     if resume and _finished(read_manifest(resume), spec):
         if rank == 0:
             print(f"[rayfit] {resume} already completes this run; nothing to train", flush=True)
@@ -63,7 +67,7 @@ def train_loop(config: dict[str, Any], callbacks: tuple = ()) -> dict[str, Any]:
     trainer = SFTTrainer(
         model=model, args=args, data_collator=make_collator(tokenizer), train_dataset=train_ds,
         eval_dataset=eval_ds, processing_class=tokenizer,
-        callbacks=[CheckpointReporter(spec, run, dtype, under_ray, rank, local_rank), ProgressLog(rank),
+        callbacks=[CheckpointReporter(spec, run, dtype, under_ray, rank, leader), ProgressLog(rank),
                    RunArtifacts(run, rank, f"{spec.output.name}: {spec.model.method} of {spec.model.base}"),
                    FaultInjection(run, rank), *_early_stopping(spec), *callbacks],
     )
@@ -74,12 +78,40 @@ def train_loop(config: dict[str, Any], callbacks: tuple = ()) -> dict[str, Any]:
         trainer = prepare_trainer(trainer)
     if resume and rank == 0:
         print(f"[rayfit] resuming from {resume}", flush=True)
-    trainer.train(resume_from_checkpoint=str(local_copy(resume, scratch / f"rank{rank}")) if resume else None)
+    trainer.train(resume_from_checkpoint=str(resume_local) if resume else None)
     if dist.is_initialized():
         dist.barrier()  # every rank is done with the node-local copies (checkpoints are already in storage)
-    if local_rank == 0:
+    if leader:
         shutil.rmtree(scratch, ignore_errors=True)
     return {"log_history": trainer.state.log_history, "global_step": trainer.state.global_step}
+
+
+def _resume_point(config: dict[str, Any], scratch: Path, rank: int, under_ray: bool) -> tuple[str, Path] | None:
+    """The checkpoint every rank continues from and this rank's local copy of it, or None for a fresh start.
+
+    Ray Train's record of reported checkpoints (restored from the run folder when a run is submitted again) is the
+    one list of candidates; rank 0 picks the newest complete, intact one (cluster.run_folder.resume_point) and the
+    other ranks take its choice, so all ranks load the same step.
+    """
+    cache = scratch / "resume" / f"rank{rank}"
+    choice = None
+    if rank == 0:
+        candidates = _recorded_checkpoints(config["run"]) if under_ray else [c for c in [config.get("resume_from")] if c]
+        found = resume_point(candidates, cache)
+        choice = found[0] if found else None
+    if dist.is_available() and dist.is_initialized():
+        box = [choice]
+        dist.broadcast_object_list(box, src=0)
+        choice = box[0]
+    return (choice, local_copy(choice, cache)) if choice else None
+
+
+def _recorded_checkpoints(run: str) -> list[str]:
+    """The URIs of the checkpoints Ray Train has recorded for this run (it keeps the best `keep_checkpoints`)."""
+    import ray.train
+
+    reported = ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
+    return [storage.join(run, Path(r.checkpoint.path).name) for r in reported]
 
 
 def _finished(manifest: dict, spec: JobSpec) -> bool:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import tempfile
 import uuid
-from pathlib import Path
 
 from cluster import storage
 from cluster.noise import runtime_env
@@ -15,9 +13,10 @@ from cluster.training.loop import train_loop
 
 def loop_config(spec: JobSpec, train_path: str, eval_path: str | None) -> dict:
     """The plain dict every worker receives (only plain values cross the Ray boundary)."""
-    scratch = Path(tempfile.gettempdir()) / "rayfit" / f"{spec.output.name}-{uuid.uuid4().hex[:8]}"
+    # A name, not a path: each node puts it under its own temporary folder (nodes share no disk).
+    scratch = f"{spec.output.name}-{uuid.uuid4().hex[:8]}"
     return {"spec": spec.model_dump(mode="json", exclude_unset=True), "run": run_uri(spec), "train_path": train_path,
-            "eval_path": eval_path, "scratch": str(scratch)}
+            "eval_path": eval_path, "scratch": scratch}
 
 
 def build_trainer(spec: JobSpec, train_path: str, eval_path: str | None, extra_env: dict[str, str] | None = None):
@@ -37,7 +36,7 @@ def build_trainer(spec: JobSpec, train_path: str, eval_path: str | None, extra_e
         train_loop_config=loop_config(spec, train_path, eval_path),
         torch_config=TorchConfig(backend="nccl" if c.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=c.num_workers, use_gpu=c.use_gpu, resources_per_worker=resources,
-                                     accelerator_type=c.accelerator_type),
+                                     accelerator_type=c.accelerator_type, placement_strategy=c.placement.upper()),
         run_config=RunConfig(
             name=spec.output.name,
             storage_path=storage.normalize(spec.output.storage),

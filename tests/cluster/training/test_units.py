@@ -111,23 +111,76 @@ def test_spec_survives_the_ray_boundary():
     assert validate_spec(spec.model_dump(mode="json", exclude_unset=True)) == spec
 
 
-def test_resubmitting_with_other_data_is_refused(tmp_path):
-    from cluster.errors import UserError
-    from cluster.training.run_record import check_resumable
-
-    spec = _spec(output={"storage": str(tmp_path), "name": "run"})
-    folder = tmp_path / "run" / checkpoint_dir_name(20)
-    folder.mkdir(parents=True)
-    (folder / "weights.bin").write_bytes(b"x")
+def _checkpoint(run, step: int, spec, eval_loss: float):
     from cluster.training.checkpoints import describe_checkpoint
 
-    describe_checkpoint(folder, str(folder), spec, 20, "float32", {"eval_loss": 1.5, "step": 20.0})
-    assert check_resumable(spec) == str(folder)
-    assert best(checkpoints(str(tmp_path / "run"))).uri == str(folder)
+    folder = run / checkpoint_dir_name(step)
+    (folder / "global_step").mkdir(parents=True)
+    (folder / "global_step" / "zero_pp_rank_0_optim_states.pt").write_bytes(b"rank0-%d" % step)
+    (folder / "global_step" / "zero_pp_rank_1_optim_states.pt").write_bytes(b"rank1-%d" % step)
+    describe_checkpoint(folder, str(folder), spec, step, "float32", {"eval_loss": eval_loss, "step": float(step)})
+    return folder
+
+
+def test_resubmitting_with_other_data_is_refused(tmp_path):
+    from cluster.errors import UserError
+    from cluster.training.run_record import check_same_run, write_run_record
+
+    spec = _spec(output={"storage": str(tmp_path), "name": "run"})
+    assert check_same_run(spec) is None
+    write_run_record(spec, "running")
+    assert check_same_run(spec)["status"] == "running"
     other = _spec(output={"storage": str(tmp_path), "name": "run"}, data={"max_seq_len": 512})
-    with pytest.raises(UserError, match=r"output.name 'run': .* different data section"):
-        check_resumable(other)
-    assert check_resumable(_spec(output={"storage": str(tmp_path), "name": "run"}, train={"max_steps": 50})) == str(folder)
+    with pytest.raises(UserError, match=r"output.name 'run': the run at .* different data section"):
+        check_same_run(other)
+    longer = _spec(output={"storage": str(tmp_path), "name": "run"}, train={"max_steps": 50})
+    assert check_same_run(longer)["spec"]["output"]["name"] == "run"  # more steps continue the same run
+
+
+def test_record_takes_checkpoints_from_rays_result_and_manifests(tmp_path):
+    from types import SimpleNamespace
+
+    from cluster.training.run_record import write_run_record
+
+    spec = _spec(output={"storage": str(tmp_path), "name": "run"})
+    run = tmp_path / "run"
+    a, b = _checkpoint(run, 10, spec, 1.0), _checkpoint(run, 20, spec, 2.0)
+    _checkpoint(run, 30, spec, 0.5)  # in storage, but Ray no longer keeps it: not part of the record
+    result = SimpleNamespace(best_checkpoints=[(SimpleNamespace(path=str(b)), {}), (SimpleNamespace(path=str(a)), {})])
+    record = write_run_record(spec, "trained", result)
+    assert [c["step"] for c in record["checkpoints"]] == [10, 20]
+    assert record["best_checkpoint"] == str(a) and record["latest_checkpoint"] == str(b)
+    assert write_run_record(spec, "failed", error="boom")["best_checkpoint"] == str(a)  # no Result: kept
+
+
+def test_resume_skips_incomplete_and_altered_checkpoints_with_a_reason(tmp_path):
+    from cluster.run_folder import resume_point
+
+    spec = _spec(output={"storage": str(tmp_path), "name": "run"})
+    run = tmp_path / "run"
+    old, new = _checkpoint(run, 10, spec, 1.0), _checkpoint(run, 20, spec, 1.0)
+    cut = run / checkpoint_dir_name(30)
+    cut.mkdir()
+    (new / "global_step" / "zero_pp_rank_1_optim_states.pt").unlink()
+    said: list[str] = []
+    uri, local = resume_point([str(old), str(cut), str(new)], tmp_path / "cache", say=said.append)
+    assert uri == str(old) and local == old
+    assert said == [f"[rayfit] skipping checkpoint {cut}: no manifest.json (its save was cut short)",
+                    f"[rayfit] skipping checkpoint {new}: 1 file(s) differ from its manifest.json "
+                    "(global_step/zero_pp_rank_1_optim_states.pt: missing)"]
+    (old / "global_step" / "zero_pp_rank_0_optim_states.pt").write_bytes(b"rank0-99")  # same size, other bytes
+    assert resume_point([str(old)], tmp_path / "cache", say=said.append) is None
+    assert "zero_pp_rank_0_optim_states.pt: checksum differs" in said[-1]
+
+
+def test_manifest_of_several_nodes_lists_each_file_once():
+    from cluster.manifest import merge_file_tables
+
+    a = {"x": {"sha256": "1", "bytes": 1}, "shared": {"sha256": "s", "bytes": 1}}
+    b = {"y": {"sha256": "2", "bytes": 1}, "shared": {"sha256": "s", "bytes": 1}}
+    assert list(merge_file_tables([a, b])) == ["shared", "x", "y"]
+    with pytest.raises(RuntimeError, match="two nodes wrote different contents to shared"):
+        merge_file_tables([a, {"shared": {"sha256": "t", "bytes": 1}}])
 
 
 def test_best_checkpoint_prefers_lowest_eval_loss_then_newest():

@@ -1,0 +1,157 @@
+"""A multi-node world on one machine: Ray nodes started with `ray start`, each with its own temporary folder and
+cache (so no file passes between "nodes" except through storage), and an S3 server on 127.0.0.1.
+
+Every process is started here and stopped here by its pid, also when a test fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.cluster.training.conftest import free_port
+
+REPO = Path(__file__).resolve().parents[3]
+BUCKET = "rayfit"
+
+
+class Cluster:
+    """Ray nodes on this machine; `add_node` starts one, `kill_raylet` takes one away as a lost machine would."""
+
+    def __init__(self, root: Path, env: dict[str, str]):
+        self.root, self.env = root, env
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.nodes: list[tuple[str, subprocess.Popen]] = []
+
+    def node_env(self, name: str) -> dict[str, str]:
+        """The environment of a node's processes (and so of its Ray workers): its own TMPDIR and rayfit cache."""
+        tmp = self.root / name
+        (tmp / "tmp").mkdir(parents=True, exist_ok=True)
+        return {**self.env, "TMPDIR": str(tmp / "tmp"), "RAYFIT_CACHE": str(tmp / "cache")}
+
+    def add_node(self, cpus: int = 2, live: int | None = None) -> str:
+        """Start a node (the head first) and wait until the cluster has `live` live nodes (default: every node
+        started here and still running); returns its name."""
+        import psutil  # noqa: F401  (kill_raylet needs it; fail early if missing)
+
+        name = f"node{len(self.nodes)}"
+        args = ["ray", "start", "--block", f"--num-cpus={cpus}", "--node-ip-address=127.0.0.1", "--disable-usage-stats",
+                f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}",
+                f"--runtime-env-agent-port={free_port()}"]
+        if not self.nodes:
+            args += ["--head", f"--port={self.port}", "--include-dashboard=false", f"--ray-client-server-port={free_port()}",
+                     f"--temp-dir={self.root / 'ray'}"]
+        else:
+            args += [f"--address={self.address}"]
+        log = open(self.root / f"{name}.log", "w")  # noqa: SIM115 - the node writes to it after this returns
+        proc = subprocess.Popen([str(Path(sys.executable).parent / args[0]), *args[1:]], env=self.node_env(name),
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.nodes.append((name, proc))
+        self.wait_for_nodes(live or sum(1 for _, p in self.nodes if p.poll() is None))
+        return name
+
+    def alive_nodes(self) -> int:
+        code = f"import ray; ray.init(address='{self.address}'); print(sum(n['Alive'] for n in ray.nodes()))"
+        out = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True, timeout=120, check=False)
+        return int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else -1
+
+    def wait_for_nodes(self, count: int, timeout: float = 120) -> None:
+        deadline = time.time() + timeout
+        while self.alive_nodes() != count:
+            assert time.time() < deadline, f"the cluster did not reach {count} live nodes; see {self.root}/node*.log"
+            time.sleep(2)
+
+    def lose_node(self, name: str) -> None:
+        """Node `name` disappears as a reclaimed spot machine does: its raylet is SIGKILLed first, then every other
+        process of the node (its Ray workers included)."""
+        import psutil
+
+        proc = dict(self.nodes)[name]
+        children = psutil.Process(proc.pid).children(recursive=True)
+        raylets = [p for p in children if p.name() == "raylet"]
+        assert raylets, f"no raylet under {name}"
+        for p in raylets:
+            p.kill()
+        time.sleep(2)
+        for p in [*children, psutil.Process(proc.pid)]:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        proc.wait()
+
+    def stop(self) -> None:
+        """Stop every node: the `ray start --block` process (it stops its own children), then any child left."""
+        import psutil
+
+        for _, proc in reversed(self.nodes):
+            try:
+                children = psutil.Process(proc.pid).children(recursive=True)
+            except psutil.NoSuchProcess:
+                children = []
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            for child in children:
+                try:
+                    child.kill()
+                except psutil.NoSuchProcess:
+                    pass
+
+
+@pytest.fixture(scope="package")
+def s3_endpoint():
+    """An S3 server (moto) on 127.0.0.1 with one bucket, for the whole package."""
+    moto_server = pytest.importorskip("moto.server")
+    import boto3
+
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    try:
+        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="x", aws_secret_access_key="x",
+                     region_name="us-east-1").create_bucket(Bucket=BUCKET)
+        yield endpoint
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="package")
+def two_nodes(s3_endpoint):
+    """A Ray head and one more node, each with 2 CPUs and its own TMPDIR and cache; stopped by pid at the end."""
+    root = Path(tempfile.mkdtemp(prefix="rfmn-", dir="/tmp"))  # short: Ray's socket paths live under it
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
+           "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": s3_endpoint, "FSSPEC_S3_ENDPOINT_URL": s3_endpoint}
+    env.pop("RAY_ADDRESS", None)
+    cluster = Cluster(root, env)
+    try:
+        cluster.add_node()
+        cluster.add_node()
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def s3fs_client(endpoint: str):
+    """An s3fs filesystem on the test's S3 server (not cached, so no other test's server is reused)."""
+    import s3fs
+
+    return s3fs.S3FileSystem(key="x", secret="x", client_kwargs={"endpoint_url": endpoint, "region_name": "us-east-1"},
+                             skip_instance_cache=True)

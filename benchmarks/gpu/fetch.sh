@@ -6,7 +6,7 @@
 #
 # The wheels themselves do not fit (pyarrow 55 MB + bitsandbytes 43 MB), so they are installed into a folder for
 # cp312/manylinux x86_64 and what the benchmark never loads is dropped: bitsandbytes' libraries for CUDA versions
-# other than 13.0 (the machine's torch is cu130), pyarrow's Flight, S3, Substrait, headers and tests, pandas' tests.
+# other than 13.0 (the machine's torch is cu130), pyarrow's Flight and S3 libraries, headers and tests, pandas' tests.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 out="$here/wheelhouse"
@@ -37,9 +37,10 @@ du -cb "$tmp"/wheels/*.whl | tail -1 | awk '{printf "%8.1f MB  all wheels\n", $1
   --platform manylinux2014_x86_64
 cd "$tmp/site"
 find bitsandbytes -name 'libbitsandbytes_*.so' ! -name '*cuda130*' ! -name '*cpu*' -delete
+# libarrow_substrait stays: pyarrow's core library links it.
 rm -rf bin pandas/tests pyarrow/tests pyarrow/include pyarrow/src pyarrow/libarrow_flight* pyarrow/_flight* \
-  pyarrow/libarrow_python_flight* pyarrow/libarrow_substrait* pyarrow/_substrait* pyarrow/libarrow_s3* pyarrow/_s3fs*
+  pyarrow/libarrow_python_flight* pyarrow/libarrow_s3* pyarrow/_s3fs*
 find . \( -name '*.pyx' -o -name '*.pxd' -o -name '*.pxi' -o -name '*.h' \) -delete
 mkdir -p "$out"
-tar -cJf "$out/site.tar.xz" .
+XZ_OPT=-T0 tar -cJf "$out/site.tar.xz" .
 du -sh "$tmp/site" "$out/site.tar.xz"

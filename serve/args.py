@@ -12,7 +12,6 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from cluster import storage
 from cluster.spec.base import Problem, Section
 from cluster.spec.load import validate_model
 from cluster.spec.reader import read_yaml_file
@@ -52,14 +51,24 @@ class AutoscalingArgs(Section):
 
 
 class VllmArgs(Section):
-    """Settings used only by `engine: vllm` (Ray Serve LLM); ignored by the transformers engine."""
+    """vLLM engine settings beyond the common ones (each replica runs one vLLM AsyncLLM)."""
 
-    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per replica for tensor parallelism.")
-    max_lora_rank: int = Field(64, ge=1, description="Largest LoRA rank any adapter may have (vLLM preallocates it).")
-    max_model_len: int | None = Field(None, ge=16, description="vLLM context length; null: the model's.")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per replica for tensor parallelism (one node).")
+    max_lora_rank: int | None = Field(
+        None, ge=1, description="Largest LoRA rank vLLM preallocates; null: the largest rank of the listed adapters "
+                                "(16 when none is listed yet), rounded up to a rank vLLM supports.")
+    max_loras: int | None = Field(
+        None, ge=1, description="Adapters in one batch (vLLM's max_loras); null: the listed adapters, at least 1, "
+                                "8 when adapter_root is set.")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="Share of GPU memory vLLM may take.")
+    cpu_kv_cache_gib: float = Field(1, gt=0, description="KV cache size on CPU in GiB (VLLM_CPU_KVCACHE_SPACE).")
+    enforce_eager: bool = Field(False, description="Skip torch.compile and graph capture: starts in seconds, decodes slower.")
+    tool_call_parser: str | None = Field(
+        None, description="vLLM tool parser for `tool_choice: auto` (e.g. hermes, llama3_json); null: only named or "
+                          "required tool choice (structured output) is served.")
     accelerator_type: str | None = Field(None, description="Ray accelerator type to schedule on (e.g. A10G, H100).")
-    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra vLLM engine arguments, passed as they are.")
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra vLLM engine arguments "
+                                          "(AsyncEngineArgs field names), passed as they are; they win over ours.")
 
 
 class ServeArgs(Section):
@@ -69,34 +78,29 @@ class ServeArgs(Section):
                                         "manifest.json kind=export), an org/name hub id, or embedded:smollm2-135m-instruct.")
     model_name: str | None = Field(
         None, description="Name clients pass as `model` for the base; default: the folder or hub name.")
-    adapters: dict[str, str] = Field(default_factory=dict, description="Adapter name -> checkpoint URI (a rayfit checkpoint "
-                                     "or a plain PEFT adapter folder, local or s3://, gs://); clients pass the name as `model`.")
+    adapters: dict[str, str] = Field(default_factory=dict, description="Adapter name -> checkpoint URI (a rayfit checkpoint, "
+                                     "a run folder (its best checkpoint) or a plain PEFT adapter folder, local or s3://, "
+                                     "gs://); clients pass the name as `model`.")
     adapter_root: str | None = Field(None, description="A folder or URI whose sub-folders are adapters found by name on "
                                      "first use, so an adapter trained after deployment is served without a restart.")
-    engine: Literal["transformers", "vllm"] = Field(
-        "transformers", description="transformers+PEFT (CPU or GPU) or vllm (Ray Serve LLM, GPU).")
-    device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="Where the transformers engine runs; auto: cuda if present.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="Weights dtype; auto: float32 on CPU, bfloat16 on GPU.")
+        "auto", description="Weights dtype; auto: vLLM's choice from the model config and the device.")
     trust_remote_code: bool = Field(False, description="Run model code shipped with the checkpoint (off unless you trust it).")
     num_replicas: int | None = Field(None, ge=1, description="Fixed number of engine replicas; leave null with autoscaling.")
     autoscaling: AutoscalingArgs | None = Field(None, description="Autoscale engine replicas instead of a fixed number.")
     max_ongoing_requests: int = Field(
-        64, ge=1, description="Requests one engine replica works on at once (Serve's max_ongoing_requests).")
-    max_queued_requests: int = Field(256, ge=1, description="Requests waiting for a replica before new ones get 503.")
-    max_batch_size: int = Field(8, ge=1, description="Most sequences decoded together in one forward pass.")
-    batch_wait_timeout_s: float = Field(0.01, ge=0, description="How long a batch waits to fill before it starts.")
-    max_concurrent_batches: int = Field(2, ge=1, description="Batches one replica decodes at once, step by step in turn.")
-    max_loaded_adapters: int = Field(16, ge=1, description="LRU bound on adapters held in one replica's memory.")
+        64, ge=1, description="Sequences one replica decodes together (vLLM's max_num_seqs, continuous batching).")
+    max_queued_requests: int = Field(
+        256, ge=0, description="Requests one replica holds beyond max_ongoing_requests before new ones get 429.")
     max_model_len: int | None = Field(
         None, ge=16, description="Longest prompt + completion in tokens; null: the model's maximum.")
     default_max_tokens: int = Field(256, ge=1, description="max_tokens when a request gives none.")
-    num_cpus: float = Field(1, ge=0, description="CPUs reserved per engine replica.")
-    num_gpus: float = Field(0, ge=0, description="GPUs reserved per engine replica (transformers engine).")
-    ingress_num_cpus: float = Field(0.1, ge=0, description="CPUs reserved per API (ingress) replica.")
+    max_loaded_adapters: int = Field(16, ge=1, description="Adapters one replica keeps in CPU memory (vLLM's max_cpu_loras).")
+    num_cpus: float = Field(1, ge=0, description="CPUs reserved per replica (the API process; vLLM's engine core "
+                                                 "binds its own threads).")
+    num_gpus: float = Field(0, ge=0, description="GPUs per replica when tensor_parallel_size is 1; 0 on CPU.")
     api_keys: list[ApiKeyArgs] = Field(default_factory=list, description="Accepted API keys; empty: no auth.")
-    vllm: VllmArgs = Field(default_factory=VllmArgs, description="Settings for engine: vllm.")
+    vllm: VllmArgs = Field(default_factory=VllmArgs, description="vLLM engine settings.")
 
     def base_name(self) -> str:
         """The name clients use for the base model."""
@@ -105,7 +109,7 @@ class ServeArgs(Section):
         return self.model.removeprefix("embedded:").rstrip("/").split("/")[-1] or "base"
 
     def problems(self) -> list[Problem]:
-        """Rules across fields: names, replicas, batching, keys and the vLLM path."""
+        """Rules across fields: names, replicas and keys."""
         found = []
         names = [self.base_name(), *self.adapters]
         for name in self.adapters:
@@ -117,11 +121,6 @@ class ServeArgs(Section):
                                  "rename the adapter or set model_name."))
         if self.num_replicas is not None and self.autoscaling is not None:
             found.append(Problem("num_replicas", "num_replicas and autoscaling are both set.", "keep one of them."))
-        if self.max_ongoing_requests < self.max_batch_size * self.max_concurrent_batches:
-            found.append(Problem("max_ongoing_requests", f"max_ongoing_requests ({self.max_ongoing_requests}) is below "
-                                 "max_batch_size * max_concurrent_batches "
-                                 f"({self.max_batch_size * self.max_concurrent_batches}), "
-                                 "so batches never fill.", "raise max_ongoing_requests or lower max_batch_size."))
         for i, key in enumerate(self.api_keys):
             found += [p.within(f"api_keys.{i}") for p in key.problems()]
             for model in key.models or []:
@@ -130,28 +129,9 @@ class ServeArgs(Section):
                                          "nor an adapter.", f"use one of: {', '.join(names)}."))
         if self.autoscaling:
             found += [p.within("autoscaling") for p in self.autoscaling.problems()]
-        if self.engine == "vllm":
-            found += self._vllm_problems()
-        return found
-
-    def _vllm_problems(self) -> list[Problem]:
-        # Ray Serve LLM downloads adapters itself from one object-store prefix, `{dynamic_lora_loading_path}/{name}`.
-        found = []
-        parents = {uri.rstrip("/").rsplit("/", 1)[0] for uri in self.adapters.values()}
-        for name, uri in self.adapters.items():
-            if not storage.is_remote(uri):
-                found.append(Problem(f"adapters.{name}", f"engine vllm loads adapters only from object storage, got {uri!r}.",
-                                     "upload the checkpoint to s3:// or gs:// (Ray Serve LLM's dynamic_lora_loading_path)."))
-            elif uri.rstrip("/").rsplit("/", 1)[-1] != name:
-                found.append(Problem(f"adapters.{name}", f"engine vllm finds an adapter at <prefix>/<name>, but {uri!r} "
-                                     f"does not end in /{name}.", f"store it as <prefix>/{name} or rename the adapter."))
-        if self.adapter_root:
-            parents.add(self.adapter_root.rstrip("/"))
-            if not storage.is_remote(self.adapter_root):
-                found.append(Problem("adapter_root", "engine vllm needs adapter_root in object storage.", "use s3:// or gs://."))
-        if len(parents) > 1:
-            found.append(Problem("adapters", f"engine vllm reads every adapter from one prefix, found {sorted(parents)}.",
-                                 "put all adapters under one s3:// or gs:// folder."))
+        if self.vllm.tensor_parallel_size > 1 and self.num_gpus:
+            found.append(Problem("num_gpus", "num_gpus is set together with vllm.tensor_parallel_size > 1.",
+                                 "leave num_gpus at 0: the replica reserves one GPU per tensor-parallel rank."))
         return found
 
 

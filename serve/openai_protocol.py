@@ -1,22 +1,24 @@
-"""The OpenAI wire format: request schemas, response and stream-chunk builders, and the JSON error shape."""
+"""The OpenAI wire format where rayfit touches it: the JSON error shape, model cards, and the checks vLLM leaves to us.
+
+The request schemas themselves are vLLM's (`ChatCompletionRequest`, `CompletionRequest`): every OpenAI parameter
+vLLM serves passes through unchanged.
+"""
 
 from __future__ import annotations
 
-import json
-import time
-import uuid
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ValidationError
 
 
 class ApiError(Exception):
     """An error the API returns as OpenAI's `{"error": {...}}` with an HTTP status."""
 
     def __init__(self, status: int, message: str, type: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None):
+                 code: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.headers = headers or {}
 
     def body(self) -> dict:
         """The JSON body OpenAI clients parse into their exception types."""
@@ -28,118 +30,71 @@ def error_body(message: str, type: str = "invalid_request_error", param: str | N
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
-class _Request(BaseModel):
-    # Unknown fields are refused: a misspelt `max_token` silently ignored would be a worse answer than a 400.
-    model_config = ConfigDict(extra="forbid")
-
-    model: str = Field(..., min_length=1)
-    max_tokens: int | None = Field(None, ge=1)
-    temperature: float = Field(1.0, ge=0, le=2)
-    top_p: float = Field(1.0, gt=0, le=1)
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    stream: bool = False
-    stream_options: dict[str, Any] | None = None
-    n: Literal[1] = 1
-    user: str | None = None
-    presence_penalty: Literal[0, 0.0] = 0
-    frequency_penalty: Literal[0, 0.0] = 0
-
-    @field_validator("stop")
-    @classmethod
-    def _stops(cls, value):
-        stops = [value] if isinstance(value, str) else (value or [])
-        if len(stops) > 4 or any(not s for s in stops):
-            raise ValueError("stop takes at most 4 non-empty strings")
-        return stops
-
-    def include_usage(self) -> bool:
-        """Whether a stream ends with a usage chunk (stream_options.include_usage)."""
-        return bool((self.stream_options or {}).get("include_usage"))
-
-
-class ChatMessage(BaseModel):
-    """One chat message; content is a string or a list of text parts."""
-
-    model_config = ConfigDict(extra="allow")
-
-    role: Literal["system", "user", "assistant", "developer", "tool"]
-    content: str | list[dict[str, Any]] | None = None
-
-    def text(self) -> str:
-        """The message's text, joining text parts."""
-        if isinstance(self.content, list):
-            return "".join(part.get("text", "") for part in self.content if part.get("type") == "text")
-        return self.content or ""
-
-
-class ChatCompletionRequest(_Request):
-    """POST /v1/chat/completions."""
-
-    messages: list[ChatMessage] = Field(..., min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-
-    def limit(self) -> int | None:
-        """max_completion_tokens (the newer name) or max_tokens."""
-        return self.max_completion_tokens or self.max_tokens
-
-
-class CompletionRequest(_Request):
-    """POST /v1/completions (one prompt string)."""
-
-    prompt: str = Field(..., min_length=1)
-    echo: Literal[False] = False
-
-    def limit(self) -> int | None:
-        """max_tokens."""
-        return self.max_tokens
-
-
-def new_id(prefix: str) -> str:
-    """A fresh response id."""
-    return f"{prefix}-{uuid.uuid4().hex[:24]}"
-
-
-def usage(prompt_tokens: int, completion_tokens: int) -> dict:
-    """The `usage` object."""
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
-
-
-def chat_response(rid: str, model: str, text: str, finish: str, prompt_tokens: int, completion_tokens: int) -> dict:
-    """A whole chat.completion."""
-    return {"id": rid, "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                         "finish_reason": finish}],
-            "usage": usage(prompt_tokens, completion_tokens)}
-
-
-def completion_response(rid: str, model: str, text: str, finish: str, prompt_tokens: int, completion_tokens: int) -> dict:
-    """A whole text_completion."""
-    return {"id": rid, "object": "text_completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}],
-            "usage": usage(prompt_tokens, completion_tokens)}
-
-
-def chat_chunk(rid: str, model: str, delta: dict, finish: str | None, usage_: dict | None = None) -> dict:
-    """One chat.completion.chunk; the usage chunk has no choices."""
-    choices = [] if usage_ is not None else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
-    return {"id": rid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
-            "choices": choices, "usage": usage_}
-
-
-def completion_chunk(rid: str, model: str, text: str, finish: str | None, usage_: dict | None = None) -> dict:
-    """One streamed text_completion."""
-    choices = [] if usage_ is not None else [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}]
-    return {"id": rid, "object": "text_completion", "created": int(time.time()), "model": model,
-            "choices": choices, "usage": usage_}
-
-
-def sse(payload: dict | str) -> str:
-    """One server-sent event line."""
-    return f"data: {payload if isinstance(payload, str) else json.dumps(payload)}\n\n"
-
-
 def model_card(name: str, owned_by: str, parent: str | None = None) -> dict:
     """One entry of GET /v1/models."""
     return {"id": name, "object": "model", "created": 0, "owned_by": owned_by, "parent": parent}
+
+
+def parse_request(schema: type[BaseModel], data: Any) -> Any:
+    """`data` (parsed JSON) validated against vLLM's request `schema`; ApiError(400) naming the parameter otherwise.
+
+    vLLM accepts unknown fields with a log line; we refuse them, since a misspelt `max_token` silently ignored is a
+    worse answer than a 400. Unpaired surrogates (valid JSON escapes, invalid text) are refused before the tokenizer
+    meets them.
+    """
+    if not isinstance(data, dict):
+        raise ApiError(400, f"the request body must be a JSON object, got {type(data).__name__}.")
+    known = {name for name, field in schema.model_fields.items()} | {
+        field.alias for field in schema.model_fields.values() if field.alias}
+    unknown = sorted(str(k) for k in data if k not in known)
+    if unknown:
+        raise ApiError(400, f"unknown parameter {unknown[0]!r}.", param=unknown[0], code="unknown_parameter")
+    where = _bad_text(data)
+    if where is not None:
+        raise ApiError(400, f"{where or 'body'} holds an unpaired UTF-16 surrogate, which is not text.", param=where or None)
+    messages = data.get("messages")
+    if "messages" in data and not (isinstance(messages, list) and all(isinstance(m, dict) for m in messages)):
+        raise ApiError(400, "invalid request: messages must be a list of message objects.", param="messages")
+    try:
+        return schema.model_validate(data)
+    except ValidationError as e:
+        errors = e.errors(include_input=False, include_url=False)
+        param = ".".join(str(x) for x in errors[0]["loc"]) or None
+        problems = "; ".join(f"{'.'.join(str(x) for x in err['loc']) or 'body'}: {err['msg']}" for err in errors[:5])
+        raise ApiError(400, f"invalid request: {problems}", param=param) from None
+    except Exception as e:  # noqa: BLE001 - validation sees only the body, so whatever fails is the body's fault
+        from vllm.exceptions import VLLMClientError
+
+        if isinstance(e, VLLMClientError):  # vLLM's own rule, e.g. stream_options without stream
+            raise ApiError(400, f"invalid request: {e}", param=getattr(e, "parameter", None)) from None
+        # vLLM's before-validators assume the right shapes and fail with TypeError and the like on others
+        raise ApiError(400, f"invalid request: a field has the wrong type or shape ({type(e).__name__}).") from None
+
+
+def _bad_text(value: Any, path: str = "") -> str | None:
+    """The path of the first string (key or value) that cannot be encoded as UTF-8, or None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path
+        return None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        inner = f"{path}.{key}" if path else str(key)
+        if isinstance(key, str) and _bad_text(key) is not None:
+            return inner
+        found = _bad_text(item, inner)
+        if found is not None:
+            return found
+    return None
+
+
+def from_vllm_error(error: Any) -> ApiError:
+    """vLLM's ErrorResponse as our ApiError: its status, and its message unless it is a server error (those can
+    carry internal details, so the client gets a plain sentence and the log gets the rest)."""
+    status = int(error.error.code) if str(error.error.code).isdigit() else 500
+    if status >= 500:
+        return ApiError(status, "the engine failed on this request; the server log has the details.", type="server_error")
+    return ApiError(status, error.error.message, param=error.error.param,
+                    code="model_not_found" if status == 404 else None)

@@ -137,20 +137,44 @@ def test_rayjob_entrypoints_run_a_valid_spec_that_fits_the_cluster(build, builds
         assert job["spec"]["ttlSecondsAfterFinished"] > 0 and job["spec"]["backoffLimit"] >= 1
 
 
-@pytest.mark.parametrize("build", BUILDS)
-def test_rayservice_serves_build_app_with_a_valid_serve_config(build, builds):
+def build_serve_config(config: dict, model_dir: Path) -> list:
+    """Each application of a Serve config through Ray's schema and the real `serve.app:build_app` (validation,
+    deployment options, and our args as vLLM's own AsyncEngineArgs); nothing starts."""
+    from ray.serve import Application
     from ray.serve.schema import ServeDeploySchema
+    from vllm.engine.arg_utils import AsyncEngineArgs
 
+    from serve.app import build_app
     from serve.args import parse_args
+    from serve.vllm_config import vllm_namespace
 
+    apps = []
+    for app in ServeDeploySchema.model_validate(config).applications:
+        assert app.import_path == "serve.app:build_app"
+        assert isinstance(build_app(app.args), Application)
+        args = parse_args(app.args)
+        AsyncEngineArgs.from_cli_args(vllm_namespace(args, str(model_dir), {}))
+        apps.append(args)
+    return apps
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_rayservice_serve_config_goes_through_the_real_builder(build, builds, tmp_path):
     service = next(o for o in builds[build] if o["kind"] == "RayService")
-    config = ServeDeploySchema.model_validate(yaml.safe_load(service["spec"]["serveConfigV2"]))
-    assert [app.import_path for app in config.applications] == ["serve.app:build_app"]
-    args = parse_args(config.applications[0].args)                       # build_app's own validation
+    [args] = build_serve_config(yaml.safe_load(service["spec"]["serveConfigV2"]), tmp_path)
     for template in pod_templates(service):                              # key files: a Secret mounted in every pod
         mounts = [m["mountPath"] for m in template["spec"]["containers"][0].get("volumeMounts", [])]
         for key in args.api_keys:
             assert key.file and any(key.file.startswith(m + "/") for m in mounts), key
+    gpus = [g["template"]["spec"]["containers"][0]["resources"]["limits"].get("nvidia.com/gpu", "0")
+            for g in service["spec"]["rayClusterConfig"].get("workerGroupSpecs", [])]
+    need = args.vllm.tensor_parallel_size if args.vllm.tensor_parallel_size > 1 else args.num_gpus
+    assert max([int(g) for g in gpus], default=0) >= need, build        # one replica fits on one GPU node
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "serve" / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_serve_configs_go_through_the_real_builder(path, tmp_path):
+    assert build_serve_config(yaml.safe_load(path.read_text()), tmp_path)
 
 
 @pytest.mark.parametrize("build", BUILDS)

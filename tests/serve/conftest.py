@@ -1,4 +1,4 @@
-"""One local Ray + Serve for all serving tests: the tiny model with two trained adapters, and the embedded SmolLM2."""
+"""One local Ray + Serve and one vLLM engine for all serving tests: the tiny model with two trained adapters."""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ def serve_port():
 
     os.environ["RAY_AUTH_MODE"] = "disabled"
     os.environ[ADMIN_ENV] = KEYS["admin"]  # before ray.init, so the replicas inherit it like a pod's secret env
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")  # shared CI boxes: do not pin a core
     port = free_port()
     ray.init(num_cpus=3, include_dashboard=False, object_store_memory=200 * 1024**2, log_to_driver=False)
     try:
@@ -45,9 +46,17 @@ def serve_port():
         ray.shutdown()
 
 
+# The tiny vLLM engine of every serving test. Capacity 16 running + 48 queued = 64: exactly the 64 concurrent
+# requests of the load test fit, and more get 429. enforce_eager: no torch.compile, so it starts in seconds.
+TINY_ARGS = {"model_name": "tiny", "num_cpus": 0, "max_ongoing_requests": 16, "max_queued_requests": 48,
+             "max_loaded_adapters": 4, "default_max_tokens": 16, "max_model_len": 512,
+             "vllm": {"enforce_eager": True, "max_loras": 4}}
+
+
 @pytest.fixture(scope="package")
 def tiny_app(serve_port, lora_set, tmp_path_factory) -> str:
-    """The tiny base + adapters alpha and bravo + adapter_root, with an admin key (env) and two tenant keys (files)."""
+    """ONE vLLM engine for the package: the tiny base + adapters alpha and bravo + adapter_root, with an admin key
+    (env) and two tenant keys (files)."""
     from ray import serve
 
     from serve.app import build_app
@@ -56,29 +65,15 @@ def tiny_app(serve_port, lora_set, tmp_path_factory) -> str:
     for name in ("tenant_a", "tenant_b"):
         (secrets / name).write_text(KEYS[name] + "\n")
     args = {
-        "model": str(lora_set["base"]), "model_name": "tiny",
+        **TINY_ARGS, "model": str(lora_set["base"]),
         "adapters": {"alpha": str(lora_set["alpha"]), "bravo": str(lora_set["bravo"])},
         "adapter_root": str(lora_set["adapter_root"]),
         "api_keys": [{"env": ADMIN_ENV},
                      {"file": str(secrets / "tenant_a"), "models": ["tiny", "alpha"]},
                      {"file": str(secrets / "tenant_b"), "models": ["bravo"]}],
-        "num_cpus": 0, "ingress_num_cpus": 0, "max_batch_size": 16, "batch_wait_timeout_s": 0.2,
-        "max_loaded_adapters": 2, "default_max_tokens": 16,
     }
     serve.run(build_app(args), name="tiny", route_prefix="/tiny")
     return f"http://127.0.0.1:{serve_port}/tiny/v1"
-
-
-@pytest.fixture(scope="package")
-def smol_app(serve_port, smollm2_dir) -> str:
-    """The embedded SmolLM2-135M-Instruct, no keys."""
-    from ray import serve
-
-    from serve.app import build_app
-
-    args = {"model": "embedded:smollm2-135m-instruct", "num_cpus": 0, "ingress_num_cpus": 0, "default_max_tokens": 24}
-    serve.run(build_app(args), name="smol", route_prefix="/smol")
-    return f"http://127.0.0.1:{serve_port}/smol/v1"
 
 
 def client(url: str, key: str | None = None):

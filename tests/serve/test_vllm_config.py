@@ -1,55 +1,51 @@
-"""engine: vllm: our args become a Ray Serve LLM LLMConfig that Ray itself validates (vLLM is not installed here)."""
+"""Our args as vLLM's engine arguments, checked by vLLM's own parser and AsyncEngineArgs; LoRA sized from the adapters."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
 from cluster.errors import UserError
 from serve.args import parse_args
-from serve.vllm_app import build_vllm_app, llm_config_dict
+from serve.vllm_config import adapter_ranks, engine_kwargs, lora_sizes, vllm_namespace
 
 
-def _ray_llm_config(config: dict):
-    # ray.serve.llm imports vLLM at import time; its LLMConfig model itself does not need it.
-    from ray.llm._internal.serve.core.configs.llm_config import LLMConfig
-
-    return LLMConfig(**config)
-
-
-def test_lora_settings_translate_to_llm_config():
-    args = parse_args({"model": "s3://bkt/runs/faq/export", "model_name": "faq", "engine": "vllm",
-                       "adapters": {"tenant-a": "s3://bkt/lora/tenant-a", "tenant-b": "s3://bkt/lora/tenant-b"},
-                       "autoscaling": {"min_replicas": 1, "max_replicas": 3}, "max_ongoing_requests": 48,
-                       "max_loaded_adapters": 6, "max_batch_size": 4,
-                       "vllm": {"max_lora_rank": 32, "tensor_parallel_size": 2, "accelerator_type": "A10G",
-                                "engine_kwargs": {"enforce_eager": True}}})
-    config = _ray_llm_config(llm_config_dict(args))
-    assert config.model_loading_config.model_id == "faq"
-    assert config.model_loading_config.model_source.bucket_uri == "s3://bkt/runs/faq/export"
-    assert config.lora_config.dynamic_lora_loading_path == "s3://bkt/lora"
-    assert config.lora_config.max_num_adapters_per_replica == 6
-    assert config.engine_kwargs == {"tensor_parallel_size": 2, "dtype": "auto", "gpu_memory_utilization": 0.9,
-                                    "trust_remote_code": False, "max_num_seqs": 48, "enable_lora": True,
-                                    "max_lora_rank": 32, "max_loras": 4, "enforce_eager": True}
-    assert config.deployment_config["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 8}
-    assert config.deployment_config["max_ongoing_requests"] == 48
-    assert config.accelerator_type == "A10G"
+def _adapter(path, rank):
+    path.mkdir(parents=True)
+    (path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": rank}))
+    return str(path)
 
 
-def test_hub_base_without_adapters_and_adapter_root(tmp_path):
-    plain = _ray_llm_config(llm_config_dict(parse_args({"model": "HuggingFaceTB/SmolLM2-135M-Instruct", "engine": "vllm"})))
-    assert plain.model_loading_config.model_source == "HuggingFaceTB/SmolLM2-135M-Instruct" and plain.lora_config is None
-    rooted = llm_config_dict(parse_args({"model": str(tmp_path), "engine": "vllm", "adapter_root": "gs://b/adapters/"}))
-    assert rooted["model_loading_config"]["model_source"] == str(tmp_path)
-    assert _ray_llm_config(rooted).lora_config.dynamic_lora_loading_path == "gs://b/adapters"
+def test_lora_rank_and_slots_come_from_the_adapters(tmp_path):
+    args = parse_args({"model": "m", "adapters": {"a": _adapter(tmp_path / "a", 8), "b": _adapter(tmp_path / "b", 24)},
+                       "max_loaded_adapters": 3})
+    ranks = adapter_ranks(args)
+    assert ranks == {"a": 8, "b": 24}
+    assert lora_sizes(args, ranks) == {"enable_lora": True, "max_lora_rank": 32, "max_loras": 2, "max_cpu_loras": 3}
+    rooted = parse_args({"model": "m", "adapter_root": str(tmp_path / "root")})
+    (tmp_path / "root").mkdir()
+    _adapter(tmp_path / "root" / "late", 64)
+    assert lora_sizes(rooted, adapter_ranks(rooted))["max_lora_rank"] == 64
+    assert lora_sizes(parse_args({"model": "m"}), {}) == {}
+    with pytest.raises(UserError, match="LoRA rank 1000 is above vLLM's largest"):
+        lora_sizes(parse_args({"model": "m", "adapter_root": "/r", "vllm": {"max_lora_rank": 1000}}), {})
 
 
-def test_build_without_vllm_says_what_to_install():
-    pytest.importorskip("ray")
-    try:
-        import vllm  # noqa: F401
-        pytest.skip("vllm is installed; the GPU test covers the real build")
-    except ImportError:
-        pass
-    with pytest.raises(UserError, match=r"engine: vllm needs Ray Serve LLM with vLLM.*pip install 'ray\[llm\]'"):
-        build_vllm_app(parse_args({"model": "org/name", "engine": "vllm"}))
+def test_namespace_is_what_vllm_parses_and_user_kwargs_win(tmp_path):
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    args = parse_args({"model": "m", "model_name": "faq", "dtype": "float32", "max_model_len": 1024,
+                       "max_ongoing_requests": 24, "default_max_tokens": 100,
+                       "vllm": {"tool_call_parser": "hermes", "engine_kwargs": {"enable_prefix_caching": False}}})
+    namespace = vllm_namespace(args, str(tmp_path), {})
+    engine = AsyncEngineArgs.from_cli_args(namespace)
+    assert (engine.model, engine.served_model_name, engine.dtype, engine.max_model_len) == (
+        str(tmp_path), ["faq"], "float32", 1024)
+    assert engine.max_num_seqs == 24 and engine.enable_prefix_caching is False
+    assert engine.override_generation_config == {"max_new_tokens": 100} and not engine.enable_lora
+    assert namespace.enable_auto_tool_choice and namespace.tool_call_parser == "hermes"
+    assert engine_kwargs(parse_args({"model": "m", "vllm": {"tensor_parallel_size": 2}}), "m", {})[
+        "distributed_executor_backend"] == "ray"
+    with pytest.raises(UserError, match=r"unknown vLLM engine arguments \['max_num_seq'\]"):
+        vllm_namespace(parse_args({"model": "m", "vllm": {"engine_kwargs": {"max_num_seq": 4}}}), "m", {})

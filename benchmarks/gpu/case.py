@@ -122,13 +122,12 @@ def predicted_bytes(spec: dict, on_gpu: bool) -> int:
 
 def merge_check(case: dict) -> dict:
     """QLoRA trained by train_loop, merged by cluster.merge, then the export's logits against 4-bit base + adapter."""
-    from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     from cluster.merge import find_checkpoint, merge_checkpoint
-    from cluster.merge.locate import local_copy
-    from cluster.merge.quantized import load_quantized_base
     from cluster.merge.weights import spec_as_trained
+    from cluster.model.load import DTYPES, load_adapter, load_quantized_base
+    from cluster.run_folder import local_copy
 
     out, _ = run_rayfit(case, keep_final_save=True)
     ckpt, manifest = find_checkpoint(out["run"])
@@ -138,7 +137,7 @@ def merge_check(case: dict) -> dict:
     spec = spec_as_trained(manifest)
     device = "cuda" if case["on_gpu"] else "cpu"
     ids = torch.randint(3, spec_vocab(case), (2, 64), generator=torch.Generator().manual_seed(1)).to(device)
-    model = PeftModel.from_pretrained(load_quantized_base(case["model_dir"], spec), str(local_copy(ckpt)))
+    model = load_adapter(load_quantized_base(spec, DTYPES[spec.model.dtype]), local_copy(ckpt))
     expected = model(input_ids=ids).logits.detach().float()  # grad enabled: the path training used
     del model
     merged = AutoModelForCausalLM.from_pretrained(export, dtype=torch.float32).to(device)

@@ -34,9 +34,12 @@ def train_dtype(spec: JobSpec, on_gpu: bool) -> torch.dtype:
     return DTYPES[spec.model.dtype] if on_gpu else torch.float32
 
 
-def load_model(spec: JobSpec, ds_config: dict[str, Any] | None = None, on_gpu: bool = False, device_index: int = 0):
+def load_model(spec: JobSpec, ds_config: dict[str, Any] | None = None, on_gpu: bool = False, device_index: int = 0,
+               wrap_adapter: bool = True):
     """The model ready for the Trainer: full weights, or a PEFT model for lora/qlora.
 
+    With `wrap_adapter=False` a lora/qlora base comes back prepared but unwrapped, for a trainer that adds the
+    adapter itself from `lora_config(spec)` (TRL's DPO/KTO then use the base with the adapter disabled as reference).
     `ds_config` must be the exact config the Trainer will use; with ZeRO-3 its parameters come back partitioned
     (each has `ds_numel` for the full size and a `ds_tensor` holding this rank's shard).
     """
@@ -58,7 +61,7 @@ def load_model(spec: JobSpec, ds_config: dict[str, Any] | None = None, on_gpu: b
     model.config.use_cache = False
     if spec.model.method == "full":
         return model
-    return _with_adapter(model, spec)
+    return _with_adapter(model, spec, wrap_adapter)
 
 
 def bnb_config(spec: JobSpec, on_gpu: bool):
@@ -86,7 +89,7 @@ def lora_config(spec: JobSpec):
     )
 
 
-def _with_adapter(model, spec: JobSpec):
+def _with_adapter(model, spec: JobSpec, wrap: bool = True):
     from peft import get_peft_model, prepare_model_for_kbit_training
 
     if spec.model.method == "qlora":
@@ -97,7 +100,7 @@ def _with_adapter(model, spec: JobSpec):
         )
     elif spec.train.gradient_checkpointing:
         model.enable_input_require_grads()  # the frozen embeddings would otherwise cut the graph
-    return get_peft_model(model, lora_config(spec))
+    return get_peft_model(model, lora_config(spec)) if wrap else model
 
 
 def _zero3_live(ds_config: dict[str, Any] | None):

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from cluster.spec.base import Problem, Section
+from cluster.spec.objective import DpoSpec, KtoSpec, Objective, objective_problems
 
 
 class TrainSpec(Section):
@@ -34,9 +35,16 @@ class TrainSpec(Section):
     early_stopping_threshold: float = Field(0.0, ge=0, description="Least eval-loss improvement that counts.")
     seed: int = Field(42, description="Seed for weights init, dropout and data order.")
     report_to: list[Literal["tensorboard", "mlflow"]] = Field(default_factory=list, description="Experiment trackers.")
+    objective: Objective = Field("sft", description="sft: next-token loss on answers; dpo: preference pairs; kto: thumbs-up/down feedback.")
+    dpo: DpoSpec = Field(default_factory=DpoSpec, description="DPO settings (objective dpo only).")
+    kto: KtoSpec = Field(default_factory=KtoSpec, description="KTO settings (objective kto only).")
 
     def problems(self) -> list[Problem]:
-        out = []
+        out = objective_problems(self.objective, self.micro_batch_size, self.kto)
+        for name in ("dpo", "kto"):
+            if name in self.model_fields_set and self.objective != name:
+                out.append(Problem(name, f"{name} settings given but objective is '{self.objective}'.",
+                                   f"set train.objective: {name}, or remove train.{name}."))
         if self.warmup_steps is not None and "warmup_ratio" in self.model_fields_set:
             out.append(Problem("warmup_steps", "both warmup_steps and warmup_ratio are given.", "keep one of them."))
         if self.eval_steps is not None and self.save_steps % self.eval_steps:

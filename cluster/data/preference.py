@@ -47,7 +47,8 @@ def normalise_pair(fields: dict, system_prompt: str | None = None) -> dict:
     row = {"chosen": _turns(fields[chosen_key], chosen_key, "assistant"),
            "rejected": _turns(fields[rejected_key], rejected_key, "assistant")}
     prompt_key = _first(fields, PROMPT_KEYS)
-    if prompt_key is not None:
+    # A prompt column beside full conversations repeats their opening turns: take the prompt from the turns instead.
+    if prompt_key is not None and isinstance(fields[prompt_key], list) == isinstance(fields[chosen_key], list):
         row["prompt"] = _turns(fields[prompt_key], prompt_key, "user")
         if not row["prompt"]:
             raise BadRow("missing prompt", f"'{prompt_key}' is empty")

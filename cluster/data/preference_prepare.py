@@ -127,9 +127,29 @@ def prepare_preferences(spec: JobSpec, tokenizer, cache_dir: str) -> PreparedDat
     cached = _cached(target)
     if cached is not None:
         return PreparedData(cached.train_path, cached.eval_path, PreferenceReport.model_validate(cached.report.model_dump()))
+    train, held = _check(rows, spec, tokenizer, report)
+    report.hash = key
+    columns = ["prompt", "chosen", "rejected"] if spec.train.objective == "dpo" else ["prompt", "completion", "label"]
+    keep = [*columns, "where"]
+    train_ds = Dataset.from_list([{k: r[k] for k in keep} for r in train])
+    eval_ds = Dataset.from_list([{k: r[k] for k in keep} for r in held]) if held else None
+    _save(target, train_ds, eval_ds, report)
+    return PreparedData(storage.join(target, "train"), storage.join(target, "eval") if held else None, report)
+
+
+def check_preferences(spec: JobSpec, tokenizer) -> PreferenceReport:
+    """Every preference check without saving anything (`rayfit data check`); raises DataQualityError."""
+    rows, report, digests = read_preferences(spec)
+    _check(rows, spec, tokenizer, report)
+    report.hash = content_hash(spec, tokenizer, digests)
+    return report
+
+
+def _check(rows: list[dict], spec: JobSpec, tokenizer, report: PreferenceReport) -> tuple[list[dict], list[dict]]:
+    """Length policy, split and mix, report counts; raises DataQualityError past data.max_dropped_fraction."""
     rows = measure(rows, spec, tokenizer, report)
     train, held = _split(rows, spec, report)
-    report.hash, report.length_bias = key, length_bias(train, spec.train.objective)
+    report.length_bias = length_bias(train, spec.train.objective)
     report.rows_dropped = sum(e.count for e in report.dropped.values())
     report.rows_kept = report.rows_read - report.rows_dropped
     report.dropped_fraction = report.rows_dropped / report.rows_read if report.rows_read else 0.0
@@ -137,12 +157,7 @@ def prepare_preferences(spec: JobSpec, tokenizer, cache_dir: str) -> PreparedDat
     report.train_tokens = sum(r["tokens"] for r in train)
     report.train_rows = len(train)
     check_threshold(report)
-    columns = ["prompt", "chosen", "rejected"] if spec.train.objective == "dpo" else ["prompt", "completion", "label"]
-    keep = [*columns, "where"]
-    train_ds = Dataset.from_list([{k: r[k] for k in keep} for r in train])
-    eval_ds = Dataset.from_list([{k: r[k] for k in keep} for r in held]) if held else None
-    _save(target, train_ds, eval_ds, report)
-    return PreparedData(storage.join(target, "train"), storage.join(target, "eval") if held else None, report)
+    return train, held
 
 
 def _split(rows: list[dict], spec: JobSpec, report: PreferenceReport) -> tuple[list[dict], list[dict]]:

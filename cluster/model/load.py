@@ -35,11 +35,12 @@ def train_dtype(spec: JobSpec, on_gpu: bool) -> torch.dtype:
 
 
 def load_model(spec: JobSpec, ds_config: dict[str, Any] | None = None, on_gpu: bool = False, device_index: int = 0,
-               wrap_adapter: bool = True):
+               wrap_adapter: bool = True, source: str | None = None):
     """The model ready for the Trainer: full weights, or a PEFT model for lora/qlora.
 
     With `wrap_adapter=False` a lora/qlora base comes back prepared but unwrapped, for a trainer that adds the
     adapter itself from `lora_config(spec)` (TRL's DPO/KTO then use the base with the adapter disabled as reference).
+    `source` is a local folder of full weights to start from instead of the base (a warm start from an export).
     `ds_config` must be the exact config the Trainer will use; with ZeRO-3 its parameters come back partitioned
     (each has `ds_numel` for the full size and a `ds_tensor` holding this rank's shard).
     """
@@ -55,13 +56,20 @@ def load_model(spec: JobSpec, ds_config: dict[str, Any] | None = None, on_gpu: b
         kwargs["quantization_config"] = bnb_config(spec, on_gpu)
         kwargs["device_map"] = {"": device_index} if on_gpu else "cpu"
     live = _zero3_live(ds_config)  # must stay referenced until from_pretrained returns
-    model = AutoModelForCausalLM.from_pretrained(resolve_base(spec.model.base), **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(source or resolve_base(spec.model.base), **kwargs)
     del live
     # Packed rows are only correct with the cache off (shared/VERIFIED.md); training never needs the cache.
     model.config.use_cache = False
     if spec.model.method == "full":
         return model
     return _with_adapter(model, spec, wrap_adapter)
+
+
+def load_adapter(model, folder: str):
+    """`model` with the trainable LoRA adapter saved in `folder` (a warm start from an adapter checkpoint)."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, folder, is_trainable=True)
 
 
 def bnb_config(spec: JobSpec, on_gpu: bool):

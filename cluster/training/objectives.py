@@ -14,34 +14,36 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cluster.model.load import load_model, lora_config
+from cluster.model.load import lora_config
 from cluster.spec import JobSpec
 from cluster.training.args import sft_args, trainer_kwargs
+from cluster.training.warm_start import load_start_model
 
 
 def build_objective_trainer(spec: JobSpec, tokenizer, ds_config: dict[str, Any] | None, on_gpu: bool, device_index: int,
-                            output_dir: Path, train_ds, eval_ds, eval_on_start: bool, callbacks: list, init_model=None):
-    """The trainer for `spec.train.objective`; `init_model` is a warm-start model already loaded (else the base)."""
+                            output_dir: Path, train_ds, eval_ds, eval_on_start: bool, callbacks: list):
+    """The trainer for `spec.train.objective`, its model loaded from the base or from `model.init_from`."""
+    from peft import PeftModel
+
     objective = spec.train.objective
     if objective == "sft":
         from trl import SFTTrainer
 
         from cluster.training.collator import make_collator
 
-        model = init_model if init_model is not None else load_model(spec, ds_config, on_gpu, device_index)
+        model = load_start_model(spec, ds_config, on_gpu, device_index, wrap_adapter=True)
         args = sft_args(spec, output_dir, ds_config, on_gpu, has_eval=eval_ds is not None, eval_on_start=eval_on_start)
         return SFTTrainer(model=model, args=args, data_collator=make_collator(tokenizer), train_dataset=train_ds,
                           eval_dataset=eval_ds, processing_class=tokenizer, callbacks=callbacks)
     from trl import DPOTrainer, KTOTrainer
 
     adapter = spec.model.method != "full"
-    model = init_model if init_model is not None else load_model(spec, ds_config, on_gpu, device_index,
-                                                                 wrap_adapter=False)
-    fresh_adapter = adapter and init_model is None
+    model = load_start_model(spec, ds_config, on_gpu, device_index, wrap_adapter=False)
+    fresh_adapter = adapter and not isinstance(model, PeftModel)
     args = preference_args(spec, output_dir, ds_config, on_gpu, eval_ds is not None, eval_on_start)
     ref_model = None
     if not adapter and not args.precompute_ref_log_probs:
-        ref_model = load_model(spec, ds_config, on_gpu, device_index)  # sharded by ZeRO-3 like the policy
+        ref_model = load_start_model(spec, ds_config, on_gpu, device_index, wrap_adapter=False)  # ZeRO-3 shards it too
         ref_model.requires_grad_(False)
         ref_model.eval()
     trainer_cls = DPOTrainer if objective == "dpo" else KTOTrainer

@@ -46,6 +46,9 @@ def normalise_pair(fields: dict, system_prompt: str | None = None) -> dict:
         raise BadRow("missing field", f"no '{missing}' field (keys: {sorted(fields)})")
     row = {"chosen": _turns(fields[chosen_key], chosen_key, "assistant"),
            "rejected": _turns(fields[rejected_key], rejected_key, "assistant")}
+    for key, name in ((chosen_key, "chosen"), (rejected_key, "rejected")):
+        if not row[name]:
+            raise BadRow("empty", f"'{key}' is empty")
     prompt_key = _first(fields, PROMPT_KEYS)
     # A prompt column beside full conversations repeats their opening turns: take the prompt from the turns instead.
     if prompt_key is not None and isinstance(fields[prompt_key], list) == isinstance(fields[chosen_key], list):

@@ -84,7 +84,7 @@ def test_bad_pairs_are_reported_with_file_line_and_good_pairs_kept(tiny_model_di
         "wrong type": [f"{path}:19 ('chosen' is int; expected a string or a list of messages)"],
         "missing prompt": [f"{path}:20 ('prompt' is empty)"],
         "unparseable": [f"{path}:21 (invalid JSON: Expecting property name enclosed in double quotes at column 2)"],
-        "empty": [f"{path}:22 ('chosen' has no answer after the prompt)"],
+        "empty": [f"{path}:22 ('chosen' is empty)"],
         "too long": [examples["too long"][0]],
         "duplicate": [f"{path}:24 (same as {path}:1)"],
     }
@@ -110,7 +110,7 @@ def test_too_many_bad_rows_stop_before_training(tiny_model_dir, tmp_path):
     from cluster.data import DataQualityError
 
     path = _write(tmp_path / "p.jsonl", [{"prompt": "q", "chosen": "a", "rejected": "a"}] * 3 + [{"prompt": "q", "chosen": "a", "rejected": "b"}])
-    with pytest.raises(DataQualityError, match=r"identical chosen/rejected: 2 \(e.g. .*p.jsonl:1"):
+    with pytest.raises(DataQualityError, match=r"identical chosen/rejected: 3 \(e.g. .*p.jsonl:1"):
         check_preferences(_spec(tiny_model_dir, path, dedupe=False), _tok(tiny_model_dir))
 
 

@@ -79,6 +79,7 @@ def preference_scores(start: list[tuple], model: list[tuple], beta: float) -> di
 def evaluate_preference_run(spec: JobSpec, tuned_uri: str, out_uri: str, cache_dir: str | None = None) -> dict:
     """Score the starting and tuned models on held-out pairs; write report.json/.md and chart.png like SFT runs."""
     from cluster.evaluation.run import eval_tokenizer, load_base, load_tuned
+    from cluster.training.warm_start import resolve_init
 
     cfg, objective = spec.evaluate, spec.train.objective
     beta = spec.train.dpo.beta if objective == "dpo" else spec.train.kto.beta
@@ -91,14 +92,16 @@ def evaluate_preference_run(spec: JobSpec, tuned_uri: str, out_uri: str, cache_d
     samples = [Sample(it["prompt"], p["chosen"][-1]["content"]) for it, p in zip(items, pairs, strict=True)][: cfg.max_samples]
     started = time.time()
     scored = {}
-    for name, load in (("base", lambda: load_base(spec)), ("tuned", lambda: load_tuned(tuned_uri, spec))):
+    start = spec.model.init_from and resolve_init(spec.model.init_from)[0]  # a warm start is compared with its start
+    for name, load in (("base", lambda: load_tuned(start, spec) if start else load_base(spec)),
+                       ("tuned", lambda: load_tuned(tuned_uri, spec))):
         model = load()
         logps = answer_logps(model, items)
         answers = generate(model, tokenizer, samples, cfg.max_new_tokens, cfg.batch_size)
         scored[name] = (logps, answers)
         del model
     base_logps, tuned_logps = scored["base"][0], scored["tuned"][0]
-    base = {**preference_scores(base_logps, base_logps, beta), "model": spec.model.base,
+    base = {**preference_scores(base_logps, base_logps, beta), "model": start or spec.model.base,
             **text_metrics(scored["base"][1], [s.reference for s in samples], cfg)}
     tuned = {**preference_scores(base_logps, tuned_logps, beta), "model": storage.normalize(tuned_uri),
              **text_metrics(scored["tuned"][1], [s.reference for s in samples], cfg)}

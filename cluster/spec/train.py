@@ -41,8 +41,8 @@ class TrainSpec(Section):
 
     def problems(self) -> list[Problem]:
         out = objective_problems(self.objective, self.micro_batch_size, self.kto)
-        for name in ("dpo", "kto"):
-            if name in self.model_fields_set and self.objective != name:
+        for name, default in (("dpo", DpoSpec()), ("kto", KtoSpec())):
+            if getattr(self, name) != default and self.objective != name:
                 out.append(Problem(name, f"{name} settings given but objective is '{self.objective}'.",
                                    f"set train.objective: {name}, or remove train.{name}."))
         if self.warmup_steps is not None and "warmup_ratio" in self.model_fields_set:

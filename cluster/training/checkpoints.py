@@ -60,10 +60,10 @@ def describe_checkpoint(folder: Path, dest: str, spec: JobSpec, step: int, dtype
         "spec": spec.model_dump(mode="json", exclude_unset=True), "base_model": spec.model.base, "method": spec.model.method,
         "dtype": dtype, "step": step, "metrics": metrics,
     }
-    if spec.model.init_from:  # warm start: the run and checkpoint this one started from, and their parents
-        from cluster.training.warm_start import lineage
+    from cluster.training.warm_start import lineage
 
-        fields["lineage"] = lineage(spec)
+    if parents := lineage(spec):  # warm start: the run and checkpoint this one started from, and their parents
+        fields["lineage"] = parents
     adapter = folder / "adapter_config.json"
     if adapter.is_file():
         fields["adapter_config"] = json.loads(adapter.read_text())

@@ -21,17 +21,28 @@ def resolve_init(uri: str) -> tuple[str, dict]:
 
 
 def lineage(spec: JobSpec) -> dict[str, Any] | None:
-    """Where this run started: run name, checkpoint or export URI, its step, and that run's own lineage (parent)."""
-    if not spec.model.init_from:
+    """Where this run started: the checkpoint of `model.init_from`, or a rayfit export used as `model.base`, with
+    that run's name, step and its own lineage (`parent`); None when the run starts from a plain base model."""
+    if spec.model.init_from:
+        uri, manifest = resolve_init(spec.model.init_from)
+    elif _is_export(spec.model.base):
+        uri, manifest = storage.normalize(spec.model.base), read_manifest(storage.normalize(spec.model.base))
+    else:
         return None
-    uri, manifest = resolve_init(spec.model.init_from)
-    return {"init_from": spec.model.init_from, "uri": uri, "kind": manifest.get("kind"),
-            "run": manifest.get("spec", {}).get("output", {}).get("name"), "step": manifest.get("step"),
+    return {"uri": uri, "kind": manifest.get("kind"), "run": manifest.get("spec", {}).get("output", {}).get("name"),
+            "checkpoint": manifest.get("source_checkpoint", uri), "step": manifest.get("step"),
             "method": manifest.get("method"), "parent": manifest.get("lineage")}
 
 
+def _is_export(base: str) -> bool:
+    if base.startswith("embedded:") or not (storage.is_remote(base) or base.startswith(("/", "~", ".", "file://"))):
+        return False  # a hub id or an embedded model
+    uri = storage.normalize(base)
+    return storage.exists(storage.join(uri, MANIFEST)) and read_manifest(uri).get("kind") == "export"
+
+
 def load_start_model(spec: JobSpec, ds_config: dict | None, on_gpu: bool, device_index: int, wrap_adapter: bool):
-    """The model a run starts from: the base (load_model), an earlier export/full checkpoint, or base + earlier adapter.
+    """The model a run starts from: the base (load_model), a full checkpoint, or the base with an earlier adapter.
 
     A continued adapter comes back as a trainable PeftModel whatever `wrap_adapter` says: the trainer must not add a
     second one (and TRL's DPO/KTO then keep a frozen copy of it, adapter-sized, as the reference).
@@ -42,11 +53,15 @@ def load_start_model(spec: JobSpec, ds_config: dict | None, on_gpu: bool, device
     if not spec.model.init_from:
         return load_model(spec, ds_config, on_gpu, device_index, wrap_adapter=wrap_adapter)
     uri, manifest = resolve_init(spec.model.init_from)
+    kind, method = manifest.get("kind"), manifest.get("method")
+    if kind == "export":
+        raise UserError(f"model.init_from {spec.model.init_from} is a merged export. Fix: use it as model.base "
+                        "(an export is a complete model folder), and remove model.init_from.")
+    if (method == "full") != (spec.model.method == "full") or manifest.get("base_model") != spec.model.base:
+        raise UserError(f"model.init_from {spec.model.init_from}: a {method} checkpoint of {manifest.get('base_model')} "
+                        f"cannot start a {spec.model.method} run of {spec.model.base}. Fix: continue with the same "
+                        "model.base and method, or merge the run (rayfit merge) and use the export as model.base.")
     folder = str(local_copy(uri))
-    if manifest.get("kind") == "export" or manifest.get("method") == "full":
-        return load_model(spec, ds_config, on_gpu, device_index, wrap_adapter=wrap_adapter, source=folder)
-    if spec.model.method == "full" or manifest.get("base_model") != spec.model.base:
-        raise UserError(f"model.init_from {spec.model.init_from}: an adapter checkpoint of {manifest.get('base_model')} "
-                        f"({manifest.get('method')}) cannot start a {spec.model.method} run of {spec.model.base}. Fix: use "
-                        "the same model.base with method lora/qlora, or start from the run's merged export.")
+    if method == "full":
+        return load_model(spec, ds_config, on_gpu, device_index, source=folder)
     return load_adapter(load_model(spec, ds_config, on_gpu, device_index, wrap_adapter=False), folder)

@@ -41,6 +41,7 @@ class TrainSpec(Section):
 
     def problems(self) -> list[Problem]:
         out = objective_problems(self.objective, self.micro_batch_size, self.kto)
+        out += [p.within("dpo") for p in self.dpo.problems()]
         for name, default in (("dpo", DpoSpec()), ("kto", KtoSpec())):
             if getattr(self, name) != default and self.objective != name:
                 out.append(Problem(name, f"{name} settings given but objective is '{self.objective}'.",

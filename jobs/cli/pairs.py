@@ -20,6 +20,9 @@ def add_pairs_action(sub) -> None:
     p.add_argument("--out", help="where the pairs go (JSON Lines); default: the spec's first data.train path")
     p.add_argument("--max-new-tokens", type=int, default=96, help="generation length of the rejected answers")
     p.add_argument("--limit", type=int, help="use only the first N SFT rows")
+    p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
+                   help="Ray cluster address (default: RAY_ADDRESS, else a running local Ray, else a new local one); "
+                   "'local' always starts a new local Ray")
     p.set_defaults(run=run_pairs)
 
 
@@ -32,11 +35,15 @@ def run_pairs(args) -> int:
     spec = load_spec(args.spec)
     out = args.out or spec.data.train[0].path
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
-    if not ray.is_initialized():
+    if args.address not in (None, "local"):
+        ray.init(address=args.address)
+    elif args.address is None:
         try:
-            ray.init(address=os.environ.get("RAY_ADDRESS", "auto"))
+            ray.init(address="auto")
         except ConnectionError:  # no running cluster: this machine alone
-            ray.init(address="local", include_dashboard=False)
+            pass
+    if not ray.is_initialized():
+        ray.init(address="local", include_dashboard=False)
     report = build_pairs(spec, args.source, os.path.expanduser(out), args.max_new_tokens, limit=args.limit)
     print(report.to_table())
     return 0

@@ -13,13 +13,13 @@ def faq_records(n: int) -> list[dict]:
     return [json.loads(line) for line in open(embedded_data_path("construction-faq"), encoding="utf-8")][:n]
 
 
-def write_pairs(path: Path, n: int) -> Path:
-    """A DPO file: the FAQ answer is chosen, the next question's answer rejected (an off-topic answer)."""
+def write_pairs(path: Path, n: int, rejected: str | None = None) -> Path:
+    """A DPO file: the FAQ answer is chosen, the next question's answer (or the fixed `rejected`) rejected."""
     recs = faq_records(n)
     with open(path, "w", encoding="utf-8") as f:
         for i, r in enumerate(recs):
             f.write(json.dumps({"prompt": r["instruction"], "chosen": r["output"],
-                                "rejected": recs[(i + 1) % len(recs)]["output"]}) + "\n")
+                                "rejected": rejected or recs[(i + 1) % len(recs)]["output"]}) + "\n")
     return path
 
 

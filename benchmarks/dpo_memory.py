@@ -49,9 +49,11 @@ def write_pairs(path: Path) -> str:
     return str(path)
 
 
-def measure(config: dict, tmp: Path) -> dict:
-    """Run train_loop in a child process; its peak RSS in KiB and its losses."""
-    path = tmp / f"config-{config['spec']['train']['objective']}.json"
+def measure(config: dict, tmp: Path, attempt: int) -> dict:
+    """Run train_loop in a child process (a fresh run folder each time); its peak RSS in KiB and its losses."""
+    objective = config["spec"]["train"]["objective"]
+    config = {**config, "run": str(tmp / "runs" / f"{objective}-{attempt}")}
+    path = tmp / f"config-{objective}-{attempt}.json"
     path.write_text(json.dumps(config))
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-c", CHILD, str(path)], capture_output=True, text=True, env=env, cwd=REPO)
@@ -82,9 +84,9 @@ def main() -> None:
             data = prepare_datasets(spec, load_tokenizer(spec), str(tmp / "data"))
             configs[objective] = loop_config(spec, data.train_path, None)
         peaks = {"sft": [], "dpo": []}
-        for _ in range(args.runs):
+        for attempt in range(args.runs):
             for objective in ("sft", "dpo"):
-                result = measure(configs[objective], tmp)
+                result = measure(configs[objective], tmp, attempt)
                 peaks[objective].append(result["maxrss_kib"] / 1024**2)
                 print(f"{objective}: peak {peaks[objective][-1]:.2f} GiB, losses {result['losses']}", file=sys.stderr)
     sft, dpo = statistics.median(peaks["sft"]), statistics.median(peaks["dpo"])

@@ -11,6 +11,7 @@ from typing import Any
 from cluster import storage
 from cluster.manifest import MANIFEST, write_manifest
 from cluster.spec import JobSpec
+from cluster.training.warm_start import lineage
 
 PREFIX = "checkpoint_"
 
@@ -60,8 +61,6 @@ def describe_checkpoint(folder: Path, dest: str, spec: JobSpec, step: int, dtype
         "spec": spec.model_dump(mode="json", exclude_unset=True), "base_model": spec.model.base, "method": spec.model.method,
         "dtype": dtype, "step": step, "metrics": metrics,
     }
-    from cluster.training.warm_start import lineage
-
     if parents := lineage(spec):  # warm start: the run and checkpoint this one started from, and their parents
         fields["lineage"] = parents
     adapter = folder / "adapter_config.json"

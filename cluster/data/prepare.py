@@ -60,6 +60,10 @@ def prepare_datasets(spec: JobSpec, tokenizer, cache_dir: str) -> PreparedData:
     UserError for unreadable sources, and DataQualityError (a UserError with `.report`) when more rows are dropped
     than data.max_dropped_fraction allows; nothing is saved then.
     """
+    if spec.train.objective != "sft":  # DPO/KTO rows stay text: TRL's trainers template and tokenize them
+        from cluster.data.preference_prepare import prepare_preferences
+
+        return prepare_preferences(spec, tokenizer, cache_dir)
     loaded = read_all(spec.data)
     key = content_hash(spec, tokenizer, loaded.digests)
     target = storage.join(storage.normalize(cache_dir), key)
@@ -80,6 +84,10 @@ def check_data(spec: JobSpec, tokenizer=None) -> DataReport:
         from cluster.model.load import load_tokenizer
 
         tokenizer = load_tokenizer(spec)
+    if spec.train.objective != "sft":
+        from cluster.data.preference_prepare import check_preferences
+
+        return check_preferences(spec, tokenizer)
     loaded = read_all(spec.data)
     ds = tokenize(loaded, spec.data, tokenizer)
     report = finish(loaded, spec.data, ds, tokenizer)[2]

@@ -11,7 +11,11 @@ from cluster.spec import EvaluateSpec
 
 # (key, label, higher is better)
 ROWS = [("eval_loss", "eval loss", False), ("perplexity", "perplexity", False), ("rouge_l", "ROUGE-L", True),
-        ("bleu", "BLEU", True), ("exact_match", "exact match", True), ("format_compliance", "format compliance", True)]
+        ("bleu", "BLEU", True), ("exact_match", "exact match", True), ("format_compliance", "format compliance", True),
+        # preference runs (cluster/evaluation/preference.py)
+        ("preference_accuracy", "preference accuracy", True), ("reward_margin", "reward margin", True),
+        ("logp_accuracy", "log-prob preference accuracy", True), ("chosen_logp", "chosen log-prob per token", True)]
+UNBOUNDED = {"reward_margin", "chosen_logp"}  # not 0-1 scores, so not in the chart's score panel
 HIGHER_IS_BETTER = {key: higher for key, _, higher in ROWS}
 
 
@@ -60,7 +64,7 @@ def chart(report: dict, path: Path) -> None:
 
     base, tuned = report["base"], report["tuned"]
     scores = [(label, base[k] / (100 if k == "bleu" else 1), tuned[k] / (100 if k == "bleu" else 1))
-              for k, label, higher in ROWS if higher and base.get(k) is not None and tuned.get(k) is not None]
+              for k, label, higher in ROWS if higher and k not in UNBOUNDED and base.get(k) is not None and tuned.get(k) is not None]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [1, max(len(scores), 1)]})
     axes[0].bar(["base", "tuned"], [base["eval_loss"], tuned["eval_loss"]], color=["#9aa5b1", "#2f7ed8"])
     axes[0].set_title("eval loss (lower is better)")

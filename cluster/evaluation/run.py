@@ -29,6 +29,10 @@ def evaluate_run(spec: JobSpec, tuned_uri: str, out_uri: str, cache_dir: str | N
     evaluate.gate_metric) fails; the reports are written first so the failure can be read. `cache_dir` overrides
     where the tokenized data is cached (default: the run's data/ folder).
     """
+    if spec.train.objective != "sft":  # DPO/KTO: preference accuracy and reward margin on held-out pairs
+        from cluster.evaluation.preference import evaluate_preference_run
+
+        return evaluate_preference_run(spec, tuned_uri, out_uri, cache_dir)
     cfg = spec.evaluate
     tokenizer = load.load_tokenizer(spec)  # the tokenizer the run's data was tokenized with
     rows = load_eval_rows(spec, tokenizer, cache_dir)

@@ -54,7 +54,7 @@ def merge_checkpoint(checkpoint_uri: str, into: str = "dequantized", out_uri: st
         model = merged_model(ckpt_dir, spec, into or "dequantized")
         save = partial(_save_model, model, max_shard_size=spec.merge.max_shard_size)
     fields = {k: manifest.get(k) for k in ("spec", "base_model", "method", "dtype", "step", "metrics",
-                                           "adapter_config", "quantization")}
+                                           "adapter_config", "quantization", "lineage")}
     fields.update(source_checkpoint=checkpoint_uri, source_manifest_sha256=source_id, merged_into=into)
     _write_export(save, ckpt_dir, spec, out_uri, fields)
     log.info("wrote export %s from %s", out_uri, checkpoint_uri)

@@ -36,9 +36,13 @@ def train_dtype(spec: JobSpec, on_gpu: bool) -> torch.dtype:
     return DTYPES[spec.model.dtype] if on_gpu else torch.float32
 
 
-def load_model(spec: JobSpec, ds_config: dict[str, Any] | None = None, on_gpu: bool = False, device_index: int = 0):
+def load_model(spec: JobSpec, ds_config: dict[str, Any] | None = None, on_gpu: bool = False, device_index: int = 0,
+               wrap_adapter: bool = True, source: str | None = None):
     """The model ready for the Trainer: full weights, or a PEFT model for lora/qlora.
 
+    With `wrap_adapter=False` a lora/qlora base comes back prepared but unwrapped, for a trainer that adds the
+    adapter itself from `lora_config(spec)` (TRL's DPO/KTO then use the base with the adapter disabled as reference).
+    `source` is a local folder of full weights to start from instead of the base (a warm start from an export).
     `ds_config` must be the exact config the Trainer will use; with ZeRO-3 its parameters come back partitioned
     (each has `ds_numel` for the full size and a `ds_tensor` holding this rank's shard).
     """
@@ -54,13 +58,13 @@ def load_model(spec: JobSpec, ds_config: dict[str, Any] | None = None, on_gpu: b
         kwargs["quantization_config"] = bnb_config(spec, on_gpu)
         kwargs["device_map"] = {"": device_index} if on_gpu else "cpu"
     live = _zero3_live(ds_config)  # must stay referenced until from_pretrained returns
-    model = AutoModelForCausalLM.from_pretrained(resolve_base(spec.model.base), **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(source or resolve_base(spec.model.base), **kwargs)
     del live
     # Packed rows are only correct with the cache off (shared/VERIFIED.md); training never needs the cache.
     model.config.use_cache = False
     if spec.model.method == "full":
         return model
-    return _with_adapter(model, spec)
+    return _with_adapter(model, spec, wrap_adapter)
 
 
 def bnb_config(spec: JobSpec, on_gpu: bool):
@@ -167,11 +171,11 @@ def empty_model(config, dtype: torch.dtype, spec: JobSpec):
         return AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=spec.model.trust_remote_code)
 
 
-def load_adapter(model, adapter_dir: Path):
-    """`model` wrapped with the PEFT adapter saved in `adapter_dir` (inference only)."""
+def load_adapter(model, adapter_dir: str | Path, trainable: bool = False):
+    """`model` wrapped with the PEFT adapter saved in `adapter_dir`: for inference, or `trainable` for a warm start."""
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
+    return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
 
 
 def lora_config(spec: JobSpec):
@@ -185,7 +189,7 @@ def lora_config(spec: JobSpec):
     )
 
 
-def _with_adapter(model, spec: JobSpec):
+def _with_adapter(model, spec: JobSpec, wrap: bool = True):
     from peft import get_peft_model, prepare_model_for_kbit_training
 
     if spec.model.method == "qlora":
@@ -196,7 +200,7 @@ def _with_adapter(model, spec: JobSpec):
         )
     elif spec.train.gradient_checkpointing:
         model.enable_input_require_grads()  # the frozen embeddings would otherwise cut the graph
-    return get_peft_model(model, lora_config(spec))
+    return get_peft_model(model, lora_config(spec)) if wrap else model
 
 
 def _zero3_live(ds_config: dict[str, Any] | None):

@@ -36,12 +36,13 @@ class Memory:
     host_load: int             # host RAM per worker while weights load (one safetensors shard mapped at a time)
     checkpoint: int            # one checkpoint in storage: trained weights plus optimizer state for resume
     export: int                # the merged model
+    reference: int = 0         # DPO/KTO full fine-tunes with reference frozen_copy: the frozen copy's shard
 
     @property
     def allocated(self) -> int:
         """What torch.cuda.max_memory_allocated should show at the peak of a step."""
         return (self.weights + self.lora_params + self.gradients + self.optimizer + self.zero3_buffers
-                + self.activations)
+                + self.activations + self.reference)
 
     @property
     def total(self) -> int:
@@ -86,7 +87,8 @@ def memory(spec: JobSpec, config, counts: ParamCounts) -> Memory:
     act = act_ckpt if spec.train.gradient_checkpointing else act_full
     gradients = grads // state_shard + ddp_buckets
     optimizer //= state_shard
-    allocated = weights + lora + gradients + optimizer + zero3 + act
+    reference = reference_bytes(spec, counts) // param_shard
+    allocated = weights + lora + gradients + optimizer + zero3 + act + reference
     saved_weights = counts.total * half if m.method == "full" else counts.trainable_bytes
     return Memory(
         weights=weights, lora_params=lora, gradients=gradients, optimizer=optimizer, zero3_buffers=zero3,
@@ -94,7 +96,25 @@ def memory(spec: JobSpec, config, counts: ParamCounts) -> Memory:
         reserve=CONTEXT_RESERVE + int(FRAGMENTATION * allocated),
         host_offload=host_offload, host_load=min(SHARD_BYTES, counts.total * half),
         checkpoint=saved_weights + _optimizer_bytes(spec, counts, train_param), export=counts.total * half,
+        reference=reference,
     )
+
+
+def sequences_per_row(spec: JobSpec) -> int:
+    """Sequences one training row puts through the model: DPO's chosen and rejected, KTO's completion and its KL
+    completion (loss kto), one for SFT. The reference forward runs under no_grad and saves no activations."""
+    t = spec.train
+    return 2 if t.objective == "dpo" or (t.objective == "kto" and t.kto.loss_type == "kto") else 1
+
+
+def reference_bytes(spec: JobSpec, counts: ParamCounts) -> int:
+    """The reference model DPO/KTO keep beside the policy, before ZeRO-3 sharding: a frozen copy of a full fine-tune
+    (reference: frozen_copy) in the training dtype; nothing for LoRA/QLoRA (the adapter is disabled) or precomputed."""
+    t, m = spec.train, spec.model
+    if t.objective == "sft" or m.method != "full":
+        return 0
+    section = t.dpo if t.objective == "dpo" else t.kto
+    return counts.total * DTYPE_BYTES[m.dtype] if section.reference == "frozen_copy" else 0
 
 
 def _optimizer_bytes(spec: JobSpec, counts: ParamCounts, train_param: int) -> int:
@@ -117,7 +137,7 @@ def activation_bytes(spec: JobSpec, config, counts: ParamCounts, checkpointing: 
     only each layer's input plus one recomputed layer. The head holds logits, their fp32 log-softmax and gradients.
     """
     m, d = spec.model, spec.data
-    tokens = spec.train.micro_batch_size * d.max_seq_len
+    tokens = spec.train.micro_batch_size * d.max_seq_len * sequences_per_row(spec)
     a = DTYPE_BYTES[m.quantization.compute_dtype if m.method == "qlora" else m.dtype]
     adapter = a if spec.cluster.deepspeed != "none" or m.method == "full" else counts.trainable_bytes // max(counts.trainable, 1)
     h, layers, vocab = config.hidden_size, config.num_hidden_layers, config.vocab_size

@@ -44,6 +44,7 @@ def format_plan(plan: Plan) -> str:
         f"  gradients              {_gib(m.gradients)}",
         f"  optimizer states       {_gib(m.optimizer)}",
         f"  ZeRO-3 buffers         {_gib(m.zero3_buffers)}",
+        *([f"  reference model        {_gib(m.reference)}   (frozen copy for {s.train.objective})"] if m.reference else []),
         f"  activations            {_gib(m.activations)}   (checkpointing on {_gib(m.activations_checkpointing).strip()}, "
         f"off {_gib(m.activations_no_checkpointing).strip()})",
         f"  reserve                {_gib(m.reserve)}",

@@ -9,7 +9,8 @@ from pydantic import Field
 
 from cluster.spec.base import Problem, Section
 
-GateMetric = Literal["eval_loss", "rouge_l", "bleu", "exact_match", "format_compliance"]
+GateMetric = Literal["eval_loss", "rouge_l", "bleu", "exact_match", "format_compliance", "preference_accuracy",
+                     "reward_margin"]
 
 
 class EvaluateSpec(Section):

@@ -62,6 +62,10 @@ class ModelSpec(Section):
         "sdpa", description="Attention kernel passed to from_pretrained."
     )
     trust_remote_code: bool = Field(False, description="Run Python code shipped with the model. Off unless you trust its author.")
+    init_from: str | None = Field(
+        None, description="Warm start: an earlier rayfit run folder (its best checkpoint), checkpoint or export, local or "
+        "URI. An adapter checkpoint is trained further (same base and method lora/qlora); an export or full checkpoint "
+        "replaces the base weights. The manifest records this lineage.")
     chat_template: str | None = Field(
         None, description="A Jinja chat template replacing the tokenizer's own (needed when the base has none)."
     )

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from cluster.spec.base import Problem, Section
+from cluster.spec.objective import DpoSpec, KtoSpec, Objective, objective_problems
 
 DEFAULT_WARMUP_RATIO = 0.03
 
@@ -40,6 +41,11 @@ class TrainSpec(Section):
                                "architectures Liger supports only). TRL computes the loss with its own chunked LM head.")
     torch_compile: bool = Field(False, description="Compile the model with torch.compile (the first steps pay the compile time).")
 
+    objective: Objective = Field("sft", description="sft: next-token loss on answers; dpo: preference pairs; kto: thumbs-up/down feedback.")
+    dpo: DpoSpec = Field(default_factory=DpoSpec, description="DPO settings (objective dpo only).")
+    kto: KtoSpec = Field(default_factory=KtoSpec, description="KTO settings (objective kto only).")
+
+
     @model_validator(mode="before")
     @classmethod
     def _resolve_warmup(cls, data):
@@ -49,7 +55,12 @@ class TrainSpec(Section):
         return data
 
     def problems(self) -> list[Problem]:
-        out = []
+        out = objective_problems(self.objective, self.micro_batch_size, self.kto)
+        out += [p.within("dpo") for p in self.dpo.problems()]
+        for name, default in (("dpo", DpoSpec()), ("kto", KtoSpec())):
+            if getattr(self, name) != default and self.objective != name:
+                out.append(Problem(name, f"{name} settings given but objective is '{self.objective}'.",
+                                   f"set train.objective: {name}, or remove train.{name}."))
         if self.warmup_steps is not None and self.warmup_ratio is not None:
             out.append(Problem("warmup_steps", "both warmup_steps and warmup_ratio are given.", "keep one of them."))
         if self.eval_steps is not None and self.save_steps % self.eval_steps:

@@ -1,4 +1,4 @@
-"""The TRL `SFTConfig` a spec implies; every value comes from the spec or is fixed here for a stated reason."""
+"""The TRL trainer arguments a spec implies; every value comes from the spec or is fixed here for a stated reason."""
 
 from __future__ import annotations
 
@@ -14,9 +14,19 @@ def sft_args(spec: JobSpec, output_dir: Path, ds_config: dict[str, Any] | None, 
     """Trainer arguments for one worker: local checkpoints in `output_dir`, evaluation only when there is eval data."""
     from trl import SFTConfig
 
+    return SFTConfig(
+        **trainer_kwargs(spec, output_dir, ds_config, on_gpu, has_eval, eval_on_start),
+        remove_unused_columns=False,  # position_ids are not in the forward signature TRL inspects
+        dataset_kwargs={"skip_prepare_dataset": True},  # cluster.data already tokenized, masked and packed
+    )
+
+
+def trainer_kwargs(spec: JobSpec, output_dir: Path, ds_config: dict[str, Any] | None, on_gpu: bool, has_eval: bool,
+                   eval_on_start: bool = False) -> dict[str, Any]:
+    """The `transformers.TrainingArguments` every objective shares (SFT, DPO and KTO configs extend them)."""
     t = spec.train
     evaluating = has_eval and t.eval_steps is not None
-    return SFTConfig(
+    return dict(
         output_dir=str(output_dir),
         max_steps=t.max_steps or -1,
         num_train_epochs=t.epochs,
@@ -49,8 +59,6 @@ def sft_args(spec: JobSpec, output_dir: Path, ds_config: dict[str, Any] | None, 
         fp16=on_gpu and spec.model.dtype == "float16",
         deepspeed=ds_config,
         ddp_find_unused_parameters=False,
-        remove_unused_columns=False,  # position_ids are not in the forward signature TRL inspects
-        dataset_kwargs={"skip_prepare_dataset": True},  # cluster.data already tokenized, masked and packed
         include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0,
         disable_tqdm=True,

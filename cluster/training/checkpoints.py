@@ -11,6 +11,7 @@ from typing import Any
 from cluster import storage
 from cluster.manifest import build_manifest, file_table, merge_file_tables, put_manifest, write_manifest
 from cluster.spec import JobSpec
+from cluster.training.warm_start import lineage
 
 NODE_TABLES = ".rayfit-files"  # per-node file tables of a checkpoint uploaded in the background
 
@@ -32,6 +33,8 @@ def checkpoint_fields(folder: Path, spec: JobSpec, step: int, dtype: str, metric
         "spec": spec.model_dump(mode="json", exclude_unset=True), "base_model": spec.model.base, "method": spec.model.method,
         "dtype": dtype, "step": step, "metrics": metrics,
     }
+    if parents := lineage(spec):  # warm start: the run and checkpoint this one started from, and their parents
+        fields["lineage"] = parents
     adapter = folder / "adapter_config.json"
     if adapter.is_file():
         fields["adapter_config"] = json.loads(adapter.read_text())

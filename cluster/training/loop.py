@@ -14,14 +14,13 @@ import torch.distributed as dist
 
 from cluster import storage
 from cluster.manifest import read_manifest
-from cluster.model.load import load_model, load_tokenizer, train_dtype
+from cluster.model.load import load_tokenizer, train_dtype
 from cluster.run_folder import local_copy, resume_point
 from cluster.spec import JobSpec, validate_spec
-from cluster.training.args import sft_args
 from cluster.training.callbacks import CheckpointReporter, FaultInjection, RunArtifacts, node_leader
-from cluster.training.collator import make_collator
 from cluster.training.deepspeed_config import deepspeed_config
 from cluster.training.levers import check_levers
+from cluster.training.objectives import build_objective_trainer
 from cluster.training.progress import ProgressLog
 
 
@@ -36,7 +35,6 @@ def train_loop(config: dict[str, Any], callbacks: tuple = ()) -> dict[str, Any]:
     `callbacks` are extra Trainer callbacks for a caller without Ray (benchmarks.gpu times steps with one).
     """
     from transformers import PrinterCallback, set_seed
-    from trl import SFTTrainer
 
     spec = validate_spec(config["spec"])  # the worker re-validates what crossed the Ray boundary
     run = config["run"]
@@ -57,16 +55,13 @@ def train_loop(config: dict[str, Any], callbacks: tuple = ()) -> dict[str, Any]:
 
     set_seed(spec.train.seed)  # adapter init happens before the Trainer seeds anything
     tokenizer = load_tokenizer(spec)
-    model = load_model(spec, ds_config, on_gpu, local_rank)
     train_ds = _load_dataset(config["train_path"])
     eval_ds = _load_dataset(config["eval_path"]) if config.get("eval_path") and spec.train.eval_steps else None
     if "tensorboard" in spec.train.report_to:  # transformers 5 reads the event-file folder from here only
         os.environ["TENSORBOARD_LOGGING_DIR"] = _tensorboard_dir(run, scratch)
-    args = sft_args(spec, scratch / "hf", ds_config, on_gpu, has_eval=eval_ds is not None, eval_on_start=resume is None)
     dtype = str(train_dtype(spec, on_gpu)).removeprefix("torch.")
-    trainer = SFTTrainer(
-        model=model, args=args, data_collator=make_collator(tokenizer), train_dataset=train_ds,
-        eval_dataset=eval_ds, processing_class=tokenizer,
+    trainer = build_objective_trainer(
+        spec, tokenizer, ds_config, on_gpu, local_rank, scratch / "hf", train_ds, eval_ds, eval_on_start=resume is None,
         callbacks=[CheckpointReporter(spec, run, dtype, under_ray, rank, leader), ProgressLog(rank),
                    RunArtifacts(run, rank, f"{spec.output.name}: {spec.model.method} of {spec.model.base}"),
                    FaultInjection(run, rank), *_early_stopping(spec), *callbacks],

@@ -17,7 +17,9 @@ def build_parser() -> argparse.ArgumentParser:
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         if info.name.startswith("_"):
             continue
-        importlib.import_module(f"{__name__}.{info.name}").register(subparsers)
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        if hasattr(module, "register"):  # a module may add actions to another's group instead (pairs -> data)
+            module.register(subparsers)
     return parser
 
 

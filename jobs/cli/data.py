@@ -6,16 +6,18 @@ import sys
 
 from cluster.data import DataQualityError, check_data
 from cluster.spec import load_spec
+from jobs.cli.pairs import add_pairs_action
 
 
 def register(subparsers) -> None:
-    """Add the `data` subcommand group (`data check`)."""
+    """Add the `data` subcommand group (`data check`, `data pairs`)."""
     p = subparsers.add_parser("data", help="check and inspect training data")
     sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     check = sub.add_parser("check", help="read, render and tokenize the spec's data; report every problem with file:line")
     check.add_argument("spec", help="path to the YAML job spec")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.set_defaults(run=run_check)
+    add_pairs_action(sub)
 
 
 def run_check(args) -> int:

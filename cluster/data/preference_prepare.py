@@ -1,0 +1,191 @@
+"""Preference data for DPO/KTO on the driver: read, validate (file:line), measure, split, save; TRL tokenizes on workers.
+
+The saved rows are TRL's conversational preference (or unpaired) format, so DPOTrainer/KTOTrainer apply the chat
+template and tokenize them with their own code. The report has the same drop reasons with `file:line` as SFT data,
+plus the chosen-vs-rejected length bias (a DPO model learns "longer wins" when chosen answers are longer).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+
+from pydantic import Field
+
+from cluster import storage
+from cluster.data.drops import Drop
+from cluster.data.mixing import choose, mix_counts, split_eval
+from cluster.data.pipeline import check_threshold
+from cluster.data.preference import BadRow, bad_row_drop, normalise
+from cluster.data.prepare import PreparedData, _cached, _save, content_hash
+from cluster.data.report import DataReport, SourceSummary
+from cluster.data.sources import read_source
+from cluster.errors import UserError
+from cluster.spec import JobSpec
+
+PREFERENCE_VERSION = "1"
+
+
+class PreferenceReport(DataReport):
+    """The data report of a DPO/KTO run: rows kept and dropped by reason, and the chosen-vs-rejected length bias."""
+
+    objective: str = "dpo"
+    length_bias: dict[str, float] = Field(default_factory=dict, description="Mean completion tokens of chosen and "
+                                          "rejected (desirable/undesirable for KTO), and the fraction of pairs whose chosen is longer.")
+
+    def to_table(self) -> str:
+        """The report as aligned text for a terminal."""
+        lines = [f"Preference data ({self.objective})"]
+        for kind, group in (("train", self.sources), ("eval", self.eval_sources)):
+            lines += [f"  {kind:5} {s.path}  read={s.rows_read} kept={s.rows_kept} used={s.rows_used}" for s in group]
+        lines.append(f"Rows: read {self.rows_read}, kept {self.rows_kept}, dropped {self.rows_dropped} "
+                     f"({self.dropped_fraction:.1%}; limit {self.max_dropped_fraction:.1%})")
+        for reason, ex in self.dropped.items():
+            lines.append(f"  {reason:26} {ex.count:6}")
+            lines += [f"      {e}" for e in ex.examples]
+        if self.length_bias:
+            lines.append("Length bias: " + "  ".join(f"{k}={v:.2f}" for k, v in self.length_bias.items()))
+        lines.append(f"Train: {self.train_samples} rows, {self.train_tokens} tokens; eval: {self.eval_samples} rows "
+                     f"(from {self.eval_from})")
+        return "\n".join(lines)
+
+
+def read_preferences(spec: JobSpec) -> tuple[list[dict], PreferenceReport, list[str]]:
+    """Every train and eval source as TRL rows with `src` and `where`, the report so far, and source digests."""
+    data, objective = spec.data, spec.train.objective
+    report = PreferenceReport(objective=objective, max_dropped_fraction=data.max_dropped_fraction,
+                              max_seq_len=data.max_seq_len)
+    rows, digests, seen = [], [PREFERENCE_VERSION, objective], {}
+    for i, src in enumerate([*data.train, *data.eval]):
+        got = read_source(src)
+        summary = SourceSummary(path=src.path, format=objective, detected=False, rows_read=got.rows_read)
+        (report.sources if i < len(data.train) else report.eval_sources).append(summary)
+        digests.append(f"{src.path}|{src.weight}|{src.split}|{got.digest}")
+        for drop in got.drops:
+            report.add_drop(drop)
+        for rec in got.records:
+            try:
+                made = normalise(rec.fields, objective, data.system_prompt)
+            except BadRow as p:
+                report.add_drop(bad_row_drop(p, rec.where))
+                continue
+            key = hashlib.sha1(json.dumps([i < len(data.train), made], sort_keys=True).encode()).hexdigest()
+            if data.dedupe and key in seen:
+                report.add_drop(Drop("duplicate", rec.where, f"same as {seen[key]}"))
+                continue
+            seen[key] = rec.where
+            rows += [{"src": i, "where": rec.where, **r} for r in made]
+    report.rows_read = sum(s.rows_read for s in [*report.sources, *report.eval_sources])
+    return rows, report, digests
+
+
+def measure(rows: list[dict], spec: JobSpec, tokenizer, report: PreferenceReport) -> list[dict]:
+    """Token lengths with TRL's chat templating; rows over data.max_seq_len are dropped (too_long: drop)."""
+    from trl.data_utils import apply_chat_template
+
+    if tokenizer.chat_template is None:
+        raise UserError("the tokenizer of model.base has no chat template, but preference rows are conversations. "
+                        "Fix: use a model with a chat template (e.g. an -Instruct model) or set model.chat_template.")
+    answers = ("chosen", "rejected") if spec.train.objective == "dpo" else ("completion",)
+    kept = []
+    for row in rows:
+        text = apply_chat_template({k: row[k] for k in ("prompt", *answers)}, tokenizer)
+        n_prompt = len(tokenizer(text["prompt"], add_special_tokens=False)["input_ids"])
+        lengths = {k: len(tokenizer(text["prompt"] + text[k], add_special_tokens=False)["input_ids"]) - n_prompt
+                   for k in answers}
+        total = n_prompt + max(lengths.values())
+        if total > spec.data.max_seq_len and spec.data.too_long == "drop":
+            report.add_drop(Drop("too long", row["where"], f"{total} tokens > data.max_seq_len {spec.data.max_seq_len}"))
+            continue
+        kept.append({**row, "tokens": n_prompt + sum(lengths.values()), **{f"{k}_tokens": v for k, v in lengths.items()}})
+    return kept
+
+
+def length_bias(rows: list[dict], objective: str) -> dict[str, float]:
+    """Mean completion tokens of the preferred and the other answers, and how often the preferred one is longer."""
+    if not rows:
+        return {}
+    if objective == "dpo":
+        chosen, rejected = [r["chosen_tokens"] for r in rows], [r["rejected_tokens"] for r in rows]
+        longer = sum(c > r for c, r in zip(chosen, rejected, strict=True)) / len(rows)
+        return {"chosen_mean_tokens": sum(chosen) / len(chosen), "rejected_mean_tokens": sum(rejected) / len(rejected),
+                "chosen_longer_fraction": longer}
+    up = [r["completion_tokens"] for r in rows if r["label"]] or [0]
+    down = [r["completion_tokens"] for r in rows if not r["label"]] or [0]
+    return {"desirable_mean_tokens": sum(up) / len(up), "undesirable_mean_tokens": sum(down) / len(down),
+            "desirable_fraction": sum(r["label"] for r in rows) / len(rows)}
+
+
+def prepare_preferences(spec: JobSpec, tokenizer, cache_dir: str) -> PreparedData:
+    """Validated, split and saved preference rows under `cache_dir/<content-hash>/{train,eval}`, with their report."""
+    from datasets import Dataset
+
+    rows, report, digests = read_preferences(spec)
+    key = content_hash(spec, tokenizer, digests)
+    target = storage.join(storage.normalize(cache_dir), key)
+    cached = _cached(target)
+    if cached is not None:
+        return PreparedData(cached.train_path, cached.eval_path, PreferenceReport.model_validate(cached.report.model_dump()))
+    train, held = _check(rows, spec, tokenizer, report)
+    report.hash = key
+    columns = ["prompt", "chosen", "rejected"] if spec.train.objective == "dpo" else ["prompt", "completion", "label"]
+    keep = [*columns, "where"]
+    train_ds = Dataset.from_list([{k: r[k] for k in keep} for r in train])
+    eval_ds = Dataset.from_list([{k: r[k] for k in keep} for r in held]) if held else None
+    _save(target, train_ds, eval_ds, report)
+    return PreparedData(storage.join(target, "train"), storage.join(target, "eval") if held else None, report)
+
+
+def check_preferences(spec: JobSpec, tokenizer) -> PreferenceReport:
+    """Every preference check without saving anything (`rayfit data check`); raises DataQualityError."""
+    rows, report, digests = read_preferences(spec)
+    _check(rows, spec, tokenizer, report)
+    report.hash = content_hash(spec, tokenizer, digests)
+    return report
+
+
+def _check(rows: list[dict], spec: JobSpec, tokenizer, report: PreferenceReport) -> tuple[list[dict], list[dict]]:
+    """Length policy, split and mix, report counts; raises DataQualityError past data.max_dropped_fraction."""
+    rows = measure(rows, spec, tokenizer, report)
+    train, held = _split(rows, spec, report)
+    report.length_bias = length_bias(train, spec.train.objective)
+    report.rows_dropped = sum(e.count for e in report.dropped.values())
+    report.rows_kept = report.rows_read - report.rows_dropped
+    report.dropped_fraction = report.rows_dropped / report.rows_read if report.rows_read else 0.0
+    report.train_samples, report.eval_samples = len(train), len(held)
+    report.train_tokens = sum(r["tokens"] for r in train)
+    report.train_rows = len(train)
+    check_threshold(report)
+    return train, held
+
+
+def _split(rows: list[dict], spec: JobSpec, report: PreferenceReport) -> tuple[list[dict], list[dict]]:
+    """Held-out rows (eval sources, else data.eval_split) and the train rows mixed by weight and shuffled.
+
+    Shuffled here because KTO reads its data in order (its KL term pairs neighbours), so the file order must not be
+    the training order.
+    """
+    data, rng = spec.data, random.Random(spec.data.seed)
+    n_train = len(data.train)
+    groups = [[i for i, r in enumerate(rows) if r["src"] == k] for k in range(n_train)]
+    held = [i for i, r in enumerate(rows) if r["src"] >= n_train]
+    report.eval_from = "sources" if data.eval else ("split" if data.eval_split > 0 else "none")
+    if not data.eval:
+        held = split_eval([i for g in groups for i in g], data.eval_split, rng)[1]
+        held_set = set(held)
+        groups = [[i for i in g if i not in held_set] for g in groups]
+    counts = mix_counts([len(g) for g in groups], [s.weight for s in data.train])
+    train = []
+    for k, (group, count) in enumerate(zip(groups, counts, strict=True)):
+        report.sources[k].rows_kept = len(group)
+        report.sources[k].rows_used = count
+        train += choose(group, count, rng)
+    for k, s in enumerate(report.eval_sources):
+        s.rows_kept = s.rows_used = sum(1 for i in held if rows[i]["src"] == n_train + k)
+    if not train:
+        why = ", ".join(f"{r}: {e.count} (e.g. {e.examples[0]})" for r, e in report.dropped.items())
+        raise UserError(f"no preference rows left for training ({report.rows_read} read; dropped {why or 'none'}). "
+                        "Fix: run `rayfit data check SPEC` and repair the data.")
+    rng.shuffle(train)
+    return [rows[i] for i in train], [rows[i] for i in held]

@@ -1,0 +1,124 @@
+"""Evaluation of a DPO/KTO run on held-out pairs: the starting model against the tuned one, in the same report.
+
+With the starting model as reference, the implicit reward of an answer y is beta * (log p_tuned(y|x) - log p_start(y|x))
+(the DPO paper's). Reported for both models:
+- preference_accuracy: pairs whose chosen reward beats the rejected one (ties count half, so the start scores 0.5);
+- reward_margin: mean chosen-minus-rejected reward; eval_loss: mean DPO loss -log sigmoid(margin) (log 2 at the start);
+- logp_accuracy: pairs whose chosen answer is more likely than the rejected one, a reference-free preference;
+- chosen_logp: mean log-probability per token of the chosen answers (perplexity is its exp(-x));
+plus the generation metrics of SFT runs (ROUGE-L, BLEU, ...) with the chosen answer as reference.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from cluster import storage
+from cluster.errors import UserError
+from cluster.evaluation.heldout import Sample, load_eval_rows
+from cluster.evaluation.report import gate, write_report
+from cluster.evaluation.scoring import generate, text_metrics
+from cluster.spec import JobSpec
+
+
+def pairs_of(rows, objective: str) -> list[dict]:
+    """Held-out pairs; KTO rows are paired up per prompt (a thumbs-up and a thumbs-down answer) where possible."""
+    if objective == "dpo":
+        return [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows]
+    up, down = {}, {}
+    for r in rows:
+        (up if r["label"] else down).setdefault(str(r["prompt"]), (r["prompt"], r["completion"]))
+    return [{"prompt": up[k][0], "chosen": up[k][1], "rejected": down[k][1]} for k in up if k in down]
+
+
+def tokenized(pair: dict, tokenizer) -> dict:
+    """Prompt ids and the chosen/rejected answer ids, rendered with TRL's chat templating as the trainers do."""
+    from trl.data_utils import apply_chat_template
+
+    text = apply_chat_template(pair, tokenizer)
+    prompt = tokenizer(text["prompt"], add_special_tokens=False)["input_ids"]
+    out = {"prompt": prompt}
+    for key in ("chosen", "rejected"):
+        full = tokenizer(text["prompt"] + text[key], add_special_tokens=False)["input_ids"]
+        out[key] = full[len(prompt):]
+    return out
+
+
+@torch.no_grad()
+def answer_logps(model, items: list[dict]) -> list[tuple[float, float, int]]:
+    """(sum log p(chosen|prompt), sum log p(rejected|prompt), chosen tokens) of each tokenized pair."""
+    device = next(model.parameters()).device
+    out = []
+    for it in items:
+        sums = []
+        for key in ("chosen", "rejected"):
+            ids = torch.tensor([it["prompt"] + it[key]], device=device)
+            logits = model(input_ids=ids, use_cache=False).logits[0, len(it["prompt"]) - 1:-1].float()
+            sums.append(torch.log_softmax(logits, -1).gather(-1, ids[0, len(it["prompt"]):, None]).sum().item())
+        out.append((sums[0], sums[1], len(it["chosen"])))
+    return out
+
+
+def preference_scores(start: list[tuple], model: list[tuple], beta: float) -> dict:
+    """Metrics of a model's log-probs against the starting model's (see the module docstring)."""
+    margins = [beta * ((mc - sc) - (mr - sr)) for (sc, sr, _), (mc, mr, _) in zip(start, model, strict=True)]
+    tokens = sum(n for _, _, n in model)
+    chosen_logp = sum(c for c, _, _ in model) / tokens
+    return {
+        "preference_accuracy": sum(1.0 if m > 0 else 0.5 if m == 0 else 0.0 for m in margins) / len(margins),
+        "reward_margin": sum(margins) / len(margins),
+        "eval_loss": sum(-torch.nn.functional.logsigmoid(torch.tensor(m)).item() for m in margins) / len(margins),
+        "logp_accuracy": sum(c > r for c, r, _ in model) / len(model),
+        "chosen_logp": chosen_logp, "perplexity": math.exp(min(-chosen_logp, 50.0)), "eval_tokens": tokens,
+    }
+
+
+def evaluate_preference_run(spec: JobSpec, tuned_uri: str, out_uri: str, cache_dir: str | None = None) -> dict:
+    """Score the starting and tuned models on held-out pairs; write report.json/.md and chart.png like SFT runs."""
+    from cluster.evaluation.run import eval_tokenizer, load_base, load_tuned
+    from cluster.training.warm_start import resolve_init
+
+    cfg, objective = spec.evaluate, spec.train.objective
+    beta = spec.train.dpo.beta if objective == "dpo" else spec.train.kto.beta
+    tokenizer = eval_tokenizer(spec)
+    pairs = pairs_of(load_eval_rows(spec, tokenizer, cache_dir), objective)
+    if not pairs:
+        raise UserError("preference evaluation needs held-out pairs (a thumbs-up and a thumbs-down answer to the same "
+                        "prompt for KTO), and there are none. Fix: raise data.eval_split or add data.eval sources.")
+    items = [tokenized(p, tokenizer) for p in pairs]
+    samples = [Sample(it["prompt"], p["chosen"][-1]["content"]) for it, p in zip(items, pairs, strict=True)][: cfg.max_samples]
+    started = time.time()
+    scored = {}
+    start = spec.model.init_from and resolve_init(spec.model.init_from)[0]  # a warm start is compared with its start
+    for name, load in (("base", lambda: load_tuned(start, spec) if start else load_base(spec)),
+                       ("tuned", lambda: load_tuned(tuned_uri, spec))):
+        model = load()
+        logps = answer_logps(model, items)
+        answers = generate(model, tokenizer, samples, cfg.max_new_tokens, cfg.batch_size)
+        scored[name] = (logps, answers)
+        del model
+    base_logps, tuned_logps = scored["base"][0], scored["tuned"][0]
+    base = {**preference_scores(base_logps, base_logps, beta), "model": start or spec.model.base,
+            **text_metrics(scored["base"][1], [s.reference for s in samples], cfg)}
+    tuned = {**preference_scores(base_logps, tuned_logps, beta), "model": storage.normalize(tuned_uri),
+             **text_metrics(scored["tuned"][1], [s.reference for s in samples], cfg)}
+    report = {
+        "run": spec.output.name, "objective": objective, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "eval_rows": len(pairs), "generation_samples": len(samples), "max_new_tokens": cfg.max_new_tokens,
+        "base": base, "tuned": tuned,
+        "delta": {k: tuned[k] - base[k] for k in base if isinstance(base[k], float) and isinstance(tuned.get(k), float)},
+        "gate": gate(base, tuned, cfg),
+        "samples": [{"prompt": tokenizer.decode(s.prompt_ids), "reference": s.reference, "base": b, "tuned": t}
+                    for s, b, t in zip(samples, scored["base"][1], scored["tuned"][1])][: cfg.samples_shown],
+        "seconds": round(time.time() - started, 1),
+    }
+    write_report(report, out_uri)
+    g = report["gate"]
+    if not g["passed"]:
+        raise UserError(f"evaluation gate failed: tuned {g['metric']} is worse than base by {g['worse_by']:.1%} "
+                        f"({base[g['metric']]:.4f} -> {tuned[g['metric']]:.4f}), more than evaluate.max_regression "
+                        f"{g['max_regression']}. Report: {storage.join(storage.normalize(out_uri), 'report.md')}.")
+    return report

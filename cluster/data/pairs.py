@@ -75,11 +75,12 @@ class Generator:
     """A Ray Data actor: loads the run's starting model once, answers batches of prompts greedily."""
 
     def __init__(self, spec: dict[str, Any], max_new_tokens: int):
-        from cluster.evaluation.run import eval_tokenizer, load_base, load_tuned
+        from cluster.evaluation.run import load_base, load_tuned
+        from cluster.model.load import load_tokenizer
         from cluster.spec import validate_spec
 
         self.spec = validate_spec(spec)
-        self.tokenizer = eval_tokenizer(self.spec)
+        self.tokenizer = load_tokenizer(self.spec)
         init = self.spec.model.init_from
         self.model = load_tuned(init, self.spec) if init else load_base(self.spec)
         self.max_new_tokens = max_new_tokens
@@ -143,11 +144,11 @@ def build_pairs(spec: JobSpec, source: str, out: str, max_new_tokens: int = 96, 
                 limit: int | None = None) -> PairsReport:
     """Write on-policy pairs from the SFT `source` to `out` (JSON Lines) and `out`.report.json; returns the report."""
     from cluster import storage
-    from cluster.evaluation.run import eval_tokenizer
+    from cluster.model.load import load_tokenizer
 
     report = PairsReport(source=source, out=out, model=spec.model.init_from or spec.model.base)
     prompts = sft_prompts(source, spec, report)[:limit]
-    pairs = to_pairs(generate_on_cluster(prompts, spec, max_new_tokens, batch_size), eval_tokenizer(spec), report)
+    pairs = to_pairs(generate_on_cluster(prompts, spec, max_new_tokens, batch_size), load_tokenizer(spec), report)
     storage.write_text(out, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
     storage.write_text(out + ".report.json", report.to_json())
     return report

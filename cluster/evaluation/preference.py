@@ -78,12 +78,13 @@ def preference_scores(start: list[tuple], model: list[tuple], beta: float) -> di
 
 def evaluate_preference_run(spec: JobSpec, tuned_uri: str, out_uri: str, cache_dir: str | None = None) -> dict:
     """Score the starting and tuned models on held-out pairs; write report.json/.md and chart.png like SFT runs."""
-    from cluster.evaluation.run import eval_tokenizer, load_base, load_tuned
+    from cluster.evaluation.run import load_base, load_tuned
+    from cluster.model.load import load_tokenizer
     from cluster.training.warm_start import resolve_init
 
     cfg, objective = spec.evaluate, spec.train.objective
     beta = spec.train.dpo.beta if objective == "dpo" else spec.train.kto.beta
-    tokenizer = eval_tokenizer(spec)
+    tokenizer = load_tokenizer(spec)
     pairs = pairs_of(load_eval_rows(spec, tokenizer, cache_dir), objective)
     if not pairs:
         raise UserError("preference evaluation needs held-out pairs (a thumbs-up and a thumbs-down answer to the same "

@@ -12,7 +12,7 @@ from cluster.spec import JobSpec
 
 def resolve_init(uri: str) -> tuple[str, dict]:
     """The export or checkpoint `uri` names (a run folder means its best complete checkpoint), and its manifest."""
-    from cluster.merge.locate import find_checkpoint
+    from cluster.run_folder import find_checkpoint
 
     uri = storage.normalize(uri)
     if storage.exists(storage.join(uri, MANIFEST)) and read_manifest(uri).get("kind") == "export":
@@ -47,8 +47,8 @@ def load_start_model(spec: JobSpec, ds_config: dict | None, on_gpu: bool, device
     A continued adapter comes back as a trainable PeftModel whatever `wrap_adapter` says: the trainer must not add a
     second one (and TRL's DPO/KTO then keep a frozen copy of it, adapter-sized, as the reference).
     """
-    from cluster.merge.locate import local_copy
     from cluster.model.load import load_adapter, load_model
+    from cluster.run_folder import local_copy
 
     if not spec.model.init_from:
         return load_model(spec, ds_config, on_gpu, device_index, wrap_adapter=wrap_adapter)

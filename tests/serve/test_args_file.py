@@ -21,11 +21,11 @@ def test_a_good_file_gives_the_args(tmp_path):
 
 def test_problems_name_their_lines_like_a_job_spec(tmp_path):
     path = tmp_path / "args.yaml"
-    path.write_text("model: m\nmax_batch_size: 0\nadapter:\n  faq: /x\n")
+    path.write_text("model: m\nmax_ongoing_requests: 0\nadapter:\n  faq: /x\n")
     with pytest.raises(SpecError) as e:
         load_args(path)
     text = str(e.value)
-    assert "max_batch_size (line 2): Input should be greater than or equal to 1 (got 0)" in text
+    assert "max_ongoing_requests (line 2): Input should be greater than or equal to 1 (got 0)" in text
     assert "adapter (line 3): unknown key 'adapter'. Fix: did you mean 'adapters'?" in text
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -108,14 +109,18 @@ def verify(folder: Path, manifest: dict | None = None) -> list[str]:
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 # Hugging Face Trainer's own state in a checkpoint: pickles too, but only read to resume the run that wrote them.
 TRAINER_STATE = ("optimizer.pt", "scheduler.pt", "scaler.pt", "training_args.bin", "rng_state")
+# DeepSpeed's ZeRO state (global_stepN/*_model_states.pt, *_optim_states.pt): pickles written by the run's own
+# training and read only to resume it or to consolidate its shards; their checksums are in the manifest.
+DEEPSPEED_STATE = re.compile(r"^global_step\d+/[^/]+_(model|optim)_states\.pt$")
 # What loading a model reads: an unlisted one of these was added after the manifest was written.
 LOADABLE_SUFFIXES = (".safetensors", ".py", ".gguf", *PICKLE_SUFFIXES)
 
 
 def pickle_weights(folder: Path) -> list[str]:
     """Weight files under `folder` stored as pickle (`*.bin`, `*.pt`, `*.pth`...), the Trainer's own state aside."""
-    return [p.relative_to(folder).as_posix() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.suffix in PICKLE_SUFFIXES and not p.name.startswith(TRAINER_STATE)]
+    found = [p.relative_to(folder).as_posix() for p in sorted(folder.rglob("*"))
+             if p.is_file() and p.suffix in PICKLE_SUFFIXES and not p.name.startswith(TRAINER_STATE)]
+    return [rel for rel in found if not DEEPSPEED_STATE.match(rel)]
 
 
 def refuse_pickle_weights(folder: Path, what: str, allow_pickle: bool = False) -> None:

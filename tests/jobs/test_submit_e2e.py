@@ -261,7 +261,7 @@ def test_stop_and_forwarded_secret_names(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("RAYFIT_E2E_SECRET", "value-42")
     code, stdout, stderr = cli("submit", "specs/probe.yaml", "--module", "probe", "--skip-data-check", "--env", "RAYFIT_E2E_SECRET")
     assert code == 0, stderr
-    assert "forwarding environment variables: RAYFIT_E2E_SECRET (values not shown)" in stderr
+    assert "forwarding environment variables: RAYFIT_E2E_SECRET (values not shown here" in stderr
     assert "value-42" not in stdout + stderr
     job_id = stdout.strip()
     deadline = time.monotonic() + 90

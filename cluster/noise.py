@@ -19,8 +19,18 @@ PROCESS_ENV = {
 # Loggers that warn about optional speed-ups rayfit does not use: bitsandbytes' CPU backend asks for the `kernels`
 # package (which downloads from a hub) on CPUs with AVX512-BF16; the slow path it falls back to is the tested one.
 # Ray Train logs every report of every rank at INFO (the metrics dict); rayfit prints one progress line instead.
+# Its placement-group cleaner warns once a second that it cannot query the state API when the dashboard is off (a
+# local run starts Ray without it; shared/VERIFIED.md): it keeps monitoring, and a real failure still logs an error.
 # That logger is named by its file's path (getLogger(__file__)), so RunConfig's LoggingConfig does not reach it.
-QUIET_LOGGERS = {"bitsandbytes.backends.cpu.ops": logging.ERROR, "module:ray.train.v2._internal.execution.context": logging.WARNING}
+QUIET_LOGGERS = {
+    "bitsandbytes.backends.cpu.ops": logging.ERROR,
+    "module:ray.train.v2._internal.execution.context": logging.WARNING,
+    "ray.train.v2._internal.execution.controller.placement_group_cleaner": logging.ERROR,
+    # Ray Data announces each dataset's start and end, and that progress bars are off (rayfit turns them off: the
+    # data report carries the counts).
+    "ray.data._internal.execution.streaming_executor": logging.WARNING,
+    "ray.data._internal.progress": logging.ERROR,
+}
 
 
 class _AtLeast(logging.Filter):

@@ -52,7 +52,7 @@ def tokenize_on_ray(samples: list[dict], kwargs: dict, workers: int | None) -> D
     with _ordered():
         ds = ray.data.from_items(samples).map_batches(
             _Tokenize, fn_constructor_kwargs={"kwargs": kwargs}, batch_size=BATCH, batch_format="numpy",
-            concurrency=workers, num_cpus=1)
+            compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1)
         tables = ray.get(ds.to_arrow_refs())
     table = pa.concat_tables([t.select(SCHEMA.names).cast(SCHEMA) for t in tables if t.num_rows]) if tables else SCHEMA.empty_table()
     return Dataset(table)

@@ -188,8 +188,7 @@ class OpenAIServer:
             logger.error("rayfit: adapter %s at %s cannot be served: %s", name, uri, e)
             raise ApiError(422, f"the adapter {name!r} cannot be served; the server log says why.", param="model",
                            code="adapter_invalid") from None
-        # When cluster.manifest gains its checksum verification, it is called here on `path`: a tampered adapter is
-        # refused (naming the file) before vLLM reads it.
+        # adapter_dir has checked `path` against its manifest: a tampered adapter never reaches vLLM.
         loaded = await self.state.openai_serving_models.load_lora_adapter(
             LoadLoRAAdapterRequest(lora_name=name, lora_path=str(path)), base_model_name=self.base)
         if hasattr(loaded, "error"):

@@ -44,3 +44,27 @@ def test_what_is_not_a_lora_adapter_is_refused_with_the_fix(tmp_path):
     lora = _lora_folder(tmp_path / "ckpt")
     with pytest.raises(UserError, match=r"is a lora adapter checkpoint, not a full model. Fix: set model to its base \('b'\)"):
         resolve_model(str(lora))
+
+
+def test_a_tampered_adapter_is_refused_naming_the_file_and_its_neighbour_still_serves(tmp_path):
+    root = tmp_path / "root"
+    for name in ("alpha", "bravo"):
+        folder = root / name
+        folder.mkdir(parents=True)
+        (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8}))
+        (folder / "adapter_model.safetensors").write_bytes(bytes(range(256)))
+        write_manifest(folder, "checkpoint", spec={}, base_model="b", method="lora", metrics={})
+    weights = root / "bravo" / "adapter_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[100] ^= 0x01  # one byte, same size
+    weights.write_bytes(bytes(data))
+    args = parse_args({"model": "m", "adapter_root": str(root)})
+    assert adapter_dir(adapter_uri(args, "alpha")) == root / "alpha"
+    with pytest.raises(UserError, match=r"adapter .*bravo does not match its manifest: adapter_model\.safetensors: checksum differs"):
+        adapter_dir(adapter_uri(args, "bravo"))
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8}))
+    (plain / "adapter_model.bin").write_bytes(b"pickle")
+    with pytest.raises(UserError, match=r"holds pickle weights \(adapter_model\.bin\)"):
+        adapter_dir(str(plain))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cluster import storage
 from cluster.errors import UserError
 from cluster.spec import JobSpec
 from cluster.run_folder import part, run_uri

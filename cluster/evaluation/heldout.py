@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cluster.errors import UserError
-from cluster.spec import JobSpec
 from cluster.run_folder import part, run_uri
+from cluster.spec import JobSpec
 
 IGNORE = -100
 

@@ -19,7 +19,7 @@ import torch
 from cluster import storage
 from cluster.errors import UserError
 from cluster.evaluation.heldout import Sample, load_eval_rows
-from cluster.evaluation.report import gate, write_report
+from cluster.evaluation.report import enforce_gate, gate, write_report
 from cluster.evaluation.scoring import generate, text_metrics
 from cluster.spec import JobSpec
 
@@ -117,9 +117,5 @@ def evaluate_preference_run(spec: JobSpec, tuned_uri: str, out_uri: str, cache_d
         "seconds": round(time.time() - started, 1),
     }
     write_report(report, out_uri)
-    g = report["gate"]
-    if not g["passed"]:
-        raise UserError(f"evaluation gate failed: tuned {g['metric']} is worse than base by {g['worse_by']:.1%} "
-                        f"({base[g['metric']]:.4f} -> {tuned[g['metric']]:.4f}), more than evaluate.max_regression "
-                        f"{g['max_regression']}. Report: {storage.join(storage.normalize(out_uri), 'report.md')}.")
+    enforce_gate(report, out_uri)
     return report

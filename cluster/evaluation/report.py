@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 from cluster import storage
+from cluster.errors import UserError
 from cluster.spec import EvaluateSpec
 
 # (key, label, higher is better)
@@ -100,3 +101,13 @@ def _cell(text: str) -> str:
 
 def _quote(text: str) -> str:
     return "\n".join("> " + line for line in text.splitlines()) or "> (empty)"
+
+
+def enforce_gate(report: dict, out_uri: str) -> None:
+    """Raise a UserError naming the metric, both values and the fix when the report's gate failed."""
+    g, base, tuned = report["gate"], report["base"], report["tuned"]
+    if not g["passed"]:
+        raise UserError(f"evaluation gate failed: tuned {g['metric']} is worse than base by {g['worse_by']:.1%} of the base "
+                        f"value ({base[g['metric']]:.4f} -> {tuned[g['metric']]:.4f}), more than evaluate.max_regression "
+                        f"{g['max_regression']}. Report: {storage.join(storage.normalize(out_uri), 'report.md')}. Fix: improve "
+                        "the run (data, steps, learning rate) or raise evaluate.max_regression.")

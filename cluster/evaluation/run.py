@@ -11,7 +11,7 @@ import torch
 from cluster import storage
 from cluster.errors import UserError
 from cluster.evaluation.heldout import Sample, generation_samples, load_eval_rows
-from cluster.evaluation.report import gate, write_report
+from cluster.evaluation.report import enforce_gate, gate, write_report
 from cluster.evaluation.scoring import eval_loss, generate, text_metrics
 from cluster.manifest import read_manifest
 from cluster.merge.export import verified_copy
@@ -53,12 +53,7 @@ def evaluate_run(spec: JobSpec, tuned_uri: str, out_uri: str, cache_dir: str | N
         "seconds": round(time.time() - started, 1),
     }
     write_report(report, out_uri)
-    g = report["gate"]
-    if not g["passed"]:
-        raise UserError(f"evaluation gate failed: tuned {g['metric']} is worse than base by {g['worse_by']:.1%} of the base "
-                        f"value ({base[g['metric']]:.4f} -> {tuned[g['metric']]:.4f}), more than evaluate.max_regression "
-                        f"{g['max_regression']}. Report: {storage.join(storage.normalize(out_uri), 'report.md')}. Fix: improve "
-                        "the run (data, steps, learning rate) or raise evaluate.max_regression.")
+    enforce_gate(report, out_uri)
     return report
 
 

@@ -77,7 +77,6 @@ def test_a_merge_no_node_can_hold_is_refused_before_training(tiny_model_dir, tmp
         "output": {"storage": str(tmp_path / "runs"), "name": "job"},
         "merge": {"enabled": True}, "evaluate": {"enabled": True},
     })
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2,
              _memory=512 * 1024**2, _node_ip_address="127.0.0.1")
     try:

@@ -93,7 +93,6 @@ def ray_with_state_api():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    os.environ["RAY_AUTH_MODE"] = "disabled"
     context = ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
                        dashboard_port=port, object_store_memory=200 * 1024**2, _node_ip_address="127.0.0.1")
     try:

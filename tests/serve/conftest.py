@@ -33,7 +33,6 @@ def serve_port():
 
     from serve.ask import free_port
 
-    os.environ["RAY_AUTH_MODE"] = "disabled"
     os.environ[ADMIN_ENV] = KEYS["admin"]  # before ray.init, so the replicas inherit it like a pod's secret env
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")  # shared CI boxes: do not pin a core
     port = free_port()

@@ -84,7 +84,6 @@ def ray_local():
 
     import ray
 
-    os.environ["RAY_AUTH_MODE"] = "disabled"
     os.environ["RAY_TRAIN_ENABLE_PRINT_PATCH"] = "0"
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2,
              _node_ip_address="127.0.0.1", address="local")

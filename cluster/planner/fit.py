@@ -28,7 +28,10 @@ class Change:
 def check_fit(plan: Plan, spec: JobSpec) -> None:
     """Raise UserError when `plan` does not fit its GPUs, with its numbers and the smallest change that would fit;
     does nothing when it fits, when no GPU is in play, or when `spec.plan.enforce` is false."""
-    if not spec.plan.enforce or plan.fits is not False:
+    if not spec.plan.enforce or plan.fits is None:
+        return
+    if plan.fits:
+        _check_fewest_workers(plan)
         return
     m, gpu = plan.memory, plan.gpu
     parts = {"weights": m.weights, "adapters": m.lora_params, "gradients": m.gradients, "optimizer": m.optimizer,
@@ -46,6 +49,29 @@ def check_fit(plan: Plan, spec: JobSpec) -> None:
     else:
         fix = " Fix: no change rayfit knows of fits this GPU; use a GPU with more memory or a smaller model."
     raise UserError(head + fix + " To start anyway, set plan.enforce: false.")
+
+
+def _check_fewest_workers(plan: Plan) -> None:
+    """An elastic run (cluster.min_workers) goes on with fewer workers after losing nodes; under ZeRO each then holds
+    a larger share, so the plan must also fit on the fewest. Raise UserError naming the fewest that do fit."""
+    c = plan.spec.cluster
+    if c.min_workers is None or c.min_workers >= c.num_workers:
+        return
+    low = _on_workers(plan, c.min_workers)
+    if low.fits:
+        return
+    fitting = next((n for n in range(c.min_workers + 1, c.num_workers) if _on_workers(plan, n).fits), c.num_workers)
+    raise UserError(
+        f"plan: cluster.min_workers is {c.min_workers}, but on {c.min_workers} x {plan.gpu.name} (where an elastic run "
+        f"goes on after losing nodes) {plan.spec.model.method} of {plan.spec.model.base} needs "
+        f"{_gib(low.memory.total)} GiB per GPU and a {plan.gpu.name} has {_gib(plan.gpu.memory)} GiB. "
+        f"Fix: cluster.min_workers: {fitting} (the fewest that fit), or cluster.offload_optimizer: true. "
+        "To start anyway, set plan.enforce: false.")
+
+
+def _on_workers(plan: Plan, workers: int) -> Plan:
+    spec = with_changes(plan.spec, {"cluster": {"num_workers": workers, "min_workers": None}})
+    return plan_with(spec, plan.config, plan.config_source, plan.gpu, plan.price_per_gpu_hour, None)
 
 
 def suggest_changes(plan: Plan) -> list[Change]:

@@ -26,6 +26,15 @@ class ClusterSpec(Section):
         "sync", description="sync: training waits while each checkpoint uploads. async: Ray Train uploads in the "
         "background while training goes on; the manifest is still written only after every node's files are stored.")
     max_failures: int = Field(2, ge=0, description="Worker-group restarts from the last checkpoint before the run fails.")
+    min_workers: int | None = Field(
+        None, ge=1, description="Elastic training: after a node is lost with no replacement the run goes on with as "
+        "few as this many workers, and grows back to num_workers when capacity returns (Ray Train's elastic "
+        "ScalingConfig). Gradient accumulation grows on fewer workers so the global batch stays num_workers × "
+        "micro_batch_size × gradient_accumulation_steps; ZeRO checkpoints are resharded for the new worker count "
+        "(DeepSpeed's universal checkpoint). Null: the run needs all num_workers.")
+    resize_check_s: float = Field(60, gt=0, description="Elastic runs: how often, in seconds, Ray Train checks "
+                                  "whether more workers fit while training is healthy (it restarts from the newest "
+                                  "checkpoint on more workers when they do).")
 
     @property
     def use_gpu(self) -> bool:
@@ -38,4 +47,12 @@ class ClusterSpec(Section):
             out.append(Problem("offload_params", "parameter offload needs ZeRO-3.", "set cluster.deepspeed: zero3, or offload_params: false."))
         if self.offload_optimizer and self.deepspeed == "none":
             out.append(Problem("offload_optimizer", "optimizer offload needs DeepSpeed.", "set cluster.deepspeed: zero2 or zero3."))
+        if self.min_workers is not None and self.min_workers > self.num_workers:
+            out.append(Problem("min_workers", f"min_workers ({self.min_workers}) is more than num_workers ({self.num_workers}).",
+                               f"set cluster.min_workers to at most {self.num_workers}, or raise num_workers."))
         return out
+
+    @property
+    def worker_range(self) -> tuple[int, int]:
+        """(fewest, most) workers the run may train on."""
+        return (self.min_workers or self.num_workers, self.num_workers)

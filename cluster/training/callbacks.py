@@ -31,7 +31,8 @@ from cluster.training.loss_plot import plot_losses
 FAIL_AT_STEP_ENV = "RAYFIT_FAIL_AT_STEP"
 
 
-def _barrier() -> None:
+def barrier() -> None:
+    """Wait for every rank (a no-op without a process group)."""
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
 
@@ -49,8 +50,10 @@ class CheckpointReporter(TrainerCallback):
     writes the manifest in a thread once Ray has every rank's report, which each rank sends after its upload.
     """
 
-    def __init__(self, spec: JobSpec, run: str, dtype: str, under_ray: bool, rank: int, node_leader: bool):
+    def __init__(self, spec: JobSpec, run: str, dtype: str, under_ray: bool, rank: int, node_leader: bool,
+                 resumed_from: dict[str, Any] | None = None):
         self.spec, self.run, self.dtype, self.under_ray = spec, run, dtype, under_ray
+        self.resumed_from = resumed_from  # {"checkpoint", "world_size"[, "resharded_for"]}: recorded in manifests
         self.rank = rank
         # Without Ray there is one folder (one process, or torchrun on one machine): rank 0 copies it.
         self.uploads = node_leader if under_ray else rank == 0
@@ -65,7 +68,7 @@ class CheckpointReporter(TrainerCallback):
         name = checkpoint_dir_name(step)
         dest = storage.join(self.run, name)
         metrics = {**latest_metrics(state.log_history), "step": float(step)}
-        _barrier()  # every rank has written its part of its node's folder
+        barrier()  # every rank has written its part of its node's folder
         if self.background:
             self._report_in_background(folder, Path(args.output_dir) / "uploading" / name, name, dest, step, metrics)
         else:
@@ -91,8 +94,9 @@ class CheckpointReporter(TrainerCallback):
                 entry["ranks"].append(rank)
                 entry["files"] += sorted(files)
             describe_checkpoint(folder, dest, self.spec, step, self.dtype, metrics,
-                                files=merge_file_tables([t for _, _, t in tables]), nodes=nodes)
-        _barrier()  # nobody resumes or reads the folder before its manifest exists
+                                files=merge_file_tables([t for _, _, t in tables]), nodes=nodes, world=len(tables),
+                                resumed_from=self.resumed_from)
+        barrier()  # nobody resumes or reads the folder before its manifest exists
 
     def _report_in_background(self, folder: Path, staging: Path, name: str, dest: str, step: int,
                               metrics: dict[str, float]) -> None:
@@ -106,12 +110,16 @@ class CheckpointReporter(TrainerCallback):
                          checkpoint_upload_mode=ray.train.CheckpointUploadMode.ASYNC,
                          delete_local_checkpoint_after_upload=True, checkpoint_upload_fn=upload)
         if self.manifests is not None:
-            fields = checkpoint_fields(folder, self.spec, step, self.dtype, metrics)
+            fields = checkpoint_fields(folder, self.spec, step, self.dtype, metrics, _world(), self.resumed_from)
             self.pending.append(self.manifests.submit(write_manifest_after_uploads, dest, fields))
 
     def on_train_end(self, args, state, control, **kwargs):
         for done in self.pending:  # the run ends only when every checkpoint has its manifest
             done.result()
+
+
+def _world() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def _gather(item: Any) -> list[Any]:

@@ -26,13 +26,17 @@ def latest_metrics(log_history: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
-def checkpoint_fields(folder: Path, spec: JobSpec, step: int, dtype: str, metrics: dict[str, float]) -> dict[str, Any]:
-    """What a checkpoint's manifest says besides its files: spec, base model, method, dtype, step, metrics, and the
-    adapter and quantization settings when there are any."""
+def checkpoint_fields(folder: Path, spec: JobSpec, step: int, dtype: str, metrics: dict[str, float],
+                      world: int = 1, resumed_from: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a checkpoint's manifest says besides its files: spec, base model, method, dtype, step, metrics, the number
+    of workers that wrote it (a resume on another number reshards ZeRO state), the checkpoint this attempt resumed
+    from, and the adapter and quantization settings when there are any."""
     fields: dict[str, Any] = {
         "spec": spec.model_dump(mode="json", exclude_unset=True), "base_model": spec.model.base, "method": spec.model.method,
-        "dtype": dtype, "step": step, "metrics": metrics,
+        "dtype": dtype, "step": step, "metrics": metrics, "world_size": world,
     }
+    if resumed_from:
+        fields["resumed_from"] = resumed_from
     if parents := lineage(spec):  # warm start: the run and checkpoint this one started from, and their parents
         fields["lineage"] = parents
     adapter = folder / "adapter_config.json"
@@ -44,12 +48,13 @@ def checkpoint_fields(folder: Path, spec: JobSpec, step: int, dtype: str, metric
 
 
 def describe_checkpoint(folder: Path, dest: str, spec: JobSpec, step: int, dtype: str, metrics: dict[str, float],
-                        files: dict[str, dict[str, Any]] | None = None, nodes: dict[str, Any] | None = None) -> dict:
+                        files: dict[str, dict[str, Any]] | None = None, nodes: dict[str, Any] | None = None,
+                        world: int = 1, resumed_from: dict[str, Any] | None = None) -> dict:
     """Write the manifest of the checkpoint whose rank-0 copy is `folder` and copy it to `dest` in storage, last of all.
 
     `files` is every rank's file table (default: `folder`'s own files) and `nodes` which node uploaded which files.
     """
-    fields = checkpoint_fields(folder, spec, step, dtype, metrics)
+    fields = checkpoint_fields(folder, spec, step, dtype, metrics, world, resumed_from)
     manifest = write_manifest(folder, "checkpoint", files=files, **fields, **({"nodes": nodes} if nodes else {}))
     if storage.is_remote(dest) or storage.local_path(dest) != folder.resolve():
         put_manifest(dest, manifest)
@@ -57,11 +62,19 @@ def describe_checkpoint(folder: Path, dest: str, spec: JobSpec, step: int, dtype
 
 
 def staged_copy(folder: Path, staging: Path) -> Path:
-    """A hard-linked copy of `folder` (instant, no extra space) that an upload in the background can read while the
-    Trainer goes on and rotates its own local checkpoints away."""
+    """A hard-linked copy of `folder` (instant, no extra space; copied across file systems) that an upload in the
+    background can read while the Trainer goes on and rotates its own local checkpoints away, or that a resume can
+    add files to while the stored checkpoint keeps exactly the files its manifest lists."""
     shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(folder, staging, copy_function=os.link)
+    shutil.copytree(folder, staging, copy_function=_link_or_copy)
     return staging
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system
+        shutil.copy2(src, dst)
 
 
 def upload_with_file_table(dest: str, node: str, rank: int):

@@ -17,8 +17,9 @@ from cluster.manifest import read_manifest
 from cluster.model.load import load_tokenizer, train_dtype
 from cluster.run_folder import local_copy, resume_point
 from cluster.spec import JobSpec, validate_spec
-from cluster.training.callbacks import CheckpointReporter, FaultInjection, RunArtifacts, node_leader
+from cluster.training.callbacks import CheckpointReporter, FaultInjection, RunArtifacts, barrier, node_leader
 from cluster.training.deepspeed_config import deepspeed_config
+from cluster.training.elastic import OwnStepCounters, checkpoint_world, for_world, universal_copy
 from cluster.training.levers import check_levers
 from cluster.training.objectives import build_objective_trainer
 from cluster.training.progress import ProgressLog
@@ -42,15 +43,23 @@ def train_loop(config: dict[str, Any], callbacks: tuple = ()) -> dict[str, Any]:
     under_ray = _in_ray_worker()
     rank, local_rank, world = _ranks(under_ray)
     leader = node_leader(under_ray, rank)
+    if leader:  # a previous attempt's local checkpoints: stale files there would be uploaded with the new ones
+        shutil.rmtree(scratch / "hf", ignore_errors=True)
     on_gpu = spec.cluster.use_gpu and torch.cuda.is_available()
-    resume, resume_local = _resume_point(config, scratch, rank, under_ray) or (None, None)
+    run_spec, resized = for_world(spec, world)  # the spec as this many workers run it (elastic runs)
+    if resized and rank == 0:
+        print(f"[rayfit] {resized}", flush=True)
+    ds_config = deepspeed_config(run_spec, world, on_gpu)
+    resume, resume_local, reshard = _resume_point(config, scratch, rank, leader, world, ds_config is not None,
+                                                   under_ray)
     if resume and _finished(read_manifest(resume), spec):
         if rank == 0:
             print(f"[rayfit] {resume} already completes this run; nothing to train", flush=True)
         return {"log_history": [], "global_step": read_manifest(resume)["step"]}
     check_levers(spec, on_gpu)
-    ds_config = deepspeed_config(spec, world, on_gpu)
     if ds_config:
+        if reshard:
+            ds_config["checkpoint"] = {"load_universal": True}
         _init_deepspeed_comm(on_gpu)  # zero.Init reads the world size from DeepSpeed's comm before the model exists
 
     set_seed(spec.train.seed)  # adapter init happens before the Trainer seeds anything
@@ -61,10 +70,12 @@ def train_loop(config: dict[str, Any], callbacks: tuple = ()) -> dict[str, Any]:
         os.environ["TENSORBOARD_LOGGING_DIR"] = _tensorboard_dir(run, scratch)
     dtype = str(train_dtype(spec, on_gpu)).removeprefix("torch.")
     trainer = build_objective_trainer(
-        spec, tokenizer, ds_config, on_gpu, local_rank, scratch / "hf", train_ds, eval_ds, eval_on_start=resume is None,
-        callbacks=[CheckpointReporter(spec, run, dtype, under_ray, rank, leader), ProgressLog(rank),
+        run_spec, tokenizer, ds_config, on_gpu, local_rank, scratch / "hf", train_ds, eval_ds, eval_on_start=resume is None,
+        callbacks=[CheckpointReporter(spec, run, dtype, under_ray, rank, leader, _resumed_from(resume, reshard, world)),
+                   ProgressLog(rank),
                    RunArtifacts(run, rank, f"{spec.output.name}: {spec.model.method} of {spec.model.base}"),
-                   FaultInjection(run, rank), *_early_stopping(spec), *callbacks],
+                   FaultInjection(run, rank), *_early_stopping(spec), *([OwnStepCounters()] if reshard else []),
+                   *callbacks],
     )
     trainer.remove_callback(PrinterCallback)  # ProgressLog prints the same numbers once, with tokens/s
     if under_ray:
@@ -72,33 +83,58 @@ def train_loop(config: dict[str, Any], callbacks: tuple = ()) -> dict[str, Any]:
 
         trainer = prepare_trainer(trainer)
     if resume and rank == 0:
-        print(f"[rayfit] resuming from {resume}", flush=True)
+        print(f"[rayfit] resuming from {resume}" + (f" (written by {reshard} workers; resharded for {world})" if reshard else ""),
+              flush=True)
     trainer.train(resume_from_checkpoint=str(resume_local) if resume else None)
-    if dist.is_initialized():
-        dist.barrier()  # every rank is done with the node-local copies (checkpoints are already in storage)
+    barrier()  # every rank is done with the node-local copies (checkpoints are already in storage)
     if leader:
         shutil.rmtree(scratch, ignore_errors=True)
     return {"log_history": trainer.state.log_history, "global_step": trainer.state.global_step}
 
 
-def _resume_point(config: dict[str, Any], scratch: Path, rank: int, under_ray: bool) -> tuple[str, Path] | None:
-    """The checkpoint every rank continues from and this rank's local copy of it, or None for a fresh start.
+def _resume_point(config: dict[str, Any], scratch: Path, rank: int, leader: bool, world: int, zero: bool,
+                  under_ray: bool) -> tuple[str | None, Path | None, int | None]:
+    """The checkpoint every rank continues from, this node's local copy of it, and the worker count that wrote it
+    when its ZeRO state must be resharded for `world` workers; (None, None, None) for a fresh start.
 
     Ray Train's record of reported checkpoints (restored from the run folder when a run is submitted again) is the
     one list of candidates; rank 0 picks the newest complete, intact one (cluster.run_folder.resume_point) and the
-    other ranks take its choice, so all ranks load the same step.
+    other ranks take its choice, so all ranks load the same step. Each node downloads it once (its lowest rank),
+    and converts it to DeepSpeed's universal form when the worker count changed.
     """
-    cache = scratch / "resume" / f"rank{rank}"
+    cache = scratch / "resume"
     choice = None
     if rank == 0:
         candidates = _recorded_checkpoints(config["run"]) if under_ray else [c for c in [config.get("resume_from")] if c]
         found = resume_point(candidates, cache)
         choice = found[0] if found else None
+    choice = _from_rank0(choice)
+    if not choice:
+        return None, None, None
+    written_by = checkpoint_world(read_manifest(choice))
+    reshard = written_by if zero and written_by not in (None, world) else None
+    if leader:
+        local = local_copy(choice, cache)
+        if reshard:
+            universal_copy(local, cache / "universal" / Path(choice).name)
+    barrier()  # the node's copy is complete before any rank reads it
+    local = local_copy(choice, cache)
+    return choice, (cache / "universal" / Path(choice).name if reshard else local), reshard
+
+
+def _resumed_from(resume: str | None, reshard: int | None, world: int) -> dict[str, Any] | None:
+    """What this attempt's checkpoints record about where it started."""
+    if not resume:
+        return None
+    return {"checkpoint": resume, "world_size": reshard or world, **({"resharded_for": world} if reshard else {})}
+
+
+def _from_rank0(value: Any) -> Any:
     if dist.is_available() and dist.is_initialized():
-        box = [choice]
+        box = [value]
         dist.broadcast_object_list(box, src=0)
-        choice = box[0]
-    return (choice, local_copy(choice, cache)) if choice else None
+        return box[0]
+    return value
 
 
 def _recorded_checkpoints(run: str) -> list[str]:

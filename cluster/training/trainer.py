@@ -20,7 +20,8 @@ def loop_config(spec: JobSpec, train_path: str, eval_path: str | None) -> dict:
 
 
 def build_trainer(spec: JobSpec, train_path: str, eval_path: str | None, extra_env: dict[str, str] | None = None):
-    """A TorchTrainer that runs `train_loop` on `cluster.num_workers` workers and keeps checkpoints in storage.
+    """A TorchTrainer that runs `train_loop` on `cluster.num_workers` workers (from `cluster.min_workers` up, for an
+    elastic run) and keeps checkpoints in storage.
 
     Storage is `{output.storage}/{output.name}`: Ray Train V2 restores its checkpoint bookkeeping from there, so
     submitting the same name again resumes. Checkpoints are ranked by eval loss when there is evaluation.
@@ -35,8 +36,10 @@ def build_trainer(spec: JobSpec, train_path: str, eval_path: str | None, extra_e
         train_loop,
         train_loop_config=loop_config(spec, train_path, eval_path),
         torch_config=TorchConfig(backend="nccl" if c.use_gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=c.num_workers, use_gpu=c.use_gpu, resources_per_worker=resources,
-                                     accelerator_type=c.accelerator_type, placement_strategy=c.placement.upper()),
+        scaling_config=ScalingConfig(num_workers=c.num_workers if c.min_workers is None else c.worker_range,
+                                     use_gpu=c.use_gpu, resources_per_worker=resources,
+                                     accelerator_type=c.accelerator_type, placement_strategy=c.placement.upper(),
+                                     elastic_resize_monitor_interval_s=c.resize_check_s),
         run_config=RunConfig(
             name=spec.output.name,
             storage_path=storage.normalize(spec.output.storage),

@@ -182,9 +182,6 @@ def test_zero3_on_two_nodes_survives_driver_loss_and_a_damaged_checkpoint(two_no
     _assert_same_losses(redone, expected)
 
 
-@pytest.mark.skip(reason="known bug, 1 failure in 4 runs: after the restart both nodes upload trainer_state.json, whose "
-                  "log_history holds per-rank timings (eval_runtime), so the manifest refuses the two copies "
-                  "(cluster.manifest.merge_file_tables). Fix: only the global rank 0's node uploads Trainer state.")
 def test_node_lost_mid_run_resumes_on_a_replacement(two_nodes, drivers, s3_endpoint, tiny_model_dir, tmp_path):
     fs = s3fs_client(s3_endpoint)
     run = f"{BUCKET}/runs/node-loss"
@@ -232,3 +229,36 @@ def test_zero2_lora_on_two_nodes_with_background_upload(two_nodes, drivers, s3_e
     data = json.loads(fs.cat(f"{run}/data_report.json"))
     one = _one_process_losses(two_nodes, single, f"s3://{run}/data/{data['hash']}/train", tmp_path)
     _assert_same_losses(json.loads(fs.cat(f"{run}/log_history.json")), one)
+
+
+def test_elastic_run_goes_on_with_the_node_left(two_nodes, drivers, s3_endpoint, tiny_model_dir, tmp_path):
+    """A node lost with no replacement: an elastic run (min_workers 1) goes on with one worker, its ZeRO-3 checkpoint
+    resharded and its gradient accumulation doubled, and its losses stay the two-node run's. Runs last: it gives
+    the harness its second node back at the end."""
+    fs = s3fs_client(s3_endpoint)
+    run = f"{BUCKET}/runs/elastic"
+    spec = _spec(tiny_model_dir, "elastic", min_workers=1)
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+
+    driver, log = drivers.start(spec_path)
+    _wait_for(lambda: _recorded(fs, run), driver, log)
+    two_nodes.lose_node(two_nodes.nodes[-1][0])  # the node holding rank 1; nothing replaces it
+    try:
+        driver.wait(timeout=900)
+        out = log.read_text()
+        assert driver.returncode == 0, out[-5000:]
+        assert "training on 1 of 2 workers: gradient accumulation 2 (was 1), global batch 8 rows" in out, out[-3000:]
+        resumed = re.findall(rf"resuming from s3://{run}/checkpoint_(\d{{8}}) \(written by 2 workers; resharded for 1\)", out)
+        assert resumed and int(resumed[0]) < STEPS, out[-3000:]
+        fs.invalidate_cache()
+        manifest = json.loads(fs.cat(f"{run}/checkpoint_{STEPS:08d}/manifest.json"))
+        assert manifest["world_size"] == 1 and len(manifest["nodes"]) == 1
+        assert manifest["resumed_from"]["world_size"] == 2 and manifest["resumed_from"]["resharded_for"] == 1
+        losses = _losses(json.loads(fs.cat(f"{run}/log_history.json")))
+        expected = _baseline(two_nodes, fs, run, spec, tmp_path)
+        assert sorted(losses) == sorted(expected)
+        for step, loss in losses.items():
+            assert abs(loss - expected[step]) <= 1e-3, (step, loss, expected[step])
+    finally:
+        two_nodes.add_node(live=2)

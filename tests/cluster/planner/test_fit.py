@@ -32,6 +32,19 @@ def test_70b_full_on_8_gpus_is_refused_with_numbers_and_the_smallest_fix(spec):
     assert "plan.enforce: false" in msg
 
 
+def test_an_elastic_run_must_fit_on_its_fewest_workers(spec):
+    s = spec(LLAMA_70B, method="full", seq=1024, deepspeed="zero3", workers=24)
+    plan = make_plan(with_changes(s, {"cluster": {"min_workers": 8}}), gpu="H100-80GB")
+    assert plan.fits  # on all 24
+    with pytest.raises(UserError) as e:
+        check_fit(plan, plan.spec)
+    msg = str(e.value)
+    # ZeRO-3 on 8 GPUs (one node left of three) holds three times the share; 16 is the fewest that fit
+    assert "cluster.min_workers is 8, but on 8 x H100-80GB" in msg and "needs 146.7 GiB per GPU" in msg
+    assert "Fix: cluster.min_workers: 16 (the fewest that fit)" in msg
+    check_fit(make_plan(with_changes(s, {"cluster": {"min_workers": 16}}), gpu="H100-80GB"), s)
+
+
 def test_every_suggestion_fits_when_applied(spec):
     s = spec(LLAMA_70B, method="full", seq=1024, deepspeed="zero3", workers=8)
     plan = make_plan(s, gpu="H100-80GB")

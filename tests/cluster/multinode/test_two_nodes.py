@@ -237,7 +237,7 @@ def test_elastic_run_goes_on_with_the_node_left(two_nodes, drivers, s3_endpoint,
     the harness its second node back at the end."""
     fs = s3fs_client(s3_endpoint)
     run = f"{BUCKET}/runs/elastic"
-    spec = _spec(tiny_model_dir, "elastic", min_workers=1)
+    spec = _spec(tiny_model_dir, "elastic", min_workers=1, cpus_per_worker=2)  # one worker per 2-CPU node
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(spec))
 

@@ -126,6 +126,9 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--max-model-len", type=int, default=2048)
     parser.add_argument("--ray-llm", action="store_true", help="also measure Ray Serve LLM (ray.serve.llm), first round")
+    parser.add_argument("--variant-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="also measure rayfit (base only) in a Ray started with these variables set, e.g. "
+                        "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0 (one more case per round)")
     parser.add_argument("--enforce-eager", action="store_true",
                         help="every server skips torch.compile (starts in a minute instead of several on a busy box)")
     opts = parser.parse_args()
@@ -173,6 +176,25 @@ def main() -> None:
         finally:
             serve.shutdown()
             ray.shutdown()
+        if opts.variant_env:
+            variant = dict(item.split("=", 1) for item in opts.variant_env)
+            saved = {k: os.environ.get(k) for k in variant}
+            os.environ.update(variant)  # before ray.init: Serve's processes inherit them
+            port = free_port()
+            ray.init(num_cpus=3, include_dashboard=False, object_store_memory=300 * 1024**2, log_to_driver=False)
+            try:
+                serve.start(http_options={"host": "127.0.0.1", "port": port})
+                serve.run(build_app(args), name="bench", route_prefix="/")
+                measure(f"http://127.0.0.1:{port}/v1", f"rayfit, {' '.join(opts.variant_env)}", {"": base_only}, opts,
+                        results)
+            finally:
+                serve.shutdown()
+                ray.shutdown()
+                for k, v in saved.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
         port = free_port()
         server = bare_vllm(model, port, opts.max_model_len, opts.enforce_eager)
         try:
@@ -209,6 +231,10 @@ def report(results: dict[str, list[dict]], opts) -> None:
               f"| {m['ttft_p50_s']:.3f} | {runs} |")
     if "rayfit" in med and "bare vllm serve" in med:
         print(f"\nrayfit / bare vllm serve (output tok/s): {med['rayfit']['tokens_per_s'] / med['bare vllm serve']['tokens_per_s']:.2f}")
+    for case in med:
+        if case.startswith("rayfit, ") and "bare vllm serve" in med:
+            print(f"{case} / bare vllm serve (output tok/s): "
+                  f"{med[case]['tokens_per_s'] / med['bare vllm serve']['tokens_per_s']:.2f}")
     if "rayfit+LoRA, 8 adapters mixed" in med:
         ratio = med["rayfit+LoRA, 8 adapters mixed"]["tokens_per_s"] / med["rayfit+LoRA, base only"]["tokens_per_s"]
         print(f"8 adapters mixed / base only (output tok/s): {ratio:.2f}")

@@ -102,12 +102,15 @@ def generate_on_cluster(prompts: list[dict], spec: JobSpec, max_new_tokens: int,
     """Every prompt answered by `cluster.num_workers` Generator actors through Ray Data (ray must be initialised)."""
     import ray.data
 
-    ds = ray.data.from_items(prompts).map_batches(
-        Generator, fn_constructor_kwargs={"spec": spec.model_dump(mode="json", exclude_unset=True),
-                                          "max_new_tokens": max_new_tokens},
-        batch_size=batch_size, batch_format="pandas", concurrency=spec.cluster.num_workers,
-        num_cpus=spec.cluster.cpus_per_worker)
-    return sorted(ds.take_all(), key=lambda r: prompts_order(r["where"]))
+    from cluster.data.ray_tokenize import ordered_quietly
+
+    with ordered_quietly():
+        ds = ray.data.from_items(prompts).map_batches(
+            Generator, fn_constructor_kwargs={"spec": spec.model_dump(mode="json", exclude_unset=True),
+                                              "max_new_tokens": max_new_tokens},
+            batch_size=batch_size, batch_format="pandas",
+            compute=ray.data.ActorPoolStrategy(size=spec.cluster.num_workers), num_cpus=spec.cluster.cpus_per_worker)
+        return sorted(ds.take_all(), key=lambda r: prompts_order(r["where"]))
 
 
 def prompts_order(where: str) -> tuple[str, int]:

@@ -28,9 +28,10 @@ class _Tokenize:
 
 
 @contextlib.contextmanager
-def _ordered():
-    """Keep rows in input order (the eval split and mixing are seeded by position) and progress bars off, restoring
-    the settings after."""
+def ordered_quietly():
+    """Keep rows in input order (the eval split and mixing are seeded by position) and Ray Data's progress bars off
+    (without a terminal they become a log line every few seconds; the report carries the counts), restoring the
+    settings after."""
     import ray.data
 
     context = ray.data.DataContext.get_current()
@@ -49,7 +50,7 @@ def tokenize_on_ray(samples: list[dict], kwargs: dict, workers: int | None) -> D
 
     workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
     workers = max(1, min(workers, -(-len(samples) // BATCH)))
-    with _ordered():
+    with ordered_quietly():
         ds = ray.data.from_items(samples).map_batches(
             _Tokenize, fn_constructor_kwargs={"kwargs": kwargs}, batch_size=BATCH, batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1)

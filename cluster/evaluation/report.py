@@ -48,8 +48,10 @@ def markdown(report: dict) -> str:
     g = report["gate"]
     if g["max_regression"] is not None:
         verdict = "passed" if g["passed"] else "FAILED"
-        lines += ["", f"Gate on {g['metric']}: tuned worse by {_fmt(g['worse_by'])} of base, allowed "
-                  f"{g['max_regression']}: **{verdict}**."]
+        w = g["worse_by"]
+        moved = "not scored" if w is None else f"worse by {w:.1%}" if w > 0 else f"better by {-w:.1%}" if w else "unchanged"
+        lines += ["", f"Gate on {g['metric']}: tuned {moved} of base, allowed {g['max_regression']:.1%} worse: "
+                  f"**{verdict}**."]
     for i, s in enumerate(report["samples"], 1):
         lines += ["", f"## Sample {i}", "", "**Prompt**", "", _quote(s["prompt"]), "", "| reference | base | tuned |",
                   "|---|---|---|", f"| {_cell(s['reference'])} | {_cell(s['base'])} | {_cell(s['tuned'])} |"]

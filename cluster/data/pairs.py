@@ -27,6 +27,7 @@ class PairsReport:
     out: str
     model: str
     rows_read: int = 0
+    rows_over_limit: int = 0  # usable rows left out by --limit
     pairs_kept: int = 0
     dropped: dict[str, Examples] = field(default_factory=dict)
     length_bias: dict[str, float] = field(default_factory=dict)
@@ -43,7 +44,9 @@ class PairsReport:
     def to_table(self) -> str:
         """The report for a terminal."""
         lines = [f"Pairs from {self.source} by {self.model} -> {self.out}",
-                 f"Rows: read {self.rows_read}, pairs kept {self.pairs_kept}"]
+                 f"Rows: read {self.rows_read}"
+                 + (f", left out by --limit {self.rows_over_limit}" if self.rows_over_limit else "")
+                 + f", pairs kept {self.pairs_kept}"]
         for reason, ex in self.dropped.items():
             lines += [f"  {reason:26} {ex.count:6}", *[f"      {e}" for e in ex.examples]]
         lines.append("Length bias: " + "  ".join(f"{k}={v:.2f}" for k, v in self.length_bias.items()))
@@ -150,7 +153,9 @@ def build_pairs(spec: JobSpec, source: str, out: str, max_new_tokens: int = 96, 
     from cluster.model.load import load_tokenizer
 
     report = PairsReport(source=source, out=out, model=spec.model.init_from or spec.model.base)
-    prompts = sft_prompts(source, spec, report)[:limit]
+    usable = sft_prompts(source, spec, report)
+    prompts = usable[:limit]
+    report.rows_over_limit = len(usable) - len(prompts)
     pairs = to_pairs(generate_on_cluster(prompts, spec, max_new_tokens, batch_size), load_tokenizer(spec), report)
     storage.write_text(out, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
     storage.write_text(out + ".report.json", report.to_json())

@@ -28,6 +28,8 @@ def test_generation_equal_to_the_reference_is_skipped(tiny_model_dir):
     assert report.dropped["identical chosen/rejected"].examples == ["faq.jsonl:1 (the model already answers as the reference)"]
     assert report.dropped["empty"].examples == ["faq.jsonl:2 (the model generated nothing)"]
     assert report.length_bias["chosen_longer_fraction"] == 1.0
+    report.rows_read, report.rows_over_limit = 3, 1  # what build_pairs records for --limit 2
+    assert "Rows: read 3, left out by --limit 1, pairs kept 1" in report.to_table()
 
 
 @pytest.mark.slow
@@ -51,5 +53,6 @@ def test_pairs_are_generated_on_ray_data_and_read_by_dpo(ray_local, smollm2_dir,
     assert report.dropped["missing field"].examples == [f"{sft}:7 (no 'output' (alpaca needs instruction and output))"]
     assert all(p["rejected"][0]["content"] and p["rejected"] != p["chosen"] for p in pairs)
     assert json.loads((tmp_path / "pairs.jsonl.report.json").read_text())["pairs_kept"] == 6
+    assert "Rows: read 7, pairs kept 6" in report.to_table()  # nothing left out: no --limit
     checked = check_preferences(spec, load_tokenizer(spec))  # the DPO spec reads the pairs file unchanged
     assert checked.train_samples == 6 and not checked.dropped

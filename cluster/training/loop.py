@@ -83,8 +83,8 @@ def train_loop(config: dict[str, Any], callbacks: tuple = ()) -> dict[str, Any]:
 
         trainer = prepare_trainer(trainer)
     if resume and rank == 0:
-        print(f"[rayfit] resuming from {resume}" + (f" (written by {reshard} workers; resharded for {world})" if reshard else ""),
-              flush=True)
+        written = f" (written by {reshard} worker{'s' * (reshard != 1)}; resharded for {world})" if reshard else ""
+        print(f"[rayfit] resuming from {resume}{written}", flush=True)
     trainer.train(resume_from_checkpoint=str(resume_local) if resume else None)
     barrier()  # every rank is done with the node-local copies (checkpoints are already in storage)
     if leader:

@@ -262,3 +262,35 @@ def test_elastic_run_goes_on_with_the_node_left(two_nodes, drivers, s3_endpoint,
             assert abs(loss - expected[step]) <= 1e-3, (step, loss, expected[step])
     finally:
         two_nodes.add_node(live=2)
+
+
+def test_elastic_run_grows_back_when_a_node_returns(two_nodes, drivers, s3_endpoint, tiny_model_dir, tmp_path):
+    """An elastic run started with one node's worth of capacity trains on 1 worker; when the second node joins,
+    Ray Train's resize check restarts it on 2 from the newest checkpoint, resharded (capacity returning)."""
+    fs = s3fs_client(s3_endpoint)
+    run = f"{BUCKET}/runs/elastic-grow"
+    steps = 160  # long enough that the run is still going when the node has joined (it grew at step 20 here)
+    spec = _spec(tiny_model_dir, "elastic-grow", min_workers=1, cpus_per_worker=2, resize_check_s=2)
+    spec["train"].update(max_steps=steps, save_steps=10, keep_checkpoints=2, logging_steps=10)
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+
+    two_nodes.lose_node(two_nodes.nodes[-1][0])  # one node left: room for one worker
+    try:
+        driver, log = drivers.start(spec_path)
+        _wait_for(lambda: _recorded(fs, run), driver, log)
+        assert "training on 1 of 2 workers" in log.read_text()
+        two_nodes.add_node(live=2)
+        driver.wait(timeout=900)
+        out = log.read_text()
+        assert driver.returncode == 0, out[-5000:]
+        grown = re.findall(rf"resuming from s3://{run}/checkpoint_(\d{{8}}) \(written by 1 worker; resharded for 2\)", out)
+        assert grown and int(grown[0]) < steps, out[-3000:]
+        fs.invalidate_cache()
+        manifest = json.loads(fs.cat(f"{run}/checkpoint_{steps:08d}/manifest.json"))
+        assert manifest["world_size"] == 2 and len(manifest["nodes"]) == 2
+        assert manifest["resumed_from"] == {"checkpoint": f"s3://{run}/checkpoint_{grown[0]}", "world_size": 1,
+                                            "resharded_for": 2}
+    finally:
+        if two_nodes.alive_nodes() < 2:
+            two_nodes.add_node(live=2)

@@ -52,7 +52,3 @@ class ClusterSpec(Section):
                                f"set cluster.min_workers to at most {self.num_workers}, or raise num_workers."))
         return out
 
-    @property
-    def worker_range(self) -> tuple[int, int]:
-        """(fewest, most) workers the run may train on."""
-        return (self.min_workers or self.num_workers, self.num_workers)

@@ -52,10 +52,10 @@ def train_loop(config: dict[str, Any], callbacks: tuple = ()) -> dict[str, Any]:
     ds_config = deepspeed_config(run_spec, world, on_gpu)
     resume, resume_local, reshard = _resume_point(config, scratch, rank, leader, world, ds_config is not None,
                                                    under_ray)
-    if resume and _finished(read_manifest(resume), spec):
+    if resume and _finished(manifest := read_manifest(str(resume_local)), spec):  # the node's verified copy
         if rank == 0:
             print(f"[rayfit] {resume} already completes this run; nothing to train", flush=True)
-        return {"log_history": [], "global_step": read_manifest(resume)["step"]}
+        return {"log_history": [], "global_step": manifest["step"]}
     check_levers(spec, on_gpu)
     if ds_config:
         if reshard:
@@ -107,11 +107,11 @@ def _resume_point(config: dict[str, Any], scratch: Path, rank: int, leader: bool
     if rank == 0:
         candidates = _recorded_checkpoints(config["run"]) if under_ray else [c for c in [config.get("resume_from")] if c]
         found = resume_point(candidates, cache)
-        choice = found[0] if found else None
-    choice = _from_rank0(choice)
+        choice = (found[0], checkpoint_world(read_manifest(str(found[1])))) if found else None
+    choice = _from_rank0(choice)  # (URI, workers that wrote it): one manifest read, from rank 0's verified copy
     if not choice:
         return None, None, None
-    written_by = checkpoint_world(read_manifest(choice))
+    choice, written_by = choice
     reshard = written_by if zero and written_by not in (None, world) else None
     if leader:
         local = local_copy(choice, cache)

@@ -36,7 +36,7 @@ def build_trainer(spec: JobSpec, train_path: str, eval_path: str | None, extra_e
         train_loop,
         train_loop_config=loop_config(spec, train_path, eval_path),
         torch_config=TorchConfig(backend="nccl" if c.use_gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=c.num_workers if c.min_workers is None else c.worker_range,
+        scaling_config=ScalingConfig(num_workers=c.num_workers if c.min_workers is None else (c.min_workers, c.num_workers),
                                      use_gpu=c.use_gpu, resources_per_worker=resources,
                                      accelerator_type=c.accelerator_type, placement_strategy=c.placement.upper(),
                                      elastic_resize_monitor_interval_s=c.resize_check_s),

@@ -53,7 +53,11 @@ class Drivers:
         return proc, log
 
     def run(self, spec_path: Path, timeout: float = 900) -> str:
-        proc, log = self.start(spec_path)
+        return self.finish(*self.start(spec_path), timeout)
+
+    @staticmethod
+    def finish(proc: subprocess.Popen, log: Path, timeout: float = 900) -> str:
+        """Wait for a started driver; its log, once it exited 0."""
         proc.wait(timeout=timeout)
         out = log.read_text()
         assert proc.returncode == 0, out[-5000:]
@@ -194,9 +198,7 @@ def test_node_lost_mid_run_resumes_on_a_replacement(two_nodes, drivers, s3_endpo
     lost = two_nodes.nodes[-1][0]
     two_nodes.lose_node(lost)  # the node holding rank 1 (spread placement: one worker per node)
     two_nodes.add_node(live=2)  # a replacement joins
-    driver.wait(timeout=900)
-    out = log.read_text()
-    assert driver.returncode == 0, out[-5000:]
+    out = drivers.finish(driver, log)
     resumed = re.findall(rf"resuming from s3://{run}/checkpoint_(\d{{8}})", out)
     assert resumed and int(resumed[0]) < STEPS, out[-3000:]
     fs.invalidate_cache()
@@ -245,9 +247,7 @@ def test_elastic_run_goes_on_with_the_node_left(two_nodes, drivers, s3_endpoint,
     _wait_for(lambda: _recorded(fs, run), driver, log)
     two_nodes.lose_node(two_nodes.nodes[-1][0])  # the node holding rank 1; nothing replaces it
     try:
-        driver.wait(timeout=900)
-        out = log.read_text()
-        assert driver.returncode == 0, out[-5000:]
+        out = drivers.finish(driver, log)
         assert "training on 1 of 2 workers: gradient accumulation 2 (was 1), global batch 8 rows" in out, out[-3000:]
         resumed = re.findall(rf"resuming from s3://{run}/checkpoint_(\d{{8}}) \(written by 2 workers; resharded for 1\)", out)
         assert resumed and int(resumed[0]) < STEPS, out[-3000:]
@@ -281,9 +281,7 @@ def test_elastic_run_grows_back_when_a_node_returns(two_nodes, drivers, s3_endpo
         _wait_for(lambda: _recorded(fs, run), driver, log)
         assert "training on 1 of 2 workers" in log.read_text()
         two_nodes.add_node(live=2)
-        driver.wait(timeout=900)
-        out = log.read_text()
-        assert driver.returncode == 0, out[-5000:]
+        out = drivers.finish(driver, log)
         grown = re.findall(rf"resuming from s3://{run}/checkpoint_(\d{{8}}) \(written by 1 worker; resharded for 2\)", out)
         assert grown and int(grown[0]) < steps, out[-3000:]
         fs.invalidate_cache()

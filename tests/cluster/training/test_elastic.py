@@ -9,7 +9,7 @@ import json
 import pytest
 
 from cluster.spec import validate_spec
-from cluster.training.elastic import for_world
+from cluster.training.elastic import checkpoint_world, for_world
 from cluster.training.trainer import fit, loop_config
 from tests.cluster.training.conftest import log_losses, run_single_process, tiny_spec
 
@@ -74,3 +74,11 @@ def test_gradient_accumulation_keeps_the_global_batch():
     assert five.train.gradient_accumulation_steps == 5
     assert "global batch 50 rows (the spec's is 48: 5 workers do not divide it)" in line
     assert five.cluster.num_workers == 8 and five.model_dump(exclude={"train"}) == spec.model_dump(exclude={"train"})
+
+
+def test_checkpoint_world_from_the_manifest_or_its_zero_shards():
+    assert checkpoint_world({"world_size": 3, "files": {}}) == 3
+    # written before world_size was recorded: one optimizer shard per rank (model shards are not counted twice)
+    shards = {f"global_step4/zero_pp_rank_{r}_mp_rank_00_{kind}_states.pt": {} for r in range(4) for kind in ("optim", "model")}
+    assert checkpoint_world({"files": {**shards, "trainer_state.json": {}}}) == 4
+    assert checkpoint_world({"files": {"adapter_model.safetensors": {}}}) is None  # DDP: nothing to reshard

@@ -5,7 +5,8 @@
 A full fine-tune (one CPU worker, no DeepSpeed) uploads each checkpoint to a local S3 server (moto on 127.0.0.1)
 slowed to `--rate-mb-s` per request, so an upload takes seconds: with the embedded SmolLM2-135M a checkpoint is
 ~1.6 GB (fp32 weights and AdamW states; the server holds it in memory), with the 2-layer tiny test model ~4.5 MB,
-which needs a rate below 1 MB/s to take seconds. The job runs once with `cluster.checkpoint_upload: sync` and once with `async`; the stall is
+which needs a rate below 1 MB/s to take seconds. The job runs once with `cluster.checkpoint_upload: sync` and once
+with `async`; the stall is
 what rayfit's checkpoint callback adds to the step (`training paused X s` in the log), the upload time is the sync
 stall. Prints one JSON line per mode and the medians.
 """
@@ -67,18 +68,43 @@ def run(mode: str, model: Path, steps: int, endpoint: str, work: Path) -> list[f
     spec = {
         "model": {"base": str(model), "method": "full", "dtype": "float32"},
         "data": {"train": [{"path": "embedded:construction-faq"}], "max_seq_len": 256},
-        "train": {"max_steps": steps, "learning_rate": 1e-5, "warmup_steps": 0, "gradient_checkpointing": False,
-                  "logging_steps": 1, "eval_steps": None, "save_steps": 1, "keep_checkpoints": 1},
+        "train": {
+            "max_steps": steps,
+            "learning_rate": 1e-5,
+            "warmup_steps": 0,
+            "gradient_checkpointing": False,
+            "logging_steps": 1,
+            "eval_steps": None,
+            "save_steps": 1,
+            "keep_checkpoints": 1,
+        },
         "cluster": {"num_workers": 1, "gpus_per_worker": 0, "cpus_per_worker": 1, "checkpoint_upload": mode},
         "output": {"storage": "s3://bench/runs", "name": f"upload-{mode}"},
     }
     path = work / f"{mode}.yaml"
     path.write_text(yaml.safe_dump(spec))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint, "FSSPEC_S3_ENDPOINT_URL": endpoint,
-           "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1", "TMPDIR": str(work), "RAYFIT_CACHE": str(work / "cache")}
-    proc = subprocess.run([sys.executable, "-m", "jobs.finetune", str(path), "--address", "local"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=3600, check=False)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+        "FSSPEC_S3_ENDPOINT_URL": endpoint,
+        "RAY_AUTH_MODE": "disabled",
+        "HF_HUB_OFFLINE": "1",
+        "TMPDIR": str(work),
+        "RAYFIT_CACHE": str(work / "cache"),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobs.finetune", str(path), "--address", "local"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=False,
+    )
     out = proc.stdout + proc.stderr
     if proc.returncode != 0:
         raise SystemExit(out[-4000:])
@@ -94,8 +120,9 @@ def main() -> None:
     import boto3
 
     endpoint, server = slow_s3(args.rate_mb_s * 1e6)
-    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="x", aws_secret_access_key="x",
-                 region_name="us-east-1").create_bucket(Bucket="bench")
+    boto3.client(
+        "s3", endpoint_url=endpoint, aws_access_key_id="x", aws_secret_access_key="x", region_name="us-east-1"
+    ).create_bucket(Bucket="bench")
     results = {}
     with tempfile.TemporaryDirectory(prefix="rf-upload-") as tmp:
         if args.model == "tiny":
@@ -112,8 +139,15 @@ def main() -> None:
             results[mode] = statistics.median(stalls)
             print(json.dumps({"mode": mode, "stall_s": stalls, "median_s": results[mode]}), flush=True)
     server.shutdown()
-    print(json.dumps({"sync_median_s": results["sync"], "async_median_s": results["async"],
-                      "async_over_sync": round(results["async"] / results["sync"], 3)}))
+    print(
+        json.dumps(
+            {
+                "sync_median_s": results["sync"],
+                "async_median_s": results["async"],
+                "async_over_sync": round(results["async"] / results["sync"], 3),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -52,11 +52,21 @@ def main() -> None:
     write_rows(path, args.rows)
 
     def spec(procs: int, near: bool):
-        return validate_spec({"model": {"base": "embedded:smollm2-135m-instruct"},
-                              "data": {"train": [{"path": path}], "max_seq_len": 512, "eval_split": 0.0, "num_proc": procs,
-                                       "near_duplicates": {} if near else None},
-                              "train": {"eval_steps": None}, "evaluate": {"enabled": False},
-                              "output": {"storage": tmp, "name": "bench"}})
+        return validate_spec(
+            {
+                "model": {"base": "embedded:smollm2-135m-instruct"},
+                "data": {
+                    "train": [{"path": path}],
+                    "max_seq_len": 512,
+                    "eval_split": 0.0,
+                    "num_proc": procs,
+                    "near_duplicates": {} if near else None,
+                },
+                "train": {"eval_steps": None},
+                "evaluate": {"enabled": False},
+                "output": {"storage": tmp, "name": "bench"},
+            }
+        )
 
     tokenizer = load_tokenizer(spec(1, False))
     t = time.perf_counter()
@@ -82,15 +92,22 @@ def main() -> None:
         finally:
             ray.shutdown()
 
-    configs = {"datasets.map, 1 process (before)": lambda: local(1), "datasets.map, 2 processes (before)": lambda: local(2),
-               "Ray Data, 1 CPU": lambda: on_ray(1), "Ray Data, 2 CPUs": lambda: on_ray(2)}
+    configs = {
+        "datasets.map, 1 process (before)": lambda: local(1),
+        "datasets.map, 2 processes (before)": lambda: local(2),
+        "Ray Data, 1 CPU": lambda: on_ray(1),
+        "Ray Data, 2 CPUs": lambda: on_ray(2),
+    }
     times: dict[str, list[float]] = {name: [] for name in configs}
     for _ in range(args.runs):
         for name, run in configs.items():
             times[name].append(run())
     n = len(loaded.samples)
-    print(f"{args.rows} rows; read + checks on the driver {read_s:.1f} s ({n / read_s:,.0f} rows/s)"
-          + (f"; near-duplicate pass (MinHash LSH) {near_s:.1f} s ({n / near_s:,.0f} rows/s)" if near_s else "") + "\n")
+    print(
+        f"{args.rows} rows; read + checks on the driver {read_s:.1f} s ({n / read_s:,.0f} rows/s)"
+        + (f"; near-duplicate pass (MinHash LSH) {near_s:.1f} s ({n / near_s:,.0f} rows/s)" if near_s else "")
+        + "\n"
+    )
     print("| render + tokenize | median s | rows/s | runs (s) |")
     print("|---|---|---|---|")
     for name, ts in times.items():

@@ -21,21 +21,37 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
-CHILD = ("import json, resource, sys; from cluster.training.loop import train_loop; "
-         "out = train_loop(json.load(open(sys.argv[1]))); "
-         "print('RESULT', json.dumps({'maxrss_kib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
-         "'losses': [e['loss'] for e in out['log_history'] if 'loss' in e]}))")
+CHILD = (
+    "import json, resource, sys; from cluster.training.loop import train_loop; "
+    "out = train_loop(json.load(open(sys.argv[1]))); "
+    "print('RESULT', json.dumps({'maxrss_kib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
+    "'losses': [e['loss'] for e in out['log_history'] if 'loss' in e]}))"
+)
 
 
 def spec_dict(objective: str, data_path: str, storage: str, steps: int) -> dict:
     """The benchmark spec of one objective; everything but the objective and the data is the same."""
-    return {"model": {"base": "embedded:smollm2-135m-instruct", "method": "lora", "dtype": "float32",
-                      "lora": {"r": 16, "alpha": 32, "dropout": 0.0}},
-            "data": {"train": [{"path": data_path}], "max_seq_len": 256, "eval_split": 0.0},
-            "train": {"objective": objective, "max_steps": steps, "learning_rate": 5e-4, "eval_steps": None,
-                      "save_steps": 1000, "logging_steps": 1, "gradient_checkpointing": False, "micro_batch_size": 1},
-            "cluster": {"num_workers": 1, "cpus_per_worker": 1},
-            "output": {"storage": storage, "name": f"bench-{objective}"}}
+    return {
+        "model": {
+            "base": "embedded:smollm2-135m-instruct",
+            "method": "lora",
+            "dtype": "float32",
+            "lora": {"r": 16, "alpha": 32, "dropout": 0.0},
+        },
+        "data": {"train": [{"path": data_path}], "max_seq_len": 256, "eval_split": 0.0},
+        "train": {
+            "objective": objective,
+            "max_steps": steps,
+            "learning_rate": 5e-4,
+            "eval_steps": None,
+            "save_steps": 1000,
+            "logging_steps": 1,
+            "gradient_checkpointing": False,
+            "micro_batch_size": 1,
+        },
+        "cluster": {"num_workers": 1, "cpus_per_worker": 1},
+        "output": {"storage": storage, "name": f"bench-{objective}"},
+    }
 
 
 def write_pairs(path: Path) -> str:
@@ -43,9 +59,14 @@ def write_pairs(path: Path) -> str:
     from cluster.embedded import embedded_data_path
 
     rows = [json.loads(line) for line in open(embedded_data_path("construction-faq"), encoding="utf-8")]
-    path.write_text("".join(json.dumps({"prompt": r["instruction"], "chosen": r["output"],
-                                        "rejected": rows[(i + 1) % len(rows)]["output"]}) + "\n"
-                            for i, r in enumerate(rows)), encoding="utf-8")
+    path.write_text(
+        "".join(
+            json.dumps({"prompt": r["instruction"], "chosen": r["output"], "rejected": rows[(i + 1) % len(rows)]["output"]})
+            + "\n"
+            for i, r in enumerate(rows)
+        ),
+        encoding="utf-8",
+    )
     return str(path)
 
 

@@ -59,8 +59,13 @@ def measure(how: str, merge_args: list[str]) -> dict:
 
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", LAUNCH, sys.executable, "-c", CHILD, how, *merge_args], cwd=REPO,
-                          env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", LAUNCH, sys.executable, "-c", CHILD, how, *merge_args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"merge {how} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
@@ -119,7 +124,7 @@ def logits_diff(a: Path, b: Path, base: Path) -> float:
     rows = [json.loads(line) for line in open(embedded_data_path("construction-faq"), encoding="utf-8")][:4]
     tok = AutoTokenizer.from_pretrained(base)
     ids = [tok(r["instruction"], add_special_tokens=False)["input_ids"][:24] for r in rows]
-    batch = torch.tensor([i[:min(map(len, ids))] for i in ids])
+    batch = torch.tensor([i[: min(map(len, ids))] for i in ids])
     with torch.no_grad():
         la = AutoModelForCausalLM.from_pretrained(a, dtype=torch.float32)(input_ids=batch).logits
         lb = AutoModelForCausalLM.from_pretrained(b, dtype=torch.float32)(input_ids=batch).logits
@@ -131,8 +136,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--shard-size", default="25MB", help="shard size of the re-saved base (25MB: 10 shards)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
-                   help="the checkpoint's training dtype (float32 on CPU runs), which is the export's dtype")
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16"],
+        help="the checkpoint's training dtype (float32 on CPU runs), which is the export's dtype",
+    )
     p.add_argument("--methods", default="lora,qlora")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="rayfit-merge-bench-"))
@@ -150,12 +159,17 @@ def main() -> None:
                 runs[how].append(measure(how, [str(ckpt), "--out", str(out)]))
                 print(json.dumps({"method": method, "how": how, "run": i, **runs[how][-1]}), flush=True)
         export_bytes = sum(f.stat().st_size for f in (work / f"{method}-streaming").glob("*.safetensors"))
-        summary = {"export_bytes": export_bytes,
-                   "logits_max_abs_diff": logits_diff(work / f"{method}-streaming", work / f"{method}-in_memory", base)}
+        summary = {
+            "export_bytes": export_bytes,
+            "logits_max_abs_diff": logits_diff(work / f"{method}-streaming", work / f"{method}-in_memory", base),
+        }
         for how, values in runs.items():
             med = {k: statistics.median(v[k] for v in values) for k in values[0]}
-            summary[how] = {**med, "above_baseline_of_export": med["above_baseline"] / export_bytes,
-                            "above_baseline_of_base": med["above_baseline"] / base_bytes}
+            summary[how] = {
+                **med,
+                "above_baseline_of_export": med["above_baseline"] / export_bytes,
+                "above_baseline_of_base": med["above_baseline"] / base_bytes,
+            }
         results[method] = summary
         print(json.dumps({method: summary}), flush=True)
     print(json.dumps({"summary": results}))

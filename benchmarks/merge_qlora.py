@@ -74,9 +74,12 @@ def one_seed(base: Path, seed: int, compute_dtype: str, steps: int, length: int,
             with torch.no_grad():
                 logits = merged(input_ids=ids).logits
             diff = (logits - ref).abs()
-            out[into] = {"max_abs": diff.max().item(), "mean_abs": diff.mean().item(),
-                         "top1_agree": (logits.argmax(-1) == ref.argmax(-1)).float().mean().item(),
-                         "merge_s": round(seconds, 2)}
+            out[into] = {
+                "max_abs": diff.max().item(),
+                "mean_abs": diff.mean().item(),
+                "top1_agree": (logits.argmax(-1) == ref.argmax(-1)).float().mean().item(),
+                "merge_s": round(seconds, 2),
+            }
     return out
 
 
@@ -103,9 +106,15 @@ def main() -> None:
         print(json.dumps(rows[-1]), flush=True)
     med = {
         f"{into}_{k}": statistics.median(r[into][k] for r in rows)
-        for into in ("dequantized", "original") for k in ("max_abs", "mean_abs", "top1_agree", "merge_s")}
+        for into in ("dequantized", "original")
+        for k in ("max_abs", "mean_abs", "top1_agree", "merge_s")
+    }
     med["fourbit_own_noise"] = statistics.median(r["fourbit_own_noise"] for r in rows)
-    print(json.dumps({"model": args.model, "inputs": args.inputs, "compute_dtype": args.compute_dtype, "seeds": args.seeds, "median": med}))
+    print(
+        json.dumps(
+            {"model": args.model, "inputs": args.inputs, "compute_dtype": args.compute_dtype, "seeds": args.seeds, "median": med}
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -34,14 +34,20 @@ def main() -> None:
     args = parser.parse_args()
     datasets.disable_progress_bars()
     tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir())
-    print("| max_seq_len | samples | tokens | rows (rayfit) | packed eff. | rows (TRL bfd) | TRL bfd eff. "
-          "| padded to max_seq_len | dynamic padding, batch 8 | prepare (s, median) | cached (s, median) |")
+    print(
+        "| max_seq_len | samples | tokens | rows (rayfit) | packed eff. | rows (TRL bfd) | TRL bfd eff. "
+        "| padded to max_seq_len | dynamic padding, batch 8 | prepare (s, median) | cached (s, median) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for max_len in (512, 1024, 2048):
-        spec = validate_spec({"model": {"base": "embedded:smollm2-135m-instruct"},
-                              "data": {"train": [{"path": "embedded:construction-faq"}], "max_seq_len": max_len,
-                                       "eval_split": 0.0},
-                              "train": {"eval_steps": None}, "output": {"storage": "/tmp/unused", "name": "bench"}})
+        spec = validate_spec(
+            {
+                "model": {"base": "embedded:smollm2-135m-instruct"},
+                "data": {"train": [{"path": "embedded:construction-faq"}], "max_seq_len": max_len, "eval_split": 0.0},
+                "train": {"eval_steps": None},
+                "output": {"storage": "/tmp/unused", "name": "bench"},
+            }
+        )
         cold, warm = [], []
         for _ in range(args.runs):
             with tempfile.TemporaryDirectory() as cache:
@@ -57,10 +63,12 @@ def main() -> None:
         tokens = sum(lengths)
         order = sorted(lengths)
         random.Random(0).shuffle(order)
-        dynamic = tokens / sum(8 * max(order[i:i + 8]) for i in range(0, len(order), 8))
-        print(f"| {max_len} | {report.train_samples} | {tokens} | {report.train_rows} | {report.packing_efficiency:.1%} "
-              f"| {trl_rows} | {tokens / (trl_rows * max_len):.1%} | {report.padded_efficiency:.1%} | {dynamic:.1%} "
-              f"| {statistics.median(cold):.2f} | {statistics.median(warm):.2f} |")
+        dynamic = tokens / sum(8 * max(order[i : i + 8]) for i in range(0, len(order), 8))
+        print(
+            f"| {max_len} | {report.train_samples} | {tokens} | {report.train_rows} | {report.packing_efficiency:.1%} "
+            f"| {trl_rows} | {tokens / (trl_rows * max_len):.1%} | {report.padded_efficiency:.1%} | {dynamic:.1%} "
+            f"| {statistics.median(cold):.2f} | {statistics.median(warm):.2f} |"
+        )
 
 
 def synthetic() -> None:
@@ -76,13 +84,15 @@ def synthetic() -> None:
         rows = len(pack_lengths(lengths, cap))
         dt = time.perf_counter() - t
         bfd, total = len(best_fit_decreasing(lengths, cap)), sum(lengths)
-        print(f"| {n} | {lo}-{hi} | {cap} | {-(-total // cap)} | {rows} | {total / (rows * cap):.2%} | {bfd} "
-              f"| {total / (bfd * cap):.2%} | {dt:.2f} |")
+        print(
+            f"| {n} | {lo}-{hi} | {cap} | {-(-total // cap)} | {rows} | {total / (rows * cap):.2%} | {bfd} "
+            f"| {total / (bfd * cap):.2%} | {dt:.2f} |"
+        )
 
 
 def _sample_lengths(position_ids: list[int]) -> list[int]:
     starts = [i for i, p in enumerate(position_ids) if p == 0] + [len(position_ids)]
-    return [b - a for a, b in zip(starts, starts[1:])]
+    return [b - a for a, b in zip(starts, starts[1:], strict=False)]
 
 
 if __name__ == "__main__":

@@ -21,8 +21,15 @@ def _spec(model_dir: Path, storage: Path, name: str, steps: int) -> dict:
     return {
         "model": {"base": str(model_dir), "method": "full", "dtype": "float32"},
         "data": {"train": [{"path": "embedded:construction-faq"}], "max_seq_len": 256},
-        "train": {"max_steps": steps, "learning_rate": 1e-3, "warmup_steps": 0, "gradient_checkpointing": False,
-                  "logging_steps": steps, "eval_steps": None, "save_steps": steps},
+        "train": {
+            "max_steps": steps,
+            "learning_rate": 1e-3,
+            "warmup_steps": 0,
+            "gradient_checkpointing": False,
+            "logging_steps": steps,
+            "eval_steps": None,
+            "save_steps": steps,
+        },
         "cluster": {"num_workers": 1, "gpus_per_worker": 0, "cpus_per_worker": 2},
         "output": {"storage": str(storage), "name": name},
     }
@@ -54,8 +61,10 @@ def main() -> None:
     model_dir = build_tiny_model(root / "model")
     train_path = save_rows(build_rows(model_dir, 400, 256, packed=True), root / "train")
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2, address="local")
-    results: dict[str, dict[str, list[float]]] = {"one process": {"rate": [], "wall": []},
-                                                  "Ray Train, 1 worker": {"rate": [], "wall": []}}
+    results: dict[str, dict[str, list[float]]] = {
+        "one process": {"rate": [], "wall": []},
+        "Ray Train, 1 worker": {"rate": [], "wall": []},
+    }
     for i in range(args.runs):
         for label in results:
             name = f"{'single' if label == 'one process' else 'ray'}-{i}"
@@ -68,8 +77,10 @@ def main() -> None:
             results[label]["wall"].append(time.perf_counter() - start)
             results[label]["rate"].append(_loop_rate(root / "runs" / name))
     ray.shutdown()
-    print(f"\n{args.steps} steps of full fine-tuning, 2-layer Llama (hidden 128), packed 256-token rows, "
-          f"median of {args.runs} runs\n")
+    print(
+        f"\n{args.steps} steps of full fine-tuning, 2-layer Llama (hidden 128), packed 256-token rows, "
+        f"median of {args.runs} runs\n"
+    )
     print("| variant | loop tokens/s | end-to-end wall s |\n|---|---|---|")
     for label, r in results.items():
         print(f"| {label} | {statistics.median(r['rate']):.0f} | {statistics.median(r['wall']):.1f} |")

@@ -26,9 +26,16 @@ from pathlib import Path
 
 DEMO_EXPORT = Path("~/rayfit-runs/demo-cpu/export").expanduser()
 ENV = {"VLLM_CPU_KVCACHE_SPACE": "1"}
-QUESTIONS = ["What is a building permit?", "How long does a permit take?", "Who inspects a new building?",
-             "What documents does a renovation need?", "Can I build a terrace without a permit?",
-             "What is a certificate of occupancy?", "How much does a permit cost?", "Who signs the project?"]
+QUESTIONS = [
+    "What is a building permit?",
+    "How long does a permit take?",
+    "Who inspects a new building?",
+    "What documents does a renovation need?",
+    "Can I build a terrace without a permit?",
+    "What is a certificate of occupancy?",
+    "How much does a permit cost?",
+    "Who signs the project?",
+]
 
 
 def make_adapters(base: Path, out: Path, count: int) -> dict[str, str]:
@@ -63,8 +70,13 @@ def run_load(url: str, models: list[str], clients: int, max_tokens: int) -> dict
         start = time.perf_counter()
         first, tokens = None, 0
         stream = client.chat.completions.create(
-            model=model, messages=[{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}], max_tokens=max_tokens,
-            temperature=0, stream=True, stream_options={"include_usage": True})
+            model=model,
+            messages=[{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}],
+            max_tokens=max_tokens,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
         for chunk in stream:
             if first is None and chunk.choices and chunk.choices[0].delta.content:
                 first = time.perf_counter() - start
@@ -77,9 +89,14 @@ def run_load(url: str, models: list[str], clients: int, max_tokens: int) -> dict
         done = list(pool.map(one, enumerate(models)))
     wall = time.perf_counter() - start
     latency = sorted(d[0] for d in done)
-    return {"requests_per_s": round(len(models) / wall, 3), "tokens_per_s": round(sum(d[2] for d in done) / wall, 1),
-            "p50_s": round(statistics.median(latency), 3), "p95_s": round(latency[int(0.95 * (len(latency) - 1))], 3),
-            "ttft_p50_s": round(statistics.median(d[1] for d in done), 3), "wall_s": round(wall, 1)}
+    return {
+        "requests_per_s": round(len(models) / wall, 3),
+        "tokens_per_s": round(sum(d[2] for d in done) / wall, 1),
+        "p50_s": round(statistics.median(latency), 3),
+        "p95_s": round(latency[int(0.95 * (len(latency) - 1))], 3),
+        "ttft_p50_s": round(statistics.median(d[1] for d in done), 3),
+        "wall_s": round(wall, 1),
+    }
 
 
 def wait_ready(url: str, timeout: float = 900) -> None:
@@ -87,7 +104,9 @@ def wait_ready(url: str, timeout: float = 900) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
-            req = urllib.request.Request(f"{url}/models", headers={"Authorization": f"Bearer {os.environ.get('BENCH_KEY', 'none')}"})
+            req = urllib.request.Request(
+                f"{url}/models", headers={"Authorization": f"Bearer {os.environ.get('BENCH_KEY', 'none')}"}
+            )
             with urllib.request.urlopen(req, timeout=5) as r:
                 if r.status == 200:
                     return
@@ -100,18 +119,48 @@ def wait_ready(url: str, timeout: float = 900) -> None:
 def bare_vllm(model: Path, port: int, max_len: int, eager: bool, adapters: dict[str, str] | None = None) -> subprocess.Popen:
     """`vllm serve` of the model: vLLM's own OpenAI server in a subprocess (the module, since the `vllm` console
     script fails for the vllm-cpu distribution), with the adapters as LoRA modules when given."""
-    lora = (["--enable-lora", "--max-loras", str(len(adapters)), "--max-lora-rank", "8", "--lora-modules",
-             *(f"{name}={path}" for name, path in adapters.items())] if adapters else [])
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model), "--served-model-name",
-           "base", "--dtype", "float32", "--max-model-len", str(max_len), "--host", "127.0.0.1", "--port", str(port),
-           "--disable-uvicorn-access-log", "--max-num-seqs", "64", *(["--enforce-eager"] if eager else []), *lora]
+    lora = (
+        [
+            "--enable-lora",
+            "--max-loras",
+            str(len(adapters)),
+            "--max-lora-rank",
+            "8",
+            "--lora-modules",
+            *(f"{name}={path}" for name, path in adapters.items()),
+        ]
+        if adapters
+        else []
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model),
+        "--served-model-name",
+        "base",
+        "--dtype",
+        "float32",
+        "--max-model-len",
+        str(max_len),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--disable-uvicorn-access-log",
+        "--max-num-seqs",
+        "64",
+        *(["--enforce-eager"] if eager else []),
+        *lora,
+    ]
     return subprocess.Popen(cmd, env={**os.environ, **ENV}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def measure(url: str, label: str, workloads: dict[str, list[str]], opts, results: dict) -> None:
     """Warm up on each workload, then measure each once, appending to results[label + workload]."""
     for models in workloads.values():
-        run_load(url, models[:opts.clients], opts.clients, 8)  # warm-up: compiles shapes, loads adapters
+        run_load(url, models[: opts.clients], opts.clients, 8)  # warm-up: compiles shapes, loads adapters
     for name, models in workloads.items():
         run = run_load(url, models, opts.clients, opts.max_tokens)
         results.setdefault(f"{label}{name}", []).append(run)
@@ -128,13 +177,24 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--max-model-len", type=int, default=2048)
     parser.add_argument("--ray-llm", action="store_true", help="also measure Ray Serve LLM (ray.serve.llm), first round")
-    parser.add_argument("--bare-lora", action="store_true",
-                        help="also measure bare `vllm serve` with the 8 adapters (mixed vs base only), each round")
-    parser.add_argument("--variant-env", action="append", default=[], metavar="KEY=VALUE",
-                        help="also measure rayfit (base only) in a Ray started with these variables set, e.g. "
-                        "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0 (one more case per round)")
-    parser.add_argument("--enforce-eager", action="store_true",
-                        help="every server skips torch.compile (starts in a minute instead of several on a busy box)")
+    parser.add_argument(
+        "--bare-lora",
+        action="store_true",
+        help="also measure bare `vllm serve` with the 8 adapters (mixed vs base only), each round",
+    )
+    parser.add_argument(
+        "--variant-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="also measure rayfit (base only) in a Ray started with these variables set, e.g. "
+        "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0 (one more case per round)",
+    )
+    parser.add_argument(
+        "--enforce-eager",
+        action="store_true",
+        help="every server skips torch.compile (starts in a minute instead of several on a busy box)",
+    )
     opts = parser.parse_args()
 
     import ray
@@ -162,14 +222,26 @@ def main() -> None:
         ray.init(num_cpus=3, include_dashboard=False, object_store_memory=300 * 1024**2, log_to_driver=False)
         try:
             serve.start(http_options={"host": "127.0.0.1", "port": port})
-            args = {"model": str(model), "model_name": "base", "dtype": "float32", "max_model_len": opts.max_model_len,
-                    "max_ongoing_requests": 64, "num_cpus": 0, "vllm": {"enforce_eager": opts.enforce_eager}}
+            args = {
+                "model": str(model),
+                "model_name": "base",
+                "dtype": "float32",
+                "max_model_len": opts.max_model_len,
+                "max_ongoing_requests": 64,
+                "num_cpus": 0,
+                "vllm": {"enforce_eager": opts.enforce_eager},
+            }
             serve.run(build_app(args), name="bench", route_prefix="/")
             measure(f"http://127.0.0.1:{port}/v1", "rayfit", {"": base_only}, opts, results)
             serve.delete("bench")
             serve.run(build_app({**args, "adapters": adapters}), name="bench", route_prefix="/")
-            measure(f"http://127.0.0.1:{port}/v1", "rayfit+LoRA", {", base only": base_only, ", 8 adapters mixed": mixed},
-                    opts, results)
+            measure(
+                f"http://127.0.0.1:{port}/v1",
+                "rayfit+LoRA",
+                {", base only": base_only, ", 8 adapters mixed": mixed},
+                opts,
+                results,
+            )
             serve.delete("bench")
             if opts.ray_llm and round_ == 0:
                 try:
@@ -189,8 +261,7 @@ def main() -> None:
             try:
                 serve.start(http_options={"host": "127.0.0.1", "port": port})
                 serve.run(build_app(args), name="bench", route_prefix="/")
-                measure(f"http://127.0.0.1:{port}/v1", f"rayfit, {' '.join(opts.variant_env)}", {"": base_only}, opts,
-                        results)
+                measure(f"http://127.0.0.1:{port}/v1", f"rayfit, {' '.join(opts.variant_env)}", {"": base_only}, opts, results)
             finally:
                 serve.shutdown()
                 ray.shutdown()
@@ -212,8 +283,13 @@ def main() -> None:
             server = bare_vllm(model, port, opts.max_model_len, opts.enforce_eager, adapters)
             try:
                 wait_ready(f"http://127.0.0.1:{port}/v1")
-                measure(f"http://127.0.0.1:{port}/v1", "bare vllm serve+LoRA",
-                        {", base only": base_only, ", 8 adapters mixed": mixed}, opts, results)
+                measure(
+                    f"http://127.0.0.1:{port}/v1",
+                    "bare vllm serve+LoRA",
+                    {", base only": base_only, ", 8 adapters mixed": mixed},
+                    opts,
+                    results,
+                )
             finally:
                 server.terminate()
                 server.wait(60)
@@ -224,11 +300,13 @@ def ray_llm_app(model: Path, max_len: int, eager: bool):
     """The same model through Ray Serve LLM's build_openai_app (settings from shared/VERIFIED.md)."""
     from ray.serve.llm import LLMConfig, build_openai_app
 
-    config = LLMConfig(model_loading_config={"model_id": "base", "model_source": str(model)},
-                       engine_kwargs={"dtype": "float32", "max_model_len": max_len, "max_num_seqs": 64,
-                                      "enforce_eager": eager},
-                       placement_group_config={"bundles": [{"CPU": 1}]},
-                       runtime_env={"env_vars": ENV}, deployment_config={"max_ongoing_requests": 128})
+    config = LLMConfig(
+        model_loading_config={"model_id": "base", "model_source": str(model)},
+        engine_kwargs={"dtype": "float32", "max_model_len": max_len, "max_num_seqs": 64, "enforce_eager": eager},
+        placement_group_config={"bundles": [{"CPU": 1}]},
+        runtime_env={"env_vars": ENV},
+        deployment_config={"max_ongoing_requests": 128},
+    )
     return build_openai_app({"llm_configs": [config]})
 
 
@@ -236,21 +314,30 @@ def report(results: dict[str, list[dict]], opts) -> None:
     """Medians per case, and the ratios the issue asks for."""
     keys = ["requests_per_s", "tokens_per_s", "p50_s", "p95_s", "ttft_p50_s"]
     med = {case: {k: statistics.median(r[k] for r in runs) for k in keys} for case, runs in results.items()}
-    print(f"\n| case ({opts.clients} clients x {opts.requests} requests, max_tokens {opts.max_tokens}, greedy, fp32) "
-          "| req/s | output tok/s | p50 s | p95 s | TTFT p50 s | runs (tok/s) |")
+    print(
+        f"\n| case ({opts.clients} clients x {opts.requests} requests, max_tokens {opts.max_tokens}, greedy, fp32) "
+        "| req/s | output tok/s | p50 s | p95 s | TTFT p50 s | runs (tok/s) |"
+    )
     print("|---|---:|---:|---:|---:|---:|---|")
     for case, m in med.items():
         runs = ", ".join(str(r["tokens_per_s"]) for r in results[case])
-        print(f"| {case} | {m['requests_per_s']:.2f} | {m['tokens_per_s']:.1f} | {m['p50_s']:.2f} | {m['p95_s']:.2f} "
-              f"| {m['ttft_p50_s']:.3f} | {runs} |")
+        print(
+            f"| {case} | {m['requests_per_s']:.2f} | {m['tokens_per_s']:.1f} | {m['p50_s']:.2f} | {m['p95_s']:.2f} "
+            f"| {m['ttft_p50_s']:.3f} | {runs} |"
+        )
     if "rayfit" in med and "bare vllm serve" in med:
-        print(f"\nrayfit / bare vllm serve (output tok/s): {med['rayfit']['tokens_per_s'] / med['bare vllm serve']['tokens_per_s']:.2f}")
+        ratio = med["rayfit"]["tokens_per_s"] / med["bare vllm serve"]["tokens_per_s"]
+        print(f"\nrayfit / bare vllm serve (output tok/s): {ratio:.2f}")
     for case in med:
         if case.startswith("rayfit, ") and "bare vllm serve" in med:
-            print(f"{case} / bare vllm serve (output tok/s): "
-                  f"{med[case]['tokens_per_s'] / med['bare vllm serve']['tokens_per_s']:.2f}")
+            print(
+                f"{case} / bare vllm serve (output tok/s): "
+                f"{med[case]['tokens_per_s'] / med['bare vllm serve']['tokens_per_s']:.2f}"
+            )
     if "bare vllm serve+LoRA, 8 adapters mixed" in med:
-        ratio = med["bare vllm serve+LoRA, 8 adapters mixed"]["tokens_per_s"] / med["bare vllm serve+LoRA, base only"]["tokens_per_s"]
+        ratio = (
+            med["bare vllm serve+LoRA, 8 adapters mixed"]["tokens_per_s"] / med["bare vllm serve+LoRA, base only"]["tokens_per_s"]
+        )
         print(f"bare vllm serve, 8 adapters mixed / base only (output tok/s): {ratio:.2f}")
     if "rayfit+LoRA, 8 adapters mixed" in med:
         ratio = med["rayfit+LoRA, 8 adapters mixed"]["tokens_per_s"] / med["rayfit+LoRA, base only"]["tokens_per_s"]

@@ -37,8 +37,13 @@ def file_table(folder: Path) -> dict[str, dict[str, Any]]:
 def build_manifest(kind: str, files: dict[str, dict[str, Any]], **fields: Any) -> dict:
     """The manifest of a checkpoint or export: `kind` ("checkpoint" or "export"), `fields` (spec, base_model, method,
     step, metrics and so on) and the file table `files` ({relative path: {sha256, bytes}})."""
-    return {"schema_version": SCHEMA_VERSION, "kind": kind, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            **fields, "files": files}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": kind,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **fields,
+        "files": files,
+    }
 
 
 def put_manifest(uri: str, manifest: dict) -> None:
@@ -61,12 +66,16 @@ def read_manifest(uri: str) -> dict:
     """The manifest of the checkpoint or export at `uri` (local or remote); UserError when missing or not a manifest."""
     target = storage.join(uri, MANIFEST)
     if not storage.exists(target):
-        raise UserError(f"{uri} has no {MANIFEST}: it is not a rayfit checkpoint or export, or it is incomplete. "
-                        "Fix: point at a folder written by rayfit: RUN/checkpoint_NNNNNNNN, RUN/export, or the run folder RUN.")
+        raise UserError(
+            f"{uri} has no {MANIFEST}: it is not a rayfit checkpoint or export, or it is incomplete. "
+            "Fix: point at a folder written by rayfit: RUN/checkpoint_NNNNNNNN, RUN/export, or the run folder RUN."
+        )
     try:
         manifest = json.loads(storage.read_text(target))
     except (ValueError, UnicodeDecodeError) as e:
-        raise UserError(f"{target} is not valid JSON ({str(e)[:120]}). Fix: restore the folder from the run that wrote it.") from None
+        raise UserError(
+            f"{target} is not valid JSON ({str(e)[:120]}). Fix: restore the folder from the run that wrote it."
+        ) from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
         raise UserError(f"{target} is not a rayfit manifest (no table of files). Fix: point at a folder written by rayfit.")
     return manifest
@@ -118,8 +127,11 @@ LOADABLE_SUFFIXES = (".safetensors", ".py", ".gguf", *PICKLE_SUFFIXES)
 
 def pickle_weights(folder: Path) -> list[str]:
     """Weight files under `folder` stored as pickle (`*.bin`, `*.pt`, `*.pth`...), the Trainer's own state aside."""
-    found = [p.relative_to(folder).as_posix() for p in sorted(folder.rglob("*"))
-             if p.is_file() and p.suffix in PICKLE_SUFFIXES and not p.name.startswith(TRAINER_STATE)]
+    found = [
+        p.relative_to(folder).as_posix()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.suffix in PICKLE_SUFFIXES and not p.name.startswith(TRAINER_STATE)
+    ]
     return [rel for rel in found if not DEEPSPEED_STATE.match(rel)]
 
 
@@ -127,9 +139,11 @@ def refuse_pickle_weights(folder: Path, what: str, allow_pickle: bool = False) -
     """Raise a UserError naming the first pickle weight file in `folder`, unless `allow_pickle` opts in."""
     found = [] if allow_pickle else pickle_weights(Path(folder))
     if found:
-        raise UserError(f"{what} holds pickle weights ({found[0]}{f' and {len(found) - 1} more' if len(found) > 1 else ''}): "
-                        "loading them runs any code they carry. Fix: save it as safetensors "
-                        "(save_pretrained(..., safe_serialization=True)), or opt in with allow_pickle if you trust it.")
+        raise UserError(
+            f"{what} holds pickle weights ({found[0]}{f' and {len(found) - 1} more' if len(found) > 1 else ''}): "
+            "loading them runs any code they carry. Fix: save it as safetensors "
+            "(save_pretrained(..., safe_serialization=True)), or opt in with allow_pickle if you trust it."
+        )
 
 
 def check_artefact(folder: Path, what: str, manifest: dict | None = None, allow_pickle: bool = False) -> dict:
@@ -144,7 +158,9 @@ def check_artefact(folder: Path, what: str, manifest: dict | None = None, allow_
     broken = verify(folder, manifest)
     if broken:
         more = f" (and {len(broken) - 1} more)" if len(broken) > 1 else ""
-        raise UserError(f"{what} does not match its manifest: {broken[0]}{more}. Fix: the files changed after rayfit "
-                        "wrote them; restore them from the run, or train or merge again.")
+        raise UserError(
+            f"{what} does not match its manifest: {broken[0]}{more}. Fix: the files changed after rayfit "
+            "wrote them; restore them from the run, or train or merge again."
+        )
     refuse_pickle_weights(folder, what, allow_pickle)
     return manifest

@@ -83,8 +83,11 @@ def step_of(uri: str) -> int | None:
 
 def described(uris: list[str]) -> list[CheckpointInfo]:
     """The complete checkpoints among `uris` with the metrics their manifests recorded, oldest first."""
-    out = [CheckpointInfo(uri, step_of(uri), read_manifest(uri).get("metrics", {}))
-           for uri in uris if step_of(uri) is not None and is_complete(uri)]
+    out = [
+        CheckpointInfo(uri, step_of(uri), read_manifest(uri).get("metrics", {}))
+        for uri in uris
+        if step_of(uri) is not None and is_complete(uri)
+    ]
     return sorted(out, key=lambda c: c.step)
 
 
@@ -107,8 +110,10 @@ def resume_point(candidates: list[str], cache: Path, say=print) -> tuple[str, Pa
         local = local_copy(uri, cache)
         bad = verify(local)
         if bad:
-            say(f"[rayfit] skipping checkpoint {uri}: {len(bad)} file(s) differ from its {MANIFEST} "
-                f"({'; '.join(bad[:3])}{'; ...' if len(bad) > 3 else ''})")
+            say(
+                f"[rayfit] skipping checkpoint {uri}: {len(bad)} file(s) differ from its {MANIFEST} "
+                f"({'; '.join(bad[:3])}{'; ...' if len(bad) > 3 else ''})"
+            )
             continue
         return uri, local
     return None
@@ -149,14 +154,18 @@ def find_checkpoint(uri: str) -> tuple[str, dict]:
     if storage.exists(storage.join(uri, MANIFEST)):
         manifest = read_manifest(uri)
         if manifest.get("kind") != "checkpoint":
-            raise UserError(f"{uri} is a rayfit {manifest.get('kind')!r}, not a checkpoint. "
-                            f"Fix: give a checkpoint folder (RUN/{PREFIX}NNNNNNNN) or the run folder.")
+            raise UserError(
+                f"{uri} is a rayfit {manifest.get('kind')!r}, not a checkpoint. "
+                f"Fix: give a checkpoint folder (RUN/{PREFIX}NNNNNNNN) or the run folder."
+            )
         return uri, manifest
     chosen = best(checkpoints(uri))
     if chosen is None:
-        raise UserError(f"{uri} has no {MANIFEST} and no complete {PREFIX}NNNNNNNN/ folder (one with a {MANIFEST}). "
-                        "Fix: give a run folder written by `python -m jobs.finetune`, or one of its checkpoint folders; "
-                        "a checkpoint without manifest.json was interrupted while saving.")
+        raise UserError(
+            f"{uri} has no {MANIFEST} and no complete {PREFIX}NNNNNNNN/ folder (one with a {MANIFEST}). "
+            "Fix: give a run folder written by `python -m jobs.finetune`, or one of its checkpoint folders; "
+            "a checkpoint without manifest.json was interrupted while saving."
+        )
     return chosen.uri, read_manifest(chosen.uri)
 
 

@@ -136,8 +136,13 @@ def cached_copy(uri: str, root: Path) -> Path:
 def shared_storage_problems(storage: str, num_nodes: int) -> list[Problem]:
     """A plain local path is only safe on one node; checked at submit, where the cluster is known."""
     if num_nodes > 1 and not is_remote(storage):
-        return [Problem("output.storage", f"{storage!r} is a local path but the cluster has {num_nodes} nodes, so "
-                        "checkpoints written on one node are invisible to the others.",
-                        "use an s3:// or gs:// URI, or a path on a filesystem mounted on every node (e.g. NFS) "
-                        "given as file:// only if it really is shared.")]
+        return [
+            Problem(
+                "output.storage",
+                f"{storage!r} is a local path but the cluster has {num_nodes} nodes, so "
+                "checkpoints written on one node are invisible to the others.",
+                "use an s3:// or gs:// URI, or a path on a filesystem mounted on every node (e.g. NFS) "
+                "given as file:// only if it really is shared.",
+            )
+        ]
     return []

@@ -17,15 +17,16 @@ def main(argv: list[str] | None = None) -> int:
     """Resolve what to evaluate, run base vs tuned, print the report table; user errors print one line."""
     p = argparse.ArgumentParser(prog="python -m jobs.evaluate", description=__doc__.splitlines()[0])
     p.add_argument("uri", help="an export, a checkpoint, or a run folder (its export, else its best checkpoint)")
-    p.add_argument("--spec", default=None,
-                   help="evaluate with this spec (base model, data, evaluate section) instead of the run's own")
+    p.add_argument(
+        "--spec", default=None, help="evaluate with this spec (base model, data, evaluate section) instead of the run's own"
+    )
     p.add_argument("--out", default=None, help="where to write the reports (default: RUN/eval)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from cluster.run_folder import part
     from cluster.evaluation.report import markdown
     from cluster.evaluation.run import evaluate_run
     from cluster.evaluation.target import resolve_target
+    from cluster.run_folder import part
     from cluster.spec import load_spec
 
     def body() -> None:

@@ -44,8 +44,14 @@ def finetune(spec: JobSpec, address: str | None = None) -> dict:
     run = run_uri(spec)
     _connect(address, spec)
     before = check_same_run(spec)
-    _say(f"run {run}" + (f" (submitted before, last status {before['status']}: Ray Train resumes it from its newest "
-                          "complete checkpoint)" if before else ""))
+    _say(
+        f"run {run}"
+        + (
+            f" (submitted before, last status {before['status']}: Ray Train resumes it from its newest complete checkpoint)"
+            if before
+            else ""
+        )
+    )
     data = prepare_datasets(spec, load_tokenizer(spec), part(run, "data"))
     storage.write_text(part(run, DATA_REPORT), data.report.to_json())
     print(data.report.to_table(), flush=True)
@@ -89,8 +95,12 @@ def _connect(address: str | None, spec: JobSpec) -> None:
         except ConnectionError:  # no running cluster (or several, none named): run on this machine alone
             pass
     if not ray.is_initialized():
-        ray.init(address="local", include_dashboard=False, logging_config=quiet_ray,  # the dashboard alone costs ~3 GiB
-                 runtime_env=runtime_env(spec.cluster.use_gpu))
+        ray.init(
+            address="local",
+            include_dashboard=False,
+            logging_config=quiet_ray,  # the dashboard alone costs ~3 GiB
+            runtime_env=runtime_env(spec.cluster.use_gpu),
+        )
     nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
     problems = storage.shared_storage_problems(spec.output.storage, nodes)
     if problems:
@@ -104,9 +114,12 @@ def _say(message: str) -> None:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m jobs.finetune", description=__doc__.splitlines()[0])
     p.add_argument("spec", help="the job spec (YAML)")
-    p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
-                   help="Ray cluster address (default: RAY_ADDRESS, else a running local Ray, else a new local one); "
-                   "'local' always starts a new local Ray")
+    p.add_argument(
+        "--address",
+        default=os.environ.get("RAY_ADDRESS"),
+        help="Ray cluster address (default: RAY_ADDRESS, else a running local Ray, else a new local one); "
+        "'local' always starts a new local Ray",
+    )
     return p
 
 

@@ -17,8 +17,12 @@ def main(argv: list[str] | None = None) -> int:
     """Parse arguments, merge, print the export URI; user errors print one line and exit 1."""
     p = argparse.ArgumentParser(prog="python -m jobs.merge", description=__doc__.splitlines()[0])
     p.add_argument("uri", help="a checkpoint folder, or a run folder (its best complete checkpoint is merged)")
-    p.add_argument("--into", choices=["dequantized", "original"], default="dequantized",
-                   help="QLoRA only: merge into the dequantized 4-bit base trained against (default) or the original weights")
+    p.add_argument(
+        "--into",
+        choices=["dequantized", "original"],
+        default="dequantized",
+        help="QLoRA only: merge into the dequantized 4-bit base trained against (default) or the original weights",
+    )
     p.add_argument("--out", default=None, help="where to write the export (default: RUN/export)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -19,8 +19,20 @@ DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 JOB_ENV = dict(PROCESS_ENV)
 # Also in .rayignore; repeated here so `rayfit submit` from a folder without one still skips them.
 WORKING_DIR_EXCLUDES = [
-    ".git/", ".venv/", "venv/", "**/__pycache__/", "*.pyc", ".pytest_cache/", ".mypy_cache/", ".ruff_cache/",
-    "rayfit-runs/", "outputs/", "*.egg-info/", "build/", "dist/", ".cache/",
+    ".git/",
+    ".venv/",
+    "venv/",
+    "**/__pycache__/",
+    "*.pyc",
+    ".pytest_cache/",
+    ".mypy_cache/",
+    ".ruff_cache/",
+    "rayfit-runs/",
+    "outputs/",
+    "*.egg-info/",
+    "build/",
+    "dist/",
+    ".cache/",
 ]
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
@@ -58,12 +70,16 @@ def connect(address: str | None):
     try:
         return JobSubmissionClient(address, headers=headers)
     except ConnectionError:
-        raise UserError(f"cannot reach the Ray job server at {address}: nothing answered. Start the cluster, or forward "
-                        "its dashboard port (kubectl port-forward svc/rayfit-cluster-head-svc 8265:8265), or pass --address "
-                        "/ set RAY_API_SERVER_ADDRESS.") from None
+        raise UserError(
+            f"cannot reach the Ray job server at {address}: nothing answered. Start the cluster, or forward "
+            "its dashboard port (kubectl port-forward svc/rayfit-cluster-head-svc 8265:8265), or pass --address "
+            "/ set RAY_API_SERVER_ADDRESS."
+        ) from None
     except AuthenticationError:
-        raise UserError(f"the Ray cluster at {address} needs an auth token and {'refused ours' if token else 'none was found'}. "
-                        "Set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the cluster's token.") from None
+        raise UserError(
+            f"the Ray cluster at {address} needs an auth token and {'refused ours' if token else 'none was found'}. "
+            "Set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the cluster's token."
+        ) from None
     except (RuntimeError, ValueError) as e:
         raise UserError(f"the Ray job server at {address} did not accept the connection: {str(e).splitlines()[0]}") from None
 
@@ -97,7 +113,10 @@ def alive_nodes(client) -> list[dict]:
 def nodes_for(spec, nodes: list[dict]) -> int:
     """Nodes the run will span: the alive ones, plus one when they lack the CPUs or GPUs the workers ask for, since
     an autoscaling cluster (KubeRay's head has num-cpus 0) then adds worker nodes that must see the same storage."""
-    total = lambda key: sum(float(n.get("resources_total", {}).get(key, 0)) for n in nodes)
+
+    def total(key):
+        return sum(float(n.get("resources_total", {}).get(key, 0)) for n in nodes)
+
     c = spec.cluster
     short = c.num_workers * c.cpus_per_worker > total("CPU") or c.num_workers * c.gpus_per_worker > total("GPU")
     return len(nodes) + (1 if short else 0)
@@ -116,8 +135,10 @@ def spec_in_working_dir(spec: Path, working_dir: Path) -> str:
     try:
         return spec.resolve().relative_to(working_dir.resolve()).as_posix()
     except ValueError:
-        raise UserError(f"the spec {spec} is outside the working dir {working_dir}, so the job would not see it; "
-                        "move it under the working dir or pass --working-dir a folder that contains it.") from None
+        raise UserError(
+            f"the spec {spec} is outside the working dir {working_dir}, so the job would not see it; "
+            "move it under the working dir or pass --working-dir a folder that contains it."
+        ) from None
 
 
 def log_tail(client, job_id: str, lines: int = 30) -> str:
@@ -141,5 +162,6 @@ def failure(client, job_id: str) -> UserError:
     info = call(client.get_job_info, job_id)
     tail = log_tail(client, job_id)
     message = (info.message or "").strip().splitlines()
-    return UserError(f"job {job_id} {info.status.value}: {message[0] if message else 'no message'}\n"
-                     f"--- last lines of its log ---\n{tail}")
+    return UserError(
+        f"job {job_id} {info.status.value}: {message[0] if message else 'no message'}\n--- last lines of its log ---\n{tail}"
+    )

@@ -20,8 +20,10 @@ def resolve_model(uri: str) -> str:
     if not uri.startswith("embedded:") and _has(uri, MANIFEST):
         manifest = read_manifest(uri)
         if manifest.get("kind") == "checkpoint" and manifest.get("method") in ("lora", "qlora"):
-            raise UserError(f"model {uri!r} is a {manifest['method']} adapter checkpoint, not a full model. Fix: set model to "
-                            f"its base ({manifest.get('base_model')!r}) and list this URI under adapters.")
+            raise UserError(
+                f"model {uri!r} is a {manifest['method']} adapter checkpoint, not a full model. Fix: set model to "
+                f"its base ({manifest.get('base_model')!r}) and list this URI under adapters."
+            )
         folder = resolve_base(uri)
         check_artefact(Path(folder), f"model {uri}", manifest)
         return folder
@@ -53,12 +55,16 @@ def adapter_dir(uri: str) -> Path:
     if _has(uri, MANIFEST):
         manifest = read_manifest(uri)
         if manifest.get("kind") != "checkpoint" or manifest.get("method") not in ("lora", "qlora"):
-            raise UserError(f"adapter {uri!r} is not a LoRA checkpoint (manifest kind={manifest.get('kind')}, method="
-                            f"{manifest.get('method')}). Fix: serve a full model or export as `model`, and only LoRA "
-                            "checkpoints as adapters.")
+            raise UserError(
+                f"adapter {uri!r} is not a LoRA checkpoint (manifest kind={manifest.get('kind')}, method="
+                f"{manifest.get('method')}). Fix: serve a full model or export as `model`, and only LoRA "
+                "checkpoints as adapters."
+            )
     elif not _has(uri, ADAPTER_CONFIG):
-        raise UserError(f"adapter {uri!r} has neither {MANIFEST} nor {ADAPTER_CONFIG}. Fix: point at a rayfit LoRA checkpoint "
-                        "folder or a PEFT save_pretrained folder.")
+        raise UserError(
+            f"adapter {uri!r} has neither {MANIFEST} nor {ADAPTER_CONFIG}. Fix: point at a rayfit LoRA checkpoint "
+            "folder or a PEFT save_pretrained folder."
+        )
     path = Path(resolve_base(uri)) if storage.is_remote(uri) else storage.local_path(uri)
     # Trusted only as far as it checks out: a changed byte or an added pickle is refused, naming the file.
     if _has(uri, MANIFEST):

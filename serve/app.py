@@ -1,7 +1,7 @@
 """`serve.app:build_app(args)`: the Serve application for `serve run`, a Serve config YAML and a KubeRay RayService.
 
-    serve run serve.app:build_app model=embedded:smollm2-135m-instruct
-    # or in a Serve config: import_path: serve.app:build_app, args: {model: ..., adapters: {name: s3://...}}
+serve run serve.app:build_app model=embedded:smollm2-135m-instruct
+# or in a Serve config: import_path: serve.app:build_app, args: {model: ..., adapters: {name: s3://...}}
 """
 
 from __future__ import annotations
@@ -38,12 +38,19 @@ def deployment_options(args: ServeArgs) -> dict[str, Any]:
     """
     capacity = args.max_ongoing_requests + args.max_queued_requests
     tp = args.vllm.tensor_parallel_size
-    actor: dict[str, Any] = {"num_cpus": args.num_cpus, "num_gpus": args.num_gpus if tp == 1 else 0,
-                             "runtime_env": {"env_vars": {"VLLM_CPU_KVCACHE_SPACE": f"{args.vllm.cpu_kv_cache_gib:g}"}}}
+    actor: dict[str, Any] = {
+        "num_cpus": args.num_cpus,
+        "num_gpus": args.num_gpus if tp == 1 else 0,
+        "runtime_env": {"env_vars": {"VLLM_CPU_KVCACHE_SPACE": f"{args.vllm.cpu_kv_cache_gib:g}"}},
+    }
     if args.vllm.accelerator_type:
         actor["accelerator_type"] = args.vllm.accelerator_type
-    options: dict[str, Any] = {**replica_options(args), "max_ongoing_requests": 2 * capacity, "ray_actor_options": actor,
-                               "health_check_timeout_s": 120}
+    options: dict[str, Any] = {
+        **replica_options(args),
+        "max_ongoing_requests": 2 * capacity,
+        "ray_actor_options": actor,
+        "health_check_timeout_s": 120,
+    }
     if tp > 1:  # vLLM's Ray executor places its tensor-parallel workers in the replica's placement group
         options["placement_group_bundles"] = [{"CPU": args.num_cpus}] + [{"GPU": 1}] * tp
         options["placement_group_strategy"] = "STRICT_PACK"

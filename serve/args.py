@@ -25,13 +25,19 @@ class ApiKeyArgs(Section):
     env: str | None = Field(None, description="Name of the environment variable holding the key (e.g. TENANT_A_KEY).")
     file: str | None = Field(None, description="Path of a mounted secret file whose content (stripped) is the key.")
     models: list[str] | None = Field(
-        None, description="Models (base name or adapter names) this key may use and see in /v1/models; null: all.")
+        None, description="Models (base name or adapter names) this key may use and see in /v1/models; null: all."
+    )
 
     def problems(self) -> list[Problem]:
         """Exactly one source per key."""
         if (self.env is None) == (self.file is None):
-            return [Problem("", "an API key needs exactly one of `env` or `file`.",
-                            "give `env: VAR_NAME` (an environment variable) or `file: /path/to/secret`.")]
+            return [
+                Problem(
+                    "",
+                    "an API key needs exactly one of `env` or `file`.",
+                    "give `env: VAR_NAME` (an environment variable) or `file: /path/to/secret`.",
+                )
+            ]
         return []
 
 
@@ -45,8 +51,13 @@ class AutoscalingArgs(Section):
     def problems(self) -> list[Problem]:
         """min <= max."""
         if self.min_replicas > self.max_replicas:
-            return [Problem("min_replicas", f"min_replicas ({self.min_replicas}) exceeds max_replicas ({self.max_replicas}).",
-                            "raise max_replicas or lower min_replicas.")]
+            return [
+                Problem(
+                    "min_replicas",
+                    f"min_replicas ({self.min_replicas}) exceeds max_replicas ({self.max_replicas}).",
+                    "raise max_replicas or lower min_replicas.",
+                )
+            ]
         return []
 
 
@@ -55,49 +66,74 @@ class VllmArgs(Section):
 
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per replica for tensor parallelism (one node).")
     max_lora_rank: int | None = Field(
-        None, ge=1, description="Largest LoRA rank vLLM preallocates; null: the largest rank of the listed adapters "
-                                "(16 when none is listed yet), rounded up to a rank vLLM supports.")
+        None,
+        ge=1,
+        description="Largest LoRA rank vLLM preallocates; null: the largest rank of the listed adapters "
+        "(16 when none is listed yet), rounded up to a rank vLLM supports.",
+    )
     max_loras: int | None = Field(
-        None, ge=1, description="Adapters in one batch (vLLM's max_loras); null: the listed adapters, at least 1, "
-                                "8 when adapter_root is set.")
+        None,
+        ge=1,
+        description="Adapters in one batch (vLLM's max_loras); null: the listed adapters, at least 1, "
+        "8 when adapter_root is set.",
+    )
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="Share of GPU memory vLLM may take.")
     cpu_kv_cache_gib: float = Field(1, gt=0, description="KV cache size on CPU in GiB (VLLM_CPU_KVCACHE_SPACE).")
     enforce_eager: bool = Field(False, description="Skip torch.compile and graph capture: starts in seconds, decodes slower.")
     tool_call_parser: str | None = Field(
-        None, description="vLLM tool parser for `tool_choice: auto` (e.g. hermes, llama3_json); null: only named or "
-                          "required tool choice (structured output) is served.")
+        None,
+        description="vLLM tool parser for `tool_choice: auto` (e.g. hermes, llama3_json); null: only named or "
+        "required tool choice (structured output) is served.",
+    )
     accelerator_type: str | None = Field(None, description="Ray accelerator type to schedule on (e.g. A10G, H100).")
-    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra vLLM engine arguments "
-                                          "(AsyncEngineArgs field names), passed as they are; they win over ours.")
+    engine_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra vLLM engine arguments (AsyncEngineArgs field names), passed as they are; they win over ours.",
+    )
 
 
 class ServeArgs(Section):
     """Everything a rayfit Serve application needs: one base (or export) and any number of LoRA adapters."""
 
-    model: str = Field(..., description="Base model or export: a folder, s3://... or gs://... URI (an export has "
-                                        "manifest.json kind=export), an org/name hub id, or embedded:smollm2-135m-instruct.")
+    model: str = Field(
+        ...,
+        description="Base model or export: a folder, s3://... or gs://... URI (an export has "
+        "manifest.json kind=export), an org/name hub id, or embedded:smollm2-135m-instruct.",
+    )
     model_name: str | None = Field(
-        None, description="Name clients pass as `model` for the base; default: the folder or hub name.")
-    adapters: dict[str, str] = Field(default_factory=dict, description="Adapter name -> checkpoint URI (a rayfit checkpoint, "
-                                     "a run folder (its best checkpoint) or a plain PEFT adapter folder, local or s3://, "
-                                     "gs://); clients pass the name as `model`.")
-    adapter_root: str | None = Field(None, description="A folder or URI whose sub-folders are adapters found by name on "
-                                     "first use, so an adapter trained after deployment is served without a restart.")
+        None, description="Name clients pass as `model` for the base; default: the folder or hub name."
+    )
+    adapters: dict[str, str] = Field(
+        default_factory=dict,
+        description="Adapter name -> checkpoint URI (a rayfit checkpoint, "
+        "a run folder (its best checkpoint) or a plain PEFT adapter folder, local or s3://, "
+        "gs://); clients pass the name as `model`.",
+    )
+    adapter_root: str | None = Field(
+        None,
+        description="A folder or URI whose sub-folders are adapters found by name on "
+        "first use, so an adapter trained after deployment is served without a restart.",
+    )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="Weights dtype; auto: vLLM's choice from the model config and the device.")
+        "auto", description="Weights dtype; auto: vLLM's choice from the model config and the device."
+    )
     trust_remote_code: bool = Field(False, description="Run model code shipped with the checkpoint (off unless you trust it).")
     num_replicas: int | None = Field(None, ge=1, description="Fixed number of engine replicas; leave null with autoscaling.")
     autoscaling: AutoscalingArgs | None = Field(None, description="Autoscale engine replicas instead of a fixed number.")
     max_ongoing_requests: int = Field(
-        64, ge=1, description="Sequences one replica decodes together (vLLM's max_num_seqs, continuous batching).")
+        64, ge=1, description="Sequences one replica decodes together (vLLM's max_num_seqs, continuous batching)."
+    )
     max_queued_requests: int = Field(
-        256, ge=0, description="Requests one replica holds beyond max_ongoing_requests before new ones get 429.")
+        256, ge=0, description="Requests one replica holds beyond max_ongoing_requests before new ones get 429."
+    )
     max_model_len: int | None = Field(
-        None, ge=16, description="Longest prompt + completion in tokens; null: the model's maximum.")
+        None, ge=16, description="Longest prompt + completion in tokens; null: the model's maximum."
+    )
     default_max_tokens: int = Field(256, ge=1, description="max_tokens when a request gives none.")
     max_loaded_adapters: int = Field(16, ge=1, description="Adapters one replica keeps in CPU memory (vLLM's max_cpu_loras).")
-    num_cpus: float = Field(1, ge=0, description="CPUs reserved per replica (the API process; vLLM's engine core "
-                                                 "binds its own threads).")
+    num_cpus: float = Field(
+        1, ge=0, description="CPUs reserved per replica (the API process; vLLM's engine core binds its own threads)."
+    )
     num_gpus: float = Field(0, ge=0, description="GPUs per replica when tensor_parallel_size is 1; 0 on CPU.")
     api_keys: list[ApiKeyArgs] = Field(default_factory=list, description="Accepted API keys; empty: no auth.")
     vllm: VllmArgs = Field(default_factory=VllmArgs, description="vLLM engine settings.")
@@ -114,24 +150,44 @@ class ServeArgs(Section):
         names = [self.base_name(), *self.adapters]
         for name in self.adapters:
             if not NAME.match(name):
-                found.append(Problem(f"adapters.{name}", f"adapter name {name!r} is not a valid model name.",
-                                     "use letters, digits, '.', '_' and '-' (128 at most), starting with a letter or digit."))
+                found.append(
+                    Problem(
+                        f"adapters.{name}",
+                        f"adapter name {name!r} is not a valid model name.",
+                        "use letters, digits, '.', '_' and '-' (128 at most), starting with a letter or digit.",
+                    )
+                )
         if self.base_name() in self.adapters:
-            found.append(Problem(f"adapters.{self.base_name()}", f"adapter {self.base_name()!r} has the base model's name.",
-                                 "rename the adapter or set model_name."))
+            found.append(
+                Problem(
+                    f"adapters.{self.base_name()}",
+                    f"adapter {self.base_name()!r} has the base model's name.",
+                    "rename the adapter or set model_name.",
+                )
+            )
         if self.num_replicas is not None and self.autoscaling is not None:
             found.append(Problem("num_replicas", "num_replicas and autoscaling are both set.", "keep one of them."))
         for i, key in enumerate(self.api_keys):
             found += [p.within(f"api_keys.{i}") for p in key.problems()]
             for model in key.models or []:
                 if model not in names and self.adapter_root is None:
-                    found.append(Problem(f"api_keys.{i}.models", f"{model!r} is neither the base ({self.base_name()!r}) "
-                                         "nor an adapter.", f"use one of: {', '.join(names)}."))
+                    found.append(
+                        Problem(
+                            f"api_keys.{i}.models",
+                            f"{model!r} is neither the base ({self.base_name()!r}) nor an adapter.",
+                            f"use one of: {', '.join(names)}.",
+                        )
+                    )
         if self.autoscaling:
             found += [p.within("autoscaling") for p in self.autoscaling.problems()]
         if self.vllm.tensor_parallel_size > 1 and self.num_gpus:
-            found.append(Problem("num_gpus", "num_gpus is set together with vllm.tensor_parallel_size > 1.",
-                                 "leave num_gpus at 0: the replica reserves one GPU per tensor-parallel rank."))
+            found.append(
+                Problem(
+                    "num_gpus",
+                    "num_gpus is set together with vllm.tensor_parallel_size > 1.",
+                    "leave num_gpus at 0: the replica reserves one GPU per tensor-parallel rank.",
+                )
+            )
         return found
 
 

@@ -34,8 +34,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from cluster.errors import run_main
 
-    return run_main(lambda: print(ask(opts.model_uri, opts.prompt, adapters, opts.model, opts.max_tokens,
-                                      opts.temperature, opts.num_cpus)))
+    return run_main(
+        lambda: print(ask(opts.model_uri, opts.prompt, adapters, opts.model, opts.max_tokens, opts.temperature, opts.num_cpus))
+    )
 
 
 # For a model whose generation_config.json sets no sampling (the embedded SmolLM2 converted from GGUF, and exports
@@ -44,8 +45,15 @@ def main(argv: list[str] | None = None) -> int:
 SAMPLING = {"temperature": 0.3, "top_p": 0.9, "repetition_penalty": 1.15}
 
 
-def ask(model_uri: str, prompt: str, adapters: dict[str, str], model: str | None = None, max_tokens: int = 128,
-        temperature: float | None = None, num_cpus: int = 2) -> str:
+def ask(
+    model_uri: str,
+    prompt: str,
+    adapters: dict[str, str],
+    model: str | None = None,
+    max_tokens: int = 128,
+    temperature: float | None = None,
+    num_cpus: int = 2,
+) -> str:
     """Serve `model_uri` (+ adapters) locally, ask one chat question, return the answer; always shuts down."""
     import ray
     from openai import OpenAI
@@ -56,10 +64,18 @@ def ask(model_uri: str, prompt: str, adapters: dict[str, str], model: str | None
     from serve.args import parse_args
 
     # One question: skipping torch.compile saves minutes of startup and costs a second of decoding.
-    args = {"model": model_uri, "adapters": adapters, "num_cpus": 1, "max_model_len": 2048, "max_ongoing_requests": 8,
-            "vllm": {"enforce_eager": True}}
+    args = {
+        "model": model_uri,
+        "adapters": adapters,
+        "num_cpus": 1,
+        "max_model_len": 2048,
+        "max_ongoing_requests": 8,
+        "vllm": {"enforce_eager": True},
+    }
     parsed = parse_args(args)  # fail on bad args, a missing model or adapter before starting anything
-    sampling = sampling_defaults(Path(resolve_model(model_uri))) | ({"temperature": temperature} if temperature is not None else {})
+    sampling = sampling_defaults(Path(resolve_model(model_uri))) | (
+        {"temperature": temperature} if temperature is not None else {}
+    )
     for uri in adapters.values():
         adapter_dir(uri)
     target = model or (next(iter(adapters)) if adapters else parsed.base_name())
@@ -71,8 +87,14 @@ def ask(model_uri: str, prompt: str, adapters: dict[str, str], model: str | None
         serve.run(build_app(args), name="ask", route_prefix="/")
         client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=300)
         penalty = {"repetition_penalty": sampling.pop("repetition_penalty")} if "repetition_penalty" in sampling else {}
-        reply = client.chat.completions.create(model=target, messages=[{"role": "user", "content": prompt}],
-                                               max_tokens=max_tokens, seed=0, extra_body=penalty, **sampling)
+        reply = client.chat.completions.create(
+            model=target,
+            messages=[{"role": "user", "content": prompt}],
+            max_tokens=max_tokens,
+            seed=0,
+            extra_body=penalty,
+            **sampling,
+        )
         return reply.choices[0].message.content
     finally:
         serve.shutdown()

@@ -37,8 +37,10 @@ def load_keys(entries: list[ApiKeyArgs]) -> list[Key]:
         models = frozenset(entry.models) if entry.models is not None else None
         keys.append(Key(hashlib.sha256(value.encode()).digest(), models, source))
     if missing:
-        raise UserError(f"API keys not found: {', '.join(missing)}. Fix: set each environment variable on the Ray "
-                        "nodes (e.g. a Kubernetes secret in env) or mount the secret file, or remove it from api_keys.")
+        raise UserError(
+            f"API keys not found: {', '.join(missing)}. Fix: set each environment variable on the Ray "
+            "nodes (e.g. a Kubernetes secret in env) or mount the secret file, or remove it from api_keys."
+        )
     return keys
 
 

@@ -14,8 +14,15 @@ from pydantic import BaseModel, ValidationError
 class ApiError(Exception):
     """An error the API returns as OpenAI's `{"error": {...}}` with an HTTP status."""
 
-    def __init__(self, status: int, message: str, type: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
         self.headers = headers or {}
@@ -45,7 +52,8 @@ def parse_request(schema: type[BaseModel], data: Any) -> Any:
     if not isinstance(data, dict):
         raise ApiError(400, f"the request body must be a JSON object, got {type(data).__name__}.")
     known = {name for name, field in schema.model_fields.items()} | {
-        field.alias for field in schema.model_fields.values() if field.alias}
+        field.alias for field in schema.model_fields.values() if field.alias
+    }
     unknown = sorted(str(k) for k in data if k not in known)
     if unknown:
         raise ApiError(400, f"unknown parameter {unknown[0]!r}.", param=unknown[0], code="unknown_parameter")
@@ -96,5 +104,4 @@ def from_vllm_error(error: Any) -> ApiError:
     status = int(error.error.code) if str(error.error.code).isdigit() else 500
     if status >= 500:
         return ApiError(status, "the engine failed on this request; the server log has the details.", type="server_error")
-    return ApiError(status, error.error.message, param=error.error.param,
-                    code="model_not_found" if status == 404 else None)
+    return ApiError(status, error.error.message, param=error.error.param, code="model_not_found" if status == 404 else None)

@@ -10,7 +10,8 @@ surrogates, and errors in OpenAI's shape without internal details.
 # No `from __future__ import annotations`: FastAPI must see real classes (Request) in the route signatures.
 import asyncio
 import logging
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -35,8 +36,9 @@ async def _api_error(_: Request, e: ApiError) -> JSONResponse:
 @app.exception_handler(Exception)
 async def _server_error(_: Request, e: Exception) -> JSONResponse:
     logger.exception("rayfit: request failed")  # the details stay in the log: reprs, paths and ids are not for clients
-    return JSONResponse(oai.error_body("internal server error; the server log has the details.", type="server_error"),
-                        status_code=500)
+    return JSONResponse(
+        oai.error_body("internal server error; the server log has the details.", type="server_error"), status_code=500
+    )
 
 
 async def _body(request: Request) -> Any:
@@ -119,8 +121,13 @@ class OpenAIServer:
     async def _serve(self, request: Request, schema: type, serving: str, method: str) -> Any:
         key = self._key(request)  # authentication comes before validation: no key, no hints about the schema
         if self.active >= self.capacity:
-            raise ApiError(429, "the server is at capacity; retry after the delay in Retry-After.", type="rate_limit_error",
-                           code="overloaded", headers={"Retry-After": "1"})
+            raise ApiError(
+                429,
+                "the server is at capacity; retry after the delay in Retry-After.",
+                type="rate_limit_error",
+                code="overloaded",
+                headers={"Retry-After": "1"},
+            )
         self.active += 1
         streaming = False
         try:
@@ -158,16 +165,25 @@ class OpenAIServer:
             return None
         key = find_key(self.keys, request.headers.get("authorization"))
         if key is None:
-            raise ApiError(401, "missing or invalid API key. Send `Authorization: Bearer <key>`.",
-                           type="authentication_error", code="invalid_api_key")
+            raise ApiError(
+                401,
+                "missing or invalid API key. Send `Authorization: Bearer <key>`.",
+                type="authentication_error",
+                code="invalid_api_key",
+            )
         return key
 
     async def _route(self, model: str, key: Key | None) -> None:
         """Check the key may use `model`, and load it into vLLM if it is an adapter not loaded yet. 403 comes before
         404, so a key learns nothing of models it may not use."""
         if not may_use(key, model):
-            raise ApiError(403, f"this API key may not use model {model!r}.", type="permission_error",
-                           param="model", code="model_not_allowed")
+            raise ApiError(
+                403,
+                f"this API key may not use model {model!r}.",
+                type="permission_error",
+                param="model",
+                code="model_not_allowed",
+            )
         models = self.state.openai_serving_models
         if model == self.base or model in models.lora_requests:
             return
@@ -180,19 +196,30 @@ class OpenAIServer:
 
         uri = await asyncio.to_thread(adapter_uri, self.args, name)
         if uri is None:
-            raise ApiError(404, f"the model {name!r} does not exist. GET /v1/models lists the models served here.",
-                           param="model", code="model_not_found")
+            raise ApiError(
+                404,
+                f"the model {name!r} does not exist. GET /v1/models lists the models served here.",
+                param="model",
+                code="model_not_found",
+            )
         try:
             path = await asyncio.to_thread(adapter_dir, uri)
         except (UserError, OSError) as e:
             logger.error("rayfit: adapter %s at %s cannot be served: %s", name, uri, e)
-            raise ApiError(422, f"the adapter {name!r} cannot be served; the server log says why.", param="model",
-                           code="adapter_invalid") from None
+            raise ApiError(
+                422, f"the adapter {name!r} cannot be served; the server log says why.", param="model", code="adapter_invalid"
+            ) from None
         # adapter_dir has checked `path` against its manifest: a tampered adapter never reaches vLLM.
         loaded = await self.state.openai_serving_models.load_lora_adapter(
-            LoadLoRAAdapterRequest(lora_name=name, lora_path=str(path)), base_model_name=self.base)
+            LoadLoRAAdapterRequest(lora_name=name, lora_path=str(path)), base_model_name=self.base
+        )
         if hasattr(loaded, "error"):
             logger.error("rayfit: vLLM refused adapter %s at %s: %s", name, path, loaded.error.message)
-            raise ApiError(422, f"the adapter {name!r} cannot be served by this deployment (e.g. its rank is above "
-                           "max_lora_rank); the server log says why.", param="model", code="adapter_invalid")
+            raise ApiError(
+                422,
+                f"the adapter {name!r} cannot be served by this deployment (e.g. its rank is above "
+                "max_lora_rank); the server log says why.",
+                param="model",
+                code="adapter_invalid",
+            )
         logger.info("rayfit: loaded adapter %s from %s", name, uri)

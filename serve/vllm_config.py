@@ -43,20 +43,29 @@ def lora_sizes(args: ServeArgs, ranks: dict[str, int]) -> dict[str, Any]:
     if fitted is None:
         raise UserError(f"LoRA rank {rank} is above vLLM's largest ({VLLM_LORA_RANKS[-1]}). Fix: serve a merged export.")
     max_loras = args.vllm.max_loras or max(len(args.adapters), 8 if args.adapter_root else 1)
-    return {"enable_lora": True, "max_lora_rank": fitted, "max_loras": max_loras,
-            "max_cpu_loras": max(args.max_loaded_adapters, max_loras)}
+    return {
+        "enable_lora": True,
+        "max_lora_rank": fitted,
+        "max_loras": max_loras,
+        "max_cpu_loras": max(args.max_loaded_adapters, max_loras),
+    }
 
 
 def engine_kwargs(args: ServeArgs, model_path: str, ranks: dict[str, int]) -> dict[str, Any]:
     """vLLM AsyncEngineArgs fields for `args`; the user's vllm.engine_kwargs win."""
     kwargs: dict[str, Any] = {
-        "model": model_path, "served_model_name": [args.base_name()], "dtype": args.dtype,
-        "trust_remote_code": args.trust_remote_code, "max_num_seqs": args.max_ongoing_requests,
+        "model": model_path,
+        "served_model_name": [args.base_name()],
+        "dtype": args.dtype,
+        "trust_remote_code": args.trust_remote_code,
+        "max_num_seqs": args.max_ongoing_requests,
         "tensor_parallel_size": args.vllm.tensor_parallel_size,
-        "gpu_memory_utilization": args.vllm.gpu_memory_utilization, "enforce_eager": args.vllm.enforce_eager,
+        "gpu_memory_utilization": args.vllm.gpu_memory_utilization,
+        "enforce_eager": args.vllm.enforce_eager,
         # Sampling defaults (temperature, top_p, top_k, repetition_penalty) come from the model's
         # generation_config.json, as `vllm serve` does; a request's own values win.
-        "generation_config": "auto", "override_generation_config": {"max_new_tokens": args.default_max_tokens},
+        "generation_config": "auto",
+        "override_generation_config": {"max_new_tokens": args.default_max_tokens},
         **({"max_model_len": args.max_model_len} if args.max_model_len else {}),
         **({"distributed_executor_backend": "ray"} if args.vllm.tensor_parallel_size > 1 else {}),
         **lora_sizes(args, ranks),
@@ -80,9 +89,10 @@ def vllm_namespace(args: ServeArgs, model_path: str, ranks: dict[str, int]) -> a
     settings = engine_kwargs(args, model_path, ranks) | frontend_kwargs(args)
     unknown = sorted(k for k in settings if not hasattr(namespace, k))
     if unknown:
-        raise UserError(f"vllm.engine_kwargs: unknown vLLM engine arguments {unknown}. Fix: use AsyncEngineArgs field "
-                        "names (e.g. max_num_batched_tokens, enable_prefix_caching).")
+        raise UserError(
+            f"vllm.engine_kwargs: unknown vLLM engine arguments {unknown}. Fix: use AsyncEngineArgs field "
+            "names (e.g. max_num_batched_tokens, enable_prefix_caching)."
+        )
     for key, value in settings.items():
         setattr(namespace, key, value)
     return namespace
-

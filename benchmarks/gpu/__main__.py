@@ -26,10 +26,26 @@ from benchmarks.gpu.setup import build_model, flops_per_token, sample_lengths, w
 
 REPO = Path(__file__).resolve().parents[2]
 # (method, shape) groups: LoRA and QLoRA on the 8B shape, a full fine-tune of the 1B shape.
-GPU_RUN = {"shapes": {"lora": "llama-3.1-8b", "qlora": "llama-3.1-8b", "full": "llama-3.2-1b"}, "merge_shape": "llama-3.2-1b",
-           "lengths": (128, 1024), "samples": 200, "max_seq_len": 4096, "micro_batch_size": 1, "warmup": 3, "steps": 13}
-SMOKE_RUN = {"shapes": {"lora": "tiny", "qlora": "tiny", "full": "tiny"}, "merge_shape": "tiny",
-             "lengths": (16, 64), "samples": 64, "max_seq_len": 128, "micro_batch_size": 1, "warmup": 1, "steps": 3}
+GPU_RUN = {
+    "shapes": {"lora": "llama-3.1-8b", "qlora": "llama-3.1-8b", "full": "llama-3.2-1b"},
+    "merge_shape": "llama-3.2-1b",
+    "lengths": (128, 1024),
+    "samples": 200,
+    "max_seq_len": 4096,
+    "micro_batch_size": 1,
+    "warmup": 3,
+    "steps": 13,
+}
+SMOKE_RUN = {
+    "shapes": {"lora": "tiny", "qlora": "tiny", "full": "tiny"},
+    "merge_shape": "tiny",
+    "lengths": (16, 64),
+    "samples": 64,
+    "max_seq_len": 128,
+    "micro_batch_size": 1,
+    "warmup": 1,
+    "steps": 3,
+}
 
 
 def levers() -> dict[str, dict]:
@@ -52,15 +68,33 @@ def plan_cases(run: dict, on_gpu: bool, work: Path, models: dict, data: dict) ->
     def case(kind: str, method: str, lever: str | None = None) -> dict:
         shape = run["merge_shape"] if kind == "merge" else run["shapes"][method]
         name = f"{method}-{kind}" + (f"+{lever}" if lever else "")
-        return {"name": name, "kind": kind, "method": method, "shape": shape, "model_dir": str(models[shape]),
-                "data": data[shape], "levers": lever_sets.get(lever, {}), "lever": lever, "on_gpu": on_gpu,
-                "work": str(work), "max_seq_len": run["max_seq_len"], "micro_batch_size": run["micro_batch_size"],
-                "steps": run["steps"], "warmup": run["warmup"], "out": str(work / "results" / f"{name}.json")}
+        return {
+            "name": name,
+            "kind": kind,
+            "method": method,
+            "shape": shape,
+            "model_dir": str(models[shape]),
+            "data": data[shape],
+            "levers": lever_sets.get(lever, {}),
+            "lever": lever,
+            "on_gpu": on_gpu,
+            "work": str(work),
+            "max_seq_len": run["max_seq_len"],
+            "micro_batch_size": run["micro_batch_size"],
+            "steps": run["steps"],
+            "warmup": run["warmup"],
+            "out": str(work / "results" / f"{name}.json"),
+        }
 
     head = [case(k, m) for m in ("lora", "qlora", "full") for k in ("baseline", "rayfit")]
     head.insert(2, case("rayfit", "lora", "all"))
-    rest = [case("merge", "qlora"), *(case("rayfit", "lora", lv) for lv in ("liger", "fused-adamw", "flash-attn")),
-            case("rayfit", "qlora", "all"), case("rayfit", "full", "all"), case("rayfit", "lora", "compile")]
+    rest = [
+        case("merge", "qlora"),
+        *(case("rayfit", "lora", lv) for lv in ("liger", "fused-adamw", "flash-attn")),
+        case("rayfit", "qlora", "all"),
+        case("rayfit", "full", "all"),
+        case("rayfit", "lora", "compile"),
+    ]
     return head + rest
 
 
@@ -73,12 +107,23 @@ def run_case(case: dict, timeout: float, isolate: bool) -> dict:
         return {**one_case.run_case(case), "wall_s": time.perf_counter() - started}
     path = Path(case["out"]).with_suffix(".case.json")
     path.write_text(json.dumps(case))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-           "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+    }
     started = time.perf_counter()
     try:
-        proc = subprocess.run([sys.executable, "-m", "benchmarks.gpu.case", str(path)], cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            [sys.executable, "-m", "benchmarks.gpu.case", str(path)],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
         return {"name": case["name"], "error": f"timed out after {timeout:.0f} s"}
     wall = time.perf_counter() - started
@@ -94,13 +139,21 @@ def main() -> None:
     p.add_argument("--smoke", action="store_true", help="tiny shapes on CPU (what CI runs)")
     p.add_argument("--out", default="gpu-benchmark.json", help="JSON file for every case's numbers")
     p.add_argument("--work", default=None, help="folder for models, data and runs (default: a temporary one)")
-    p.add_argument("--budget-s", type=float, default=330.0,
-                   help="start no case after this many seconds (with the case timeout: under 8 minutes in all)")
+    p.add_argument(
+        "--budget-s",
+        type=float,
+        default=330.0,
+        help="start no case after this many seconds (with the case timeout: under 8 minutes in all)",
+    )
     p.add_argument("--case-timeout-s", type=float, default=150.0, help="stop a case that runs longer")
     p.add_argument("--only", nargs="*", default=None, help="run only cases whose name starts with one of these")
-    p.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
-                   help="a process per case (default on a GPU: clean peak memory, Liger patches and compile caches; "
-                   "the smoke run shares one process, since a process start costs more than a tiny case)")
+    p.add_argument(
+        "--isolate",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a process per case (default on a GPU: clean peak memory, Liger patches and compile caches; "
+        "the smoke run shares one process, since a process start costs more than a tiny case)",
+    )
     args = p.parse_args()
     started = time.perf_counter()
     on_gpu = torch.cuda.is_available() and not args.smoke
@@ -125,16 +178,34 @@ def main() -> None:
         if time.perf_counter() - started > args.budget_s:
             results.append({"name": case["name"], "skipped": f"time budget of {args.budget_s:.0f} s spent"})
             continue
-        results.append({**run_case(case, args.case_timeout_s, isolate), "shape": case["shape"], "method": case["method"],
-                        "kind": case["kind"], "lever": case["lever"]})
+        results.append(
+            {
+                **run_case(case, args.case_timeout_s, isolate),
+                "shape": case["shape"],
+                "method": case["method"],
+                "kind": case["kind"],
+                "lever": case["lever"],
+            }
+        )
         print(f"[bench] {json.dumps(results[-1])}", flush=True)
     device = torch.cuda.get_device_name() if on_gpu else "CPU (smoke: tiny shapes, float32)"
     flops = {m: flops_per_token(s, m, lengths) for m, s in run["shapes"].items()}
     print(format_table(results, device, flops, on_gpu))
     total = time.perf_counter() - started
     print(f"\n[bench] {len(results)} cases in {total:.0f} s; JSON in {args.out}")
-    Path(args.out).write_text(json.dumps({"device": device, "run": run, "flops_per_token": flops,
-                                          "total_s": total, "torch": torch.__version__, "cases": results}, indent=1))
+    Path(args.out).write_text(
+        json.dumps(
+            {
+                "device": device,
+                "run": run,
+                "flops_per_token": flops,
+                "total_s": total,
+                "torch": torch.__version__,
+                "cases": results,
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

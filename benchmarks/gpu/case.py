@@ -54,9 +54,16 @@ def rayfit_spec(case: dict) -> dict:
     return {
         "model": model,
         "data": {"train": [{"path": case["data"]["packed"]}], "max_seq_len": case["max_seq_len"], "eval_split": 0.0},
-        "train": {"max_steps": case["steps"], "learning_rate": 1e-4, "warmup_steps": 0, "logging_steps": 1,
-                  "eval_steps": None, "save_steps": case["steps"], "micro_batch_size": case["micro_batch_size"],
-                  **case["levers"].get("train", {})},
+        "train": {
+            "max_steps": case["steps"],
+            "learning_rate": 1e-4,
+            "warmup_steps": 0,
+            "logging_steps": 1,
+            "eval_steps": None,
+            "save_steps": case["steps"],
+            "micro_batch_size": case["micro_batch_size"],
+            **case["levers"].get("train", {}),
+        },
         "cluster": {"num_workers": 1, "gpus_per_worker": 1 if case["on_gpu"] else 0, "cpus_per_worker": 1},
         "output": {"storage": str(Path(case["work"]) / "runs"), "name": run_name(case)},
     }
@@ -77,8 +84,16 @@ def run_rayfit(case: dict, keep_final_save: bool = False) -> tuple[dict, StepTim
     run = Path(case["work"]) / "runs" / run_name(case)
     shutil.rmtree(run, ignore_errors=True)  # train_loop resumes from what a run folder holds; every case starts fresh
     timer = StepTimer(keep_final_save)
-    out = train_loop({"spec": spec, "run": str(run), "train_path": case["data"]["packed"], "eval_path": None,
-                      "scratch": str(Path(case["work"]) / "scratch" / case["name"])}, callbacks=(timer,))
+    out = train_loop(
+        {
+            "spec": spec,
+            "run": str(run),
+            "train_path": case["data"]["packed"],
+            "eval_path": None,
+            "scratch": str(Path(case["work"]) / "scratch" / case["name"]),
+        },
+        callbacks=(timer,),
+    )
     return {"log_history": out["log_history"], "run": str(run), "spec": spec}, timer
 
 
@@ -94,21 +109,49 @@ def run_baseline(case: dict) -> tuple[dict, StepTimer]:
     init = {"dtype": torch.bfloat16 if on_gpu else torch.float32}
     if case["method"] == "qlora":
         init["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16 if on_gpu else torch.float32)
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16 if on_gpu else torch.float32,
+        )
         init["device_map"] = {"": 0} if on_gpu else "cpu"
-    args = SFTConfig(output_dir=str(Path(case["work"]) / "scratch" / case["name"]), max_steps=case["steps"],
-                     logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True, use_cpu=not on_gpu,
-                     bf16=on_gpu, include_num_input_tokens_seen="non_padding", model_init_kwargs=init)
-    peft = None if case["method"] == "full" else LoraConfig(
-        r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"], target_modules=LORA["target_modules"],
-        task_type="CAUSAL_LM")
+    args = SFTConfig(
+        output_dir=str(Path(case["work"]) / "scratch" / case["name"]),
+        max_steps=case["steps"],
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=not on_gpu,
+        bf16=on_gpu,
+        include_num_input_tokens_seen="non_padding",
+        model_init_kwargs=init,
+    )
+    peft = (
+        None
+        if case["method"] == "full"
+        else LoraConfig(
+            r=LORA["r"],
+            lora_alpha=LORA["alpha"],
+            lora_dropout=LORA["dropout"],
+            target_modules=LORA["target_modules"],
+            task_type="CAUSAL_LM",
+        )
+    )
     timer = StepTimer()
-    trainer = SFTTrainer(model=case["model_dir"], args=args, train_dataset=load_from_disk(case["data"]["plain"]),
-                         peft_config=peft, callbacks=[timer])
+    trainer = SFTTrainer(
+        model=case["model_dir"],
+        args=args,
+        train_dataset=load_from_disk(case["data"]["plain"]),
+        peft_config=peft,
+        callbacks=[timer],
+    )
     trainer.train()
-    return {"log_history": trainer.state.log_history, "optim": getattr(args.optim, "value", args.optim),
-            "batch_size": args.per_device_train_batch_size}, timer
+    return {
+        "log_history": trainer.state.log_history,
+        "optim": getattr(args.optim, "value", args.optim),
+        "batch_size": args.per_device_train_batch_size,
+    }, timer
 
 
 def predicted_bytes(spec: dict, on_gpu: bool) -> int:
@@ -143,9 +186,12 @@ def merge_check(case: dict) -> dict:
     merged = AutoModelForCausalLM.from_pretrained(export, dtype=torch.float32).to(device)
     with torch.no_grad():
         logits = merged(input_ids=ids).logits.float()
-    return {"max_abs_logit_diff": (logits - expected).abs().max().item(),
-            "top1_agree": (logits.argmax(-1) == expected.argmax(-1)).float().mean().item(),
-            "logit_scale": expected.abs().max().item(), "merge_s": merge_s}
+    return {
+        "max_abs_logit_diff": (logits - expected).abs().max().item(),
+        "top1_agree": (logits.argmax(-1) == expected.argmax(-1)).float().mean().item(),
+        "logit_scale": expected.abs().max().item(),
+        "merge_s": merge_s,
+    }
 
 
 def spec_vocab(case: dict) -> int:
@@ -175,9 +221,13 @@ def run_case(case: dict) -> dict:
         traceback.print_exc()
         return {**result, "error": f"{type(e).__name__}: {str(e)[:300]}"}
     losses = [e["loss"] for e in out["log_history"] if "loss" in e]
-    result.update(timer.rate(case["warmup"]), loss_first=losses[0], loss_last=losses[-1],
-                  peak_bytes=torch.cuda.max_memory_allocated() if on_gpu else None,
-                  **{k: out[k] for k in ("optim", "batch_size") if k in out})
+    result.update(
+        timer.rate(case["warmup"]),
+        loss_first=losses[0],
+        loss_last=losses[-1],
+        peak_bytes=torch.cuda.max_memory_allocated() if on_gpu else None,
+        **{k: out[k] for k in ("optim", "batch_size") if k in out},
+    )
     return result
 
 

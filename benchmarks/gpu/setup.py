@@ -15,9 +15,20 @@ import torch
 
 from cluster.planner.architectures import ARCHITECTURES
 
-TINY = {"model_type": "llama", "vocab_size": 512, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-        "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "max_position_embeddings": 2048,
-        "rms_norm_eps": 1e-5, "hidden_act": "silu", "tie_word_embeddings": True}
+TINY = {
+    "model_type": "llama",
+    "vocab_size": 512,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 16,
+    "max_position_embeddings": 2048,
+    "rms_norm_eps": 1e-5,
+    "hidden_act": "silu",
+    "tie_word_embeddings": True,
+}
 SHAPES = {"llama-3.1-8b": ARCHITECTURES["llama-3.1-8b"], "llama-3.2-1b": ARCHITECTURES["llama-3.2-1b"], "tiny": TINY}
 SPECIALS = ["<pad>", "<s>", "</s>"]  # ids 0, 1, 2; random tokens are drawn above them
 
@@ -39,8 +50,13 @@ def build_model(shape: str, folder: Path, on_gpu: bool) -> Path:
     if on_gpu:
         torch.cuda.empty_cache()  # this process holds no model while the cases run in theirs
     words = {w: i for i, w in enumerate(SPECIALS + [f"w{i}" for i in range(64)])}
-    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(words, unk_token="<pad>")),
-                                  pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<pad>")
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.WordLevel(words, unk_token="<pad>")),
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<pad>",
+    )
     tok.save_pretrained(folder)
     (folder / "done").write_text("ok")
     return folder

@@ -37,5 +37,4 @@ from cluster.data.prepare import PreparedData, check_data, load_prepared, prepar
 from cluster.data.report import DataReport
 from cluster.data.sources import stream_source
 
-__all__ = ["DataQualityError", "DataReport", "PreparedData", "check_data", "load_prepared", "prepare_datasets",
-           "stream_source"]
+__all__ = ["DataQualityError", "DataReport", "PreparedData", "check_data", "load_prepared", "prepare_datasets", "stream_source"]

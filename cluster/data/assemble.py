@@ -62,8 +62,10 @@ def finish(loaded: Loaded, data: DataSpec, ds: Dataset, tokenizer) -> tuple[Data
     train_idx = _contamination(loaded, data, wheres, train_idx, eval_idx, keys)
     if not train_idx:
         why = ", ".join(f"{r}: {e.count} (e.g. {e.examples[0]})" for r, e in report.dropped.items())
-        raise UserError(f"no training rows left after checks ({report.rows_read} read; dropped {why or 'none'}). "
-                        "Fix: run `rayfit data check SPEC` and repair the data, or adjust data.max_seq_len/too_long.")
+        raise UserError(
+            f"no training rows left after checks ({report.rows_read} read; dropped {why or 'none'}). "
+            "Fix: run `rayfit data check SPEC` and repair the data, or adjust data.max_seq_len/too_long."
+        )
     rng.shuffle(train_idx)
     _fill_counts(report, ds, train_idx, eval_idx, data, tokenizer)
     train, evalset = ds.select(train_idx), ds.select(eval_idx) if eval_idx else None
@@ -74,14 +76,16 @@ def finish(loaded: Loaded, data: DataSpec, ds: Dataset, tokenizer) -> tuple[Data
         train = train.select_columns(COLUMNS)
         evalset = evalset.select_columns(COLUMNS) if evalset is not None else None
     report.train_rows = len(train)
-    report.packing_efficiency = (efficiency(len(train), report.train_tokens, data.max_seq_len) if data.packing
-                                 else report.padded_efficiency)
+    report.packing_efficiency = (
+        efficiency(len(train), report.train_tokens, data.max_seq_len) if data.packing else report.padded_efficiency
+    )
     _quality_notes(report, loaded, train_idx, wheres)
     return train, evalset, report
 
 
-def _contamination(loaded: Loaded, data: DataSpec, wheres: list[str], train_idx: list[int], eval_idx: list[int],
-                   keys: list[str]) -> list[int]:
+def _contamination(
+    loaded: Loaded, data: DataSpec, wheres: list[str], train_idx: list[int], eval_idx: list[int], keys: list[str]
+) -> list[int]:
     """Report train/eval pairs that are equal or near; drop the train side or fail when the policy says so."""
     report = loaded.report
     in_train, in_eval = {wheres[i] for i in train_idx}, {wheres[i] for i in eval_idx}
@@ -96,9 +100,11 @@ def _contamination(loaded: Loaded, data: DataSpec, wheres: list[str], train_idx:
     policy = data.near_duplicates.contamination if data.near_duplicates is not None else "warn"
     if policy == "fail" and pairs:
         listed = "; ".join(f"{t} <-> {e}" for t, e, _ in pairs[:20])
-        raise ContaminationError(f"{len(pairs)} eval samples are equal or near to train samples (train <-> eval): "
-                                 f"{listed}{' ...' if len(pairs) > 20 else ''}. Fix: remove them from one side, or set "
-                                 "data.near_duplicates.contamination: drop (drops the train side) or warn.")
+        raise ContaminationError(
+            f"{len(pairs)} eval samples are equal or near to train samples (train <-> eval): "
+            f"{listed}{' ...' if len(pairs) > 20 else ''}. Fix: remove them from one side, or set "
+            "data.near_duplicates.contamination: drop (drops the train side) or warn."
+        )
     if policy != "drop" or not pairs:
         return train_idx
     leaking = {t: e for t, e, _ in pairs}
@@ -125,8 +131,10 @@ def _quality_notes(report: DataReport, loaded: Loaded, train_idx: list[int], whe
     """Warn about few usable rows; show the most common answers when the answers are short (label imbalance)."""
     used = {wheres[i] for i in train_idx}
     if len(used) < FEW_ROWS:
-        report.warnings.append(f"only {len(used)} training samples: with fewer than {FEW_ROWS}, few-shot prompting "
-                               "may serve better than fine-tuning.")
+        report.warnings.append(
+            f"only {len(used)} training samples: with fewer than {FEW_ROWS}, few-shot prompting "
+            "may serve better than fine-tuning."
+        )
     answers = []
     for s in loaded.samples:
         if s["where"] in used:

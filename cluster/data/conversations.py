@@ -7,9 +7,21 @@ import json
 
 from cluster.data.drops import RowProblem
 
-ROLE_NAMES = {"system": "system", "developer": "system", "human": "user", "user": "user", "gpt": "assistant",
-              "assistant": "assistant", "chatgpt": "assistant", "bing": "assistant", "bard": "assistant",
-              "model": "assistant", "tool": "tool", "ipython": "tool", "function": "tool"}
+ROLE_NAMES = {
+    "system": "system",
+    "developer": "system",
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "chatgpt": "assistant",
+    "bing": "assistant",
+    "bard": "assistant",
+    "model": "assistant",
+    "tool": "tool",
+    "ipython": "tool",
+    "function": "tool",
+}
 
 
 def text_of(value, what: str) -> str:
@@ -43,11 +55,14 @@ def normalize(raw, what: str, roles: dict[str, str]) -> tuple[list[dict], list[b
         role = roles.get(str(name)) or ROLE_NAMES.get(str(name).lower())
         if role is None:
             known = sorted({*roles, "system", "user", "assistant", "tool", "human", "gpt"})
-            raise RowProblem("unknown role", f"{where} role {name!r}; expected one of {', '.join(known)} "
-                             "(or map it with roles: on the source)")
+            raise RowProblem(
+                "unknown role", f"{where} role {name!r}; expected one of {', '.join(known)} (or map it with roles: on the source)"
+            )
         if role == "tool" and not (messages and (messages[-1].get("tool_calls") or messages[-1]["role"] == "tool")):
-            raise RowProblem("unknown role", f"{where} role {name!r} outside a tool call; a tool result must follow an "
-                             "assistant turn with tool_calls")
+            raise RowProblem(
+                "unknown role",
+                f"{where} role {name!r} outside a tool call; a tool result must follow an assistant turn with tool_calls",
+            )
         content = m.get(content_key, m.get("value")) if content_key in m or "value" in m else None
         out = {"role": role}
         if role == "assistant" and m.get("tool_calls"):
@@ -112,11 +127,18 @@ def check_order(messages: list[dict], trained: list[bool]) -> None:
     expected = "user"
     for m in turns:
         role = m["role"]
-        ok = {"user": role == "user", "assistant": role == "assistant",
-              "tool": role == "tool", "tool or assistant": role in ("tool", "assistant")}[expected]
+        ok = {
+            "user": role == "user",
+            "assistant": role == "assistant",
+            "tool": role == "tool",
+            "tool or assistant": role in ("tool", "assistant"),
+        }[expected]
         if not ok:
-            raise RowProblem("wrong role order", f"roles {[t['role'] for t in turns]}; expected user, assistant, user, "
-                             "... (tool results right after an assistant's tool calls) ending with assistant")
+            raise RowProblem(
+                "wrong role order",
+                f"roles {[t['role'] for t in turns]}; expected user, assistant, user, "
+                "... (tool results right after an assistant's tool calls) ending with assistant",
+            )
         if role == "user":
             expected = "assistant"
         elif role == "assistant":
@@ -124,7 +146,8 @@ def check_order(messages: list[dict], trained: list[bool]) -> None:
         else:
             expected = "tool or assistant"
     if turns[-1]["role"] != "assistant":
-        raise RowProblem("wrong role order", f"roles {[t['role'] for t in turns]}; the conversation must end with an "
-                         "assistant turn")
+        raise RowProblem(
+            "wrong role order", f"roles {[t['role'] for t in turns]}; the conversation must end with an assistant turn"
+        )
     if not any(trained):
         raise RowProblem("no assistant turn", "every assistant turn has weight: 0, so nothing would be trained")

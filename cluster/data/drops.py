@@ -6,8 +6,19 @@ from dataclasses import dataclass
 
 # Every reason a row can be dropped, in the order the report lists them.
 REASONS = (
-    "unparseable", "not utf-8", "missing field", "unknown role", "empty content", "wrong role order",
-    "no assistant turn", "duplicate", "near duplicate", "contamination", "template error", "too short", "too long",
+    "unparseable",
+    "not utf-8",
+    "missing field",
+    "unknown role",
+    "empty content",
+    "wrong role order",
+    "no assistant turn",
+    "duplicate",
+    "near duplicate",
+    "contamination",
+    "template error",
+    "too short",
+    "too long",
 )
 
 

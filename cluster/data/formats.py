@@ -74,30 +74,44 @@ def detect_format(rows: SourceRows, declared: str) -> str:
     if not counts:
         if not sample:
             drops = rows.drops
-            raise UserError(f"data source {path!r} has no readable records ({len(drops)} unreadable rows, "
-                            f"first: {drops[0] if drops else 'none'}). Fix: check the file.")
+            raise UserError(
+                f"data source {path!r} has no readable records ({len(drops)} unreadable rows, "
+                f"first: {drops[0] if drops else 'none'}). Fix: check the file."
+            )
         shapes = "; ".join(f"{name}: {keys_}" for name, keys_ in SHAPES.items())
-        raise UserError(f"data source {path!r}: unknown record shape; keys seen: {keys}. Fix: map your keys with "
-                        f"fields: on the source (e.g. fields: {{prompt: question, completion: answer}}), or use one of "
-                        f"these shapes: {shapes}.")
+        raise UserError(
+            f"data source {path!r}: unknown record shape; keys seen: {keys}. Fix: map your keys with "
+            f"fields: on the source (e.g. fields: {{prompt: question, completion: answer}}), or use one of "
+            f"these shapes: {shapes}."
+        )
     if len(counts) > 1:
         seen = ", ".join(f"{f} ({n} rows)" for f, n in counts.most_common())
-        raise UserError(f"data source {path!r}: ambiguous record shape, rows look like {seen}; keys seen: {keys}. "
-                        f"Fix: set format: to one of {', '.join(FORMATS)} on this source.")
+        raise UserError(
+            f"data source {path!r}: ambiguous record shape, rows look like {seen}; keys seen: {keys}. "
+            f"Fix: set format: to one of {', '.join(FORMATS)} on this source."
+        )
     return next(iter(counts))
 
 
 def refuse_untrainable(path: str, fmt: str) -> None:
     """A UserError for shapes that supervised fine-tuning cannot train, naming the shape and the fix."""
     if fmt in ("preference", "unpaired_preference"):
-        what = "preference pairs (chosen/rejected)" if fmt == "preference" else "unpaired preference rows (prompt, completion, label) for KTO"
-        raise UserError(f"data source {path!r} holds {what}: shape {fmt}. Supervised fine-tuning trains on "
-                        "conversations or completions, not on pairs. Fix: set train.objective: dpo to train on the "
-                        "pairs, or give SFT data (e.g. the chosen answers as prompt/completion).")
+        what = (
+            "preference pairs (chosen/rejected)"
+            if fmt == "preference"
+            else "unpaired preference rows (prompt, completion, label) for KTO"
+        )
+        raise UserError(
+            f"data source {path!r} holds {what}: shape {fmt}. Supervised fine-tuning trains on "
+            "conversations or completions, not on pairs. Fix: set train.objective: dpo to train on the "
+            "pairs, or give SFT data (e.g. the chosen answers as prompt/completion)."
+        )
     if fmt == "prompt_only":
-        raise UserError(f"data source {path!r} holds prompts without answers (shape prompt_only, TRL's type for online "
-                        "methods such as GRPO); supervised fine-tuning needs the answer to train on. Fix: add a "
-                        "completion to each row, or map the answer's key with fields: {completion: <key>}.")
+        raise UserError(
+            f"data source {path!r} holds prompts without answers (shape prompt_only, TRL's type for online "
+            "methods such as GRPO); supervised fine-tuning needs the answer to train on. Fix: add a "
+            "completion to each row, or map the answer's key with fields: {completion: <key>}."
+        )
 
 
 def to_sample(fields: dict, fmt: str, system_prompt: str | None, roles: dict[str, str] | None = None) -> dict:
@@ -117,8 +131,13 @@ def to_sample(fields: dict, fmt: str, system_prompt: str | None, roles: dict[str
         return _sample(prompt=prompt, completion=completion)
     if fmt not in TRAINABLE:
         raise RowProblem("missing field", f"shape {fmt} is not trained by supervised fine-tuning")
-    messages, trained = {"alpaca": _alpaca, "messages": _chat, "sharegpt": _chat, "prompt_completion": _prompt_completion,
-                         "openai_evals": _evals}[fmt](fields, fmt, roles)
+    messages, trained = {
+        "alpaca": _alpaca,
+        "messages": _chat,
+        "sharegpt": _chat,
+        "prompt_completion": _prompt_completion,
+        "openai_evals": _evals,
+    }[fmt](fields, fmt, roles)
     tools = tools_of(fields.get("tools"))
     keep = [i for i, m in enumerate(messages) if not (m["role"] == "system" and not m["content"].strip())]
     messages, trained = [messages[i] for i in keep], [trained[i] for i in keep]

@@ -149,7 +149,7 @@ class _Scanner:
         if nxt is None:
             self.done = True
             return False
-        self.buf = self.buf[self.pos:] + nxt
+        self.buf = self.buf[self.pos :] + nxt
         self.pos = 0
         return True
 

@@ -26,7 +26,7 @@ def shingles(text: str) -> set[bytes]:
     norm = _NOT_WORD.sub(" ", text.lower()).strip()
     if len(norm) <= SHINGLE:
         return {norm.encode()}
-    return {norm[i:i + SHINGLE].encode() for i in range(len(norm) - SHINGLE + 1)}
+    return {norm[i : i + SHINGLE].encode() for i in range(len(norm) - SHINGLE + 1)}
 
 
 def _crc(data: bytes) -> int:

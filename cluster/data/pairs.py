@@ -43,10 +43,12 @@ class PairsReport:
 
     def to_table(self) -> str:
         """The report for a terminal."""
-        lines = [f"Pairs from {self.source} by {self.model} -> {self.out}",
-                 f"Rows: read {self.rows_read}"
-                 + (f", left out by --limit {self.rows_over_limit}" if self.rows_over_limit else "")
-                 + f", pairs kept {self.pairs_kept}"]
+        lines = [
+            f"Pairs from {self.source} by {self.model} -> {self.out}",
+            f"Rows: read {self.rows_read}"
+            + (f", left out by --limit {self.rows_over_limit}" if self.rows_over_limit else "")
+            + f", pairs kept {self.pairs_kept}",
+        ]
         for reason, ex in self.dropped.items():
             lines += [f"  {reason:26} {ex.count:6}", *[f"      {e}" for e in ex.examples]]
         lines.append("Length bias: " + "  ".join(f"{k}={v:.2f}" for k, v in self.length_bias.items()))
@@ -109,10 +111,13 @@ def generate_on_cluster(prompts: list[dict], spec: JobSpec, max_new_tokens: int,
 
     with ordered_quietly():
         ds = ray.data.from_items(prompts).map_batches(
-            Generator, fn_constructor_kwargs={"spec": spec.model_dump(mode="json", exclude_unset=True),
-                                              "max_new_tokens": max_new_tokens},
-            batch_size=batch_size, batch_format="pandas",
-            compute=ray.data.ActorPoolStrategy(size=spec.cluster.num_workers), num_cpus=spec.cluster.cpus_per_worker)
+            Generator,
+            fn_constructor_kwargs={"spec": spec.model_dump(mode="json", exclude_unset=True), "max_new_tokens": max_new_tokens},
+            batch_size=batch_size,
+            batch_format="pandas",
+            compute=ray.data.ActorPoolStrategy(size=spec.cluster.num_workers),
+            num_cpus=spec.cluster.cpus_per_worker,
+        )
         return sorted(ds.take_all(), key=lambda r: prompts_order(r["where"]))
 
 
@@ -134,20 +139,29 @@ def to_pairs(answered: list[dict], tokenizer, report: PairsReport) -> list[dict]
             report.add_drop(Drop("identical chosen/rejected", r["where"], "the model already answers as the reference"))
             continue
         prompt = json.loads(r["prompt"])
-        pairs.append({"prompt": prompt, "chosen": [{"role": "assistant", "content": ref}],
-                      "rejected": [{"role": "assistant", "content": gen}], "source": r["where"]})
+        pairs.append(
+            {
+                "prompt": prompt,
+                "chosen": [{"role": "assistant", "content": ref}],
+                "rejected": [{"role": "assistant", "content": gen}],
+                "source": r["where"],
+            }
+        )
         chosen_len.append(len(tokenizer(ref, add_special_tokens=False)["input_ids"]))
         rejected_len.append(len(tokenizer(gen, add_special_tokens=False)["input_ids"]))
     report.pairs_kept = len(pairs)
     if pairs:
-        report.length_bias = {"chosen_mean_tokens": sum(chosen_len) / len(pairs),
-                              "rejected_mean_tokens": sum(rejected_len) / len(pairs),
-                              "chosen_longer_fraction": sum(c > g for c, g in zip(chosen_len, rejected_len, strict=True)) / len(pairs)}
+        report.length_bias = {
+            "chosen_mean_tokens": sum(chosen_len) / len(pairs),
+            "rejected_mean_tokens": sum(rejected_len) / len(pairs),
+            "chosen_longer_fraction": sum(c > g for c, g in zip(chosen_len, rejected_len, strict=True)) / len(pairs),
+        }
     return pairs
 
 
-def build_pairs(spec: JobSpec, source: str, out: str, max_new_tokens: int = 96, batch_size: int = 8,
-                limit: int | None = None) -> PairsReport:
+def build_pairs(
+    spec: JobSpec, source: str, out: str, max_new_tokens: int = 96, batch_size: int = 8, limit: int | None = None
+) -> PairsReport:
     """Write on-policy pairs from the SFT `source` to `out` (JSON Lines) and `out`.report.json; returns the report."""
     from cluster import storage
     from cluster.model.load import load_tokenizer

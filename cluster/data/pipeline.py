@@ -32,9 +32,11 @@ class DataQualityError(UserError):
     def __init__(self, report: DataReport):
         worst = sorted(report.dropped.items(), key=lambda kv: -kv[1].count)[:3]
         reasons = ", ".join(f"{r}: {e.count} (e.g. {e.examples[0]})" for r, e in worst)
-        super().__init__(f"{report.rows_dropped} of {report.rows_read} rows dropped ({report.dropped_fraction:.1%}), more "
-                         f"than data.max_dropped_fraction {report.max_dropped_fraction:.1%}; {reasons}. Fix: repair the "
-                         "data (run `rayfit data check SPEC` for every reason with file:line) or raise data.max_dropped_fraction.")
+        super().__init__(
+            f"{report.rows_dropped} of {report.rows_read} rows dropped ({report.dropped_fraction:.1%}), more "
+            f"than data.max_dropped_fraction {report.max_dropped_fraction:.1%}; {reasons}. Fix: repair the "
+            "data (run `rayfit data check SPEC` for every reason with file:line) or raise data.max_dropped_fraction."
+        )
         self.report = report
 
 
@@ -64,15 +66,17 @@ def _mapped(stream, mapping: dict[str, str]):
 
 def read_all(data: DataSpec) -> Loaded:
     """Stream every train and eval source, convert records to samples and drop (with file:line) what is broken."""
-    out = Loaded(report=DataReport(max_dropped_fraction=data.max_dropped_fraction, packing=data.packing,
-                                   max_seq_len=data.max_seq_len))
+    out = Loaded(
+        report=DataReport(max_dropped_fraction=data.max_dropped_fraction, packing=data.packing, max_seq_len=data.max_seq_len)
+    )
     seen: dict[str, str] = {}
     for i, src in enumerate([*data.train, *data.eval]):
         digest = hashlib.sha256()
         stream = _mapped(stream_source(src, digest), src.fields)
         head = list(itertools.islice(stream, DETECT_ROWS))
-        fmt = detect_format(SourceRows(src.path, [r for r in head if isinstance(r, Record)],
-                                       [d for d in head if isinstance(d, Drop)]), src.format)
+        fmt = detect_format(
+            SourceRows(src.path, [r for r in head if isinstance(r, Record)], [d for d in head if isinstance(d, Drop)]), src.format
+        )
         refuse_untrainable(src.path, fmt)
         summary = SourceSummary(path=src.path, format=fmt, detected=src.format == "auto", rows_read=0)
         (out.report.sources if i < len(data.train) else out.report.eval_sources).append(summary)
@@ -129,15 +133,23 @@ def tokenize(loaded: Loaded, data: DataSpec, tokenizer) -> Dataset:
     num_proc) and apply the length policy; text documents longer than max_seq_len become windows."""
     report = loaded.report
     if not loaded.samples:
-        raise UserError(f"no usable rows in the data: {report.rows_read} read, all dropped. Fix: run `rayfit data check` "
-                        "and repair the reasons it lists.")
+        raise UserError(
+            f"no usable rows in the data: {report.rows_read} read, all dropped. Fix: run `rayfit data check` "
+            "and repair the reasons it lists."
+        )
     if tokenizer.chat_template is None and loaded.has_chat:
-        raise UserError("the tokenizer of model.base has no chat template, but the data has conversations. Fix: use a "
-                        "model with a chat template (e.g. an -Instruct model), or set format: text on the sources.")
+        raise UserError(
+            "the tokenizer of model.base has no chat template, but the data has conversations. Fix: use a "
+            "model with a chat template (e.g. an -Instruct model), or set format: text on the sources."
+        )
     if loaded.has_tools:
         check_tool_support(tokenizer)
-    kwargs = {"tokenizer": tokenizer, "specials": sorted(special_ids(tokenizer)), "max_seq_len": data.max_seq_len,
-              "overlap": data.window_overlap}
+    kwargs = {
+        "tokenizer": tokenizer,
+        "specials": sorted(special_ids(tokenizer)),
+        "max_seq_len": data.max_seq_len,
+        "overlap": data.window_overlap,
+    }
     if _ray_running():
         from cluster.data.ray_tokenize import tokenize_on_ray
 
@@ -145,8 +157,15 @@ def tokenize(loaded: Loaded, data: DataSpec, tokenizer) -> Dataset:
     else:
         ds = Dataset.from_list(loaded.samples)
         procs = max(1, min(data.num_proc or os.cpu_count() or 1, len(ds) // ROWS_PER_PROC))
-        ds = ds.map(tokenize_batch, batched=True, batch_size=64, num_proc=procs if procs > 1 else None,
-                    fn_kwargs=kwargs, remove_columns=ds.column_names, desc="tokenizing")
+        ds = ds.map(
+            tokenize_batch,
+            batched=True,
+            batch_size=64,
+            num_proc=procs if procs > 1 else None,
+            fn_kwargs=kwargs,
+            remove_columns=ds.column_names,
+            desc="tokenizing",
+        )
     return apply_length_policy(ds, data, report)
 
 
@@ -165,8 +184,12 @@ def apply_length_policy(ds: Dataset, data: DataSpec, report: DataReport) -> Data
     rendered = [n for n, error, w in zip(cols[0], cols[3], cols[4], strict=True) if error is None and w <= 0]
     if rendered:  # before the length policy, so they show what max_seq_len would keep
         arr = np.array(rendered)
-        report.token_lengths = {"min": float(arr.min()), **{f"p{q}": float(np.percentile(arr, q)) for q in (50, 90, 95, 99)},
-                                "max": float(arr.max()), "mean": round(float(arr.mean()), 1)}
+        report.token_lengths = {
+            "min": float(arr.min()),
+            **{f"p{q}": float(np.percentile(arr, q)) for q in (50, 90, 95, 99)},
+            "max": float(arr.max()),
+            "mean": round(float(arr.mean()), 1),
+        }
     report.documents_split = sum(w == 0 for w in cols[4])
     report.windows = sum(w >= 0 for w in cols[4])
     for i, (n, trained, where, error, _) in enumerate(zip(*cols, strict=True)):
@@ -199,8 +222,12 @@ def columns(ds: Dataset, *names: str) -> list[list]:
 def _truncate(batch: dict, max_len: int) -> dict:
     ids = [x[:max_len] for x in batch["input_ids"]]
     labels = [x[:max_len] for x in batch["labels"]]
-    return {"input_ids": ids, "labels": labels, "length": [len(x) for x in ids],
-            "trained": [sum(v != IGNORE for v in x) for x in labels]}
+    return {
+        "input_ids": ids,
+        "labels": labels,
+        "length": [len(x) for x in ids],
+        "trained": [sum(v != IGNORE for v in x) for x in labels],
+    }
 
 
 def check_threshold(report: DataReport) -> None:

@@ -18,8 +18,18 @@ CHOSEN_KEYS = ("chosen", "chosen_response", "response_chosen", "chosen_text")
 REJECTED_KEYS = ("rejected", "rejected_response", "response_rejected", "rejected_text")
 COMPLETION_KEYS = ("completion", "response", "output", "answer")
 LABEL_KEYS = ("label", "thumbs_up", "desirable")
-LABEL_WORDS = {"true": True, "1": True, "yes": True, "up": True, "good": True,
-               "false": False, "0": False, "no": False, "down": False, "bad": False}
+LABEL_WORDS = {
+    "true": True,
+    "1": True,
+    "yes": True,
+    "up": True,
+    "good": True,
+    "false": False,
+    "0": False,
+    "no": False,
+    "down": False,
+    "bad": False,
+}
 PREFERENCE_REASONS = ("missing field", "wrong type", "missing prompt", "empty", "identical chosen/rejected")
 
 
@@ -44,8 +54,10 @@ def normalise_pair(fields: dict, system_prompt: str | None = None) -> dict:
     if chosen_key is None or rejected_key is None:
         missing = "chosen" if chosen_key is None else "rejected"
         raise BadRow("missing field", f"no '{missing}' field (keys: {sorted(fields)})")
-    row = {"chosen": _turns(fields[chosen_key], chosen_key, "assistant"),
-           "rejected": _turns(fields[rejected_key], rejected_key, "assistant")}
+    row = {
+        "chosen": _turns(fields[chosen_key], chosen_key, "assistant"),
+        "rejected": _turns(fields[rejected_key], rejected_key, "assistant"),
+    }
     for key, name in ((chosen_key, "chosen"), (rejected_key, "rejected")):
         if not row[name]:
             raise BadRow("empty", f"'{key}' is empty")
@@ -70,8 +82,10 @@ def normalise_feedback(fields: dict, system_prompt: str | None = None) -> list[d
     """KTO rows {prompt, completion, label} from one record; a pair gives two rows (chosen up, rejected down)."""
     if is_preference(fields):
         pair = normalise_pair(fields, system_prompt)
-        return [{"prompt": pair["prompt"], "completion": pair["chosen"], "label": True},
-                {"prompt": pair["prompt"], "completion": pair["rejected"], "label": False}]
+        return [
+            {"prompt": pair["prompt"], "completion": pair["chosen"], "label": True},
+            {"prompt": pair["prompt"], "completion": pair["rejected"], "label": False},
+        ]
     prompt_key, completion_key, label_key = (_first(fields, k) for k in (PROMPT_KEYS, COMPLETION_KEYS, LABEL_KEYS))
     for name, key in (("prompt", prompt_key), ("completion", completion_key), ("label", label_key)):
         if key is None:
@@ -82,8 +96,13 @@ def normalise_feedback(fields: dict, system_prompt: str | None = None) -> list[d
     completion = _turns(fields[completion_key], completion_key, "assistant")
     if not completion:
         raise BadRow("empty", f"'{completion_key}' is empty")
-    return [{"prompt": _with_system(prompt, fields, system_prompt), "completion": completion,
-             "label": _label(fields[label_key], label_key)}]
+    return [
+        {
+            "prompt": _with_system(prompt, fields, system_prompt),
+            "completion": completion,
+            "label": _label(fields[label_key], label_key),
+        }
+    ]
 
 
 def normalise(fields: dict, objective: str, system_prompt: str | None = None) -> list[dict]:

@@ -31,31 +31,37 @@ class PreferenceReport(DataReport):
     """The data report of a DPO/KTO run: rows kept and dropped by reason, and the chosen-vs-rejected length bias."""
 
     objective: str = "dpo"
-    length_bias: dict[str, float] = Field(default_factory=dict, description="Mean completion tokens of chosen and "
-                                          "rejected (desirable/undesirable for KTO), and the fraction of pairs whose chosen is longer.")
+    length_bias: dict[str, float] = Field(
+        default_factory=dict,
+        description="Mean completion tokens of chosen and "
+        "rejected (desirable/undesirable for KTO), and the fraction of pairs whose chosen is longer.",
+    )
 
     def to_table(self) -> str:
         """The report as aligned text for a terminal."""
         lines = [f"Preference data ({self.objective})"]
         for kind, group in (("train", self.sources), ("eval", self.eval_sources)):
             lines += [f"  {kind:5} {s.path}  read={s.rows_read} kept={s.rows_kept} used={s.rows_used}" for s in group]
-        lines.append(f"Rows: read {self.rows_read}, kept {self.rows_kept}, dropped {self.rows_dropped} "
-                     f"({self.dropped_fraction:.1%}; limit {self.max_dropped_fraction:.1%})")
+        lines.append(
+            f"Rows: read {self.rows_read}, kept {self.rows_kept}, dropped {self.rows_dropped} "
+            f"({self.dropped_fraction:.1%}; limit {self.max_dropped_fraction:.1%})"
+        )
         for reason, ex in self.dropped.items():
             lines.append(f"  {reason:26} {ex.count:6}")
             lines += [f"      {e}" for e in ex.examples]
         if self.length_bias:
             lines.append("Length bias: " + "  ".join(f"{k}={v:.2f}" for k, v in self.length_bias.items()))
-        lines.append(f"Train: {self.train_samples} rows, {self.train_tokens} tokens; eval: {self.eval_samples} rows "
-                     f"(from {self.eval_from})")
+        lines.append(
+            f"Train: {self.train_samples} rows, {self.train_tokens} tokens; eval: {self.eval_samples} rows "
+            f"(from {self.eval_from})"
+        )
         return "\n".join(lines)
 
 
 def read_preferences(spec: JobSpec) -> tuple[list[dict], PreferenceReport, list[str]]:
     """Every train and eval source as TRL rows with `src` and `where`, the report so far, and source digests."""
     data, objective = spec.data, spec.train.objective
-    report = PreferenceReport(objective=objective, max_dropped_fraction=data.max_dropped_fraction,
-                              max_seq_len=data.max_seq_len)
+    report = PreferenceReport(objective=objective, max_dropped_fraction=data.max_dropped_fraction, max_seq_len=data.max_seq_len)
     rows, digests, seen = [], [PREFERENCE_VERSION, objective], {}
     for i, src in enumerate([*data.train, *data.eval]):
         got = read_source(src)
@@ -85,15 +91,16 @@ def measure(rows: list[dict], spec: JobSpec, tokenizer, report: PreferenceReport
     from trl.data_utils import apply_chat_template
 
     if tokenizer.chat_template is None:
-        raise UserError("the tokenizer of model.base has no chat template, but preference rows are conversations. "
-                        "Fix: use a model with a chat template (e.g. an -Instruct model) or set model.chat_template.")
+        raise UserError(
+            "the tokenizer of model.base has no chat template, but preference rows are conversations. "
+            "Fix: use a model with a chat template (e.g. an -Instruct model) or set model.chat_template."
+        )
     answers = ("chosen", "rejected") if spec.train.objective == "dpo" else ("completion",)
     kept = []
     for row in rows:
         text = apply_chat_template({k: row[k] for k in ("prompt", *answers)}, tokenizer)
         n_prompt = len(tokenizer(text["prompt"], add_special_tokens=False)["input_ids"])
-        lengths = {k: len(tokenizer(text["prompt"] + text[k], add_special_tokens=False)["input_ids"]) - n_prompt
-                   for k in answers}
+        lengths = {k: len(tokenizer(text["prompt"] + text[k], add_special_tokens=False)["input_ids"]) - n_prompt for k in answers}
         total = n_prompt + max(lengths.values())
         if total > spec.data.max_seq_len and spec.data.too_long == "drop":
             report.add_drop(Drop("too long", row["where"], f"{total} tokens > data.max_seq_len {spec.data.max_seq_len}"))
@@ -109,12 +116,18 @@ def length_bias(rows: list[dict], objective: str) -> dict[str, float]:
     if objective == "dpo":
         chosen, rejected = [r["chosen_tokens"] for r in rows], [r["rejected_tokens"] for r in rows]
         longer = sum(c > r for c, r in zip(chosen, rejected, strict=True)) / len(rows)
-        return {"chosen_mean_tokens": sum(chosen) / len(chosen), "rejected_mean_tokens": sum(rejected) / len(rejected),
-                "chosen_longer_fraction": longer}
+        return {
+            "chosen_mean_tokens": sum(chosen) / len(chosen),
+            "rejected_mean_tokens": sum(rejected) / len(rejected),
+            "chosen_longer_fraction": longer,
+        }
     up = [r["completion_tokens"] for r in rows if r["label"]] or [0]
     down = [r["completion_tokens"] for r in rows if not r["label"]] or [0]
-    return {"desirable_mean_tokens": sum(up) / len(up), "undesirable_mean_tokens": sum(down) / len(down),
-            "desirable_fraction": sum(r["label"] for r in rows) / len(rows)}
+    return {
+        "desirable_mean_tokens": sum(up) / len(up),
+        "undesirable_mean_tokens": sum(down) / len(down),
+        "desirable_fraction": sum(r["label"] for r in rows) / len(rows),
+    }
 
 
 def prepare_preferences(spec: JobSpec, tokenizer, cache_dir: str) -> PreparedData:
@@ -185,7 +198,9 @@ def _split(rows: list[dict], spec: JobSpec, report: PreferenceReport) -> tuple[l
         s.rows_kept = s.rows_used = sum(1 for i in held if rows[i]["src"] == n_train + k)
     if not train:
         why = ", ".join(f"{r}: {e.count} (e.g. {e.examples[0]})" for r, e in report.dropped.items())
-        raise UserError(f"no preference rows left for training ({report.rows_read} read; dropped {why or 'none'}). "
-                        "Fix: run `rayfit data check SPEC` and repair the data.")
+        raise UserError(
+            f"no preference rows left for training ({report.rows_read} read; dropped {why or 'none'}). "
+            "Fix: run `rayfit data check SPEC` and repair the data."
+        )
     rng.shuffle(train)
     return [rows[i] for i in train], [rows[i] for i in held]

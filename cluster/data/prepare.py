@@ -41,8 +41,16 @@ def tokenizer_fingerprint(tokenizer) -> str:
     """A hash of everything about a tokenizer that changes its output: vocabulary, merges, specials, chat template."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     body = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
-    extra = json.dumps([type(tokenizer).__name__, tokenizer.chat_template, tokenizer.special_tokens_map,
-                        sorted((i, str(t)) for i, t in tokenizer.added_tokens_decoder.items())], sort_keys=True, default=str)
+    extra = json.dumps(
+        [
+            type(tokenizer).__name__,
+            tokenizer.chat_template,
+            tokenizer.special_tokens_map,
+            sorted((i, str(t)) for i, t in tokenizer.added_tokens_decoder.items()),
+        ],
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256((body + extra).encode()).hexdigest()
 
 

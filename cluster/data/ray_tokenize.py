@@ -11,9 +11,19 @@ from datasets import Dataset
 from cluster.data.render import tokenize_batch
 
 BATCH = 256
-SCHEMA = pa.schema([("input_ids", pa.list_(pa.int64())), ("labels", pa.list_(pa.int64())), ("length", pa.int64()),
-                    ("trained", pa.int64()), ("error", pa.string()), ("window", pa.int64()), ("src", pa.int64()),
-                    ("where", pa.string()), ("key", pa.string())])
+SCHEMA = pa.schema(
+    [
+        ("input_ids", pa.list_(pa.int64())),
+        ("labels", pa.list_(pa.int64())),
+        ("length", pa.int64()),
+        ("trained", pa.int64()),
+        ("error", pa.string()),
+        ("window", pa.int64()),
+        ("src", pa.int64()),
+        ("where", pa.string()),
+        ("key", pa.string()),
+    ]
+)
 
 
 class _Tokenize:
@@ -52,8 +62,15 @@ def tokenize_on_ray(samples: list[dict], kwargs: dict, workers: int | None) -> D
     workers = max(1, min(workers, -(-len(samples) // BATCH)))
     with ordered_quietly():
         ds = ray.data.from_items(samples).map_batches(
-            _Tokenize, fn_constructor_kwargs={"kwargs": kwargs}, batch_size=BATCH, batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1)
+            _Tokenize,
+            fn_constructor_kwargs={"kwargs": kwargs},
+            batch_size=BATCH,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=workers),
+            num_cpus=1,
+        )
         tables = ray.get(ds.to_arrow_refs())
-    table = pa.concat_tables([t.select(SCHEMA.names).cast(SCHEMA) for t in tables if t.num_rows]) if tables else SCHEMA.empty_table()
+    table = (
+        pa.concat_tables([t.select(SCHEMA.names).cast(SCHEMA) for t in tables if t.num_rows]) if tables else SCHEMA.empty_table()
+    )
     return Dataset(table)

@@ -33,29 +33,43 @@ PROBE_TOOL, PROBE_CALL = "rayfit_probe_schema", "rayfit_probe_call"
 
 def check_tool_support(tokenizer) -> None:
     """Raise UserError unless the chat template renders both the tool schemas (`tools=`) and assistant tool calls."""
-    tools = [{"type": "function", "function": {"name": PROBE_TOOL, "description": "probe",
-                                               "parameters": {"type": "object", "properties": {}}}}]
-    messages = [{"role": "user", "content": "probe"},
-                {"role": "assistant", "content": "", "tool_calls": [
-                    {"type": "function", "function": {"name": PROBE_CALL, "arguments": {"x": 1}}}]},
-                {"role": "tool", "content": "probe result"}, {"role": "assistant", "content": "ok"}]
+    tools = [
+        {
+            "type": "function",
+            "function": {"name": PROBE_TOOL, "description": "probe", "parameters": {"type": "object", "properties": {}}},
+        }
+    ]
+    messages = [
+        {"role": "user", "content": "probe"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"type": "function", "function": {"name": PROBE_CALL, "arguments": {"x": 1}}}],
+        },
+        {"role": "tool", "content": "probe result"},
+        {"role": "assistant", "content": "ok"},
+    ]
     try:
         text = _render(tokenizer, messages, False, tools)
     except Exception as e:  # noqa: BLE001 - a template that fails on tools has no tool support
         text, failure = "", f" (it fails: {type(e).__name__}: {e})"
     else:
         failure = ""
-    missing = [what for what, name in (("tool schemas (tools=)", PROBE_TOOL), ("assistant tool calls", PROBE_CALL))
-               if name not in text]
+    missing = [
+        what for what, name in (("tool schemas (tools=)", PROBE_TOOL), ("assistant tool calls", PROBE_CALL)) if name not in text
+    ]
     if missing:
-        raise UserError(f"the data has tool calls, but the model's chat template has no tool support: it does not render "
-                        f"{' or '.join(missing)}{failure}, so they would be silently lost. Fix: set model.chat_template "
-                        "to a tool-capable template (e.g. Qwen2.5's or Llama 3.1's), or use a model whose template "
-                        "supports tools.")
+        raise UserError(
+            f"the data has tool calls, but the model's chat template has no tool support: it does not render "
+            f"{' or '.join(missing)}{failure}, so they would be silently lost. Fix: set model.chat_template "
+            "to a tool-capable template (e.g. Qwen2.5's or Llama 3.1's), or use a model whose template "
+            "supports tools."
+        )
 
 
-def assistant_char_spans(tokenizer, messages: list[dict], trained: list[bool] | None = None,
-                         tools: list[dict] | None = None) -> tuple[str, list[tuple[int, int]]]:
+def assistant_char_spans(
+    tokenizer, messages: list[dict], trained: list[bool] | None = None, tools: list[dict] | None = None
+) -> tuple[str, list[tuple[int, int]]]:
     """The rendered conversation and the [start, end) character span of each trained assistant turn in it."""
     full = _render(tokenizer, messages, False, tools)
     spans = []
@@ -68,13 +82,19 @@ def assistant_char_spans(tokenizer, messages: list[dict], trained: list[bool] | 
             raise UserError(
                 "the chat template does not render a conversation's prefixes as prefixes of the whole (it rewrites "
                 f"earlier turns), so assistant turns cannot be located for loss masking (turn {k}). Fix: use a "
-                "tokenizer whose template renders turns independently, or set the model's chat template.")
+                "tokenizer whose template renders turns independently, or set the model's chat template."
+            )
         spans.append((len(before), len(through)))
     return full, spans
 
 
-def render_conversation(tokenizer, messages: list[dict], specials: set[int] | None = None,
-                        trained: list[bool] | None = None, tools: list[dict] | None = None) -> tuple[list[int], list[int]]:
+def render_conversation(
+    tokenizer,
+    messages: list[dict],
+    specials: set[int] | None = None,
+    trained: list[bool] | None = None,
+    tools: list[dict] | None = None,
+) -> tuple[list[int], list[int]]:
     """Token ids of the templated conversation and labels: -100 except trained assistant turns (all of them when
     `trained` is None) through their end-of-turn token; tool calls are part of the turn, tool results never are."""
     specials = special_ids(tokenizer) if specials is None else specials
@@ -90,7 +110,8 @@ def render_conversation(tokenizer, messages: list[dict], specials: set[int] | No
             raise UserError(
                 "the chat template puts no end-of-turn special token after an assistant message, so a tuned model "
                 f"would not learn to stop (rendered turn: {text[start:end]!r}). Fix: use a chat template that closes "
-                "assistant turns with a special token (e.g. <|im_end|> or <|eot_id|>).")
+                "assistant turns with a special token (e.g. <|im_end|> or <|eot_id|>)."
+            )
         for i in inside:
             if i <= ends[-1]:
                 labels[i] = ids[i]
@@ -130,7 +151,7 @@ def windows(ids: list[int], size: int, overlap: int) -> list[tuple[list[int], li
     previous one ended; every token is trained exactly once (the repeated ones are context only)."""
     out, start = [], 0
     while True:
-        chunk = ids[start:start + size]
+        chunk = ids[start : start + size]
         repeated = overlap if start else 0
         out.append((chunk, [IGNORE] * repeated + chunk[repeated:]))
         if start + size >= len(ids):
@@ -160,9 +181,17 @@ def tokenize_batch(batch: dict, tokenizer, specials: list[int], max_seq_len: int
         is_text = sample["messages"] is None and sample.get("prompt") is None
         parts = windows(ids, max_seq_len, overlap) if is_text and len(ids) > max_seq_len else [(ids, labels)]
         for k, (w_ids, w_labels) in enumerate(parts):
-            for name, value in (("input_ids", w_ids), ("labels", w_labels), ("length", len(w_ids)), ("error", error),
-                                ("trained", sum(label != IGNORE for label in w_labels)), ("src", src), ("where", where),
-                                ("key", key), ("window", k if len(parts) > 1 else -1)):
+            for name, value in (
+                ("input_ids", w_ids),
+                ("labels", w_labels),
+                ("length", len(w_ids)),
+                ("error", error),
+                ("trained", sum(label != IGNORE for label in w_labels)),
+                ("src", src),
+                ("where", where),
+                ("key", key),
+                ("window", k if len(parts) > 1 else -1),
+            ):
                 out[name].append(value)
     return out
 

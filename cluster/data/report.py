@@ -50,21 +50,28 @@ class DataReport(BaseModel):
     dropped: dict[str, Examples] = Field(default_factory=dict, description="Reason -> count and file:line examples.")
     truncated: int = 0
     token_lengths: dict[str, float] = Field(
-        default_factory=dict, description="Rendered sample lengths in tokens before the length policy: min, p50, p90, p95, p99, max, mean.")
+        default_factory=dict,
+        description="Rendered sample lengths in tokens before the length policy: min, p50, p90, p95, p99, max, mean.",
+    )
     eval_from: str = "none"
     train_samples: int = 0
     eval_samples: int = 0
     train_tokens: int = 0
     trained_tokens: int = 0
     contamination: Examples = Field(default_factory=Examples, description="Eval samples that also appear in train.")
-    contamination_pairs: Examples = Field(default_factory=Examples, description="Train <-> eval pairs equal or near "
-                                          "(MinHash), as `train file:line <-> eval file:line`.")
+    contamination_pairs: Examples = Field(
+        default_factory=Examples,
+        description="Train <-> eval pairs equal or near (MinHash), as `train file:line <-> eval file:line`.",
+    )
     near_duplicates: Examples = Field(default_factory=Examples, description="Near-duplicate pairs within train.")
     documents_split: int = Field(0, description="Text documents longer than max_seq_len, split into windows.")
     windows: int = Field(0, description="Windows made from those documents.")
     warnings: list[str] = Field(default_factory=list, description="Things to know before training (e.g. few rows).")
-    answers: dict[str, float] = Field(default_factory=dict, description="Short-answer data: the most common answers "
-                                      "and their share of the training samples, so label imbalance is visible.")
+    answers: dict[str, float] = Field(
+        default_factory=dict,
+        description="Short-answer data: the most common answers "
+        "and their share of the training samples, so label imbalance is visible.",
+    )
     packing: bool = False
     max_seq_len: int = 0
     train_rows: int = 0
@@ -87,19 +94,29 @@ class DataReport(BaseModel):
         for kind, group in (("train", self.sources), ("eval", self.eval_sources)):
             for s in group:
                 how = "detected" if s.detected else "given"
-                lines.append(f"  {kind:5} {s.path}  format={s.format} ({how})  read={s.rows_read} kept={s.rows_kept} "
-                             f"held out for eval={s.rows_held_out} used={s.rows_used}")
-        lines += ["", f"Rows: read {self.rows_read}, kept {self.rows_kept}, dropped {self.rows_dropped} "
-                      f"({self.dropped_fraction:.1%}; limit {self.max_dropped_fraction:.1%}), truncated {self.truncated}"]
+                lines.append(
+                    f"  {kind:5} {s.path}  format={s.format} ({how})  read={s.rows_read} kept={s.rows_kept} "
+                    f"held out for eval={s.rows_held_out} used={s.rows_used}"
+                )
+        lines += [
+            "",
+            f"Rows: read {self.rows_read}, kept {self.rows_kept}, dropped {self.rows_dropped} "
+            f"({self.dropped_fraction:.1%}; limit {self.max_dropped_fraction:.1%}), truncated {self.truncated}",
+        ]
         for reason in sorted(self.dropped, key=lambda r: REASONS.index(r) if r in REASONS else len(REASONS)):
             ex = self.dropped[reason]
             lines.append(f"  {reason:18} {ex.count:6}")
             lines += [f"      {e}" for e in ex.examples]
         if self.documents_split:
-            lines += ["", f"Long documents: {self.documents_split} split into {self.windows} windows of at most "
-                          f"{self.max_seq_len} tokens (every token kept)"]
-        for title, ex in (("Near-duplicate pairs in train", self.near_duplicates),
-                          ("Train/eval pairs equal or near (contamination)", self.contamination_pairs)):
+            lines += [
+                "",
+                f"Long documents: {self.documents_split} split into {self.windows} windows of at most "
+                f"{self.max_seq_len} tokens (every token kept)",
+            ]
+        for title, ex in (
+            ("Near-duplicate pairs in train", self.near_duplicates),
+            ("Train/eval pairs equal or near (contamination)", self.contamination_pairs),
+        ):
             if ex.count:
                 lines += ["", f"{title}: {ex.count}"] + [f"      {e}" for e in ex.examples]
         if self.answers:
@@ -108,18 +125,26 @@ class DataReport(BaseModel):
             tl = self.token_lengths
             stats = "  ".join(f"{k}={tl[k]:.0f}" for k in ("min", "p50", "p90", "p95", "p99", "max", "mean") if k in tl)
             lines += ["", f"Token lengths (before the length policy): {stats}"]
-        lines += ["", f"Train: {self.train_samples} samples, {self.train_tokens} tokens ({self.trained_tokens} trained); "
-                      f"eval: {self.eval_samples} samples (from {self.eval_from})",
-                  f"Eval samples also in train (contamination): {self.contamination.count}"
-                  + (" -- eval loss will look better than the model is" if self.contamination.count else "")]
+        lines += [
+            "",
+            f"Train: {self.train_samples} samples, {self.train_tokens} tokens ({self.trained_tokens} trained); "
+            f"eval: {self.eval_samples} samples (from {self.eval_from})",
+            f"Eval samples also in train (contamination): {self.contamination.count}"
+            + (" -- eval loss will look better than the model is" if self.contamination.count else ""),
+        ]
         lines += [f"      {e}" for e in self.contamination.examples]
         if self.packing:
-            lines.append(f"Packing: {self.train_rows} rows of {self.max_seq_len} tokens, efficiency "
-                         f"{self.packing_efficiency:.1%} (padded to max_seq_len: {self.padded_efficiency:.1%})")
+            lines.append(
+                f"Packing: {self.train_rows} rows of {self.max_seq_len} tokens, efficiency "
+                f"{self.packing_efficiency:.1%} (padded to max_seq_len: {self.padded_efficiency:.1%})"
+            )
         else:
             lines.append(f"Packing off: {self.train_rows} rows, padded-to-max_seq_len efficiency {self.padded_efficiency:.1%}")
         lines += [f"Warning: {w}" for w in self.warnings]
         if self.example:
-            lines += ["", f"Example ({self.example_where}); trained tokens are between [[ and ]]:",
-                      "".join(f"[[{text}]]" if trained else text for text, trained in self.example)]
+            lines += [
+                "",
+                f"Example ({self.example_where}); trained tokens are between [[ and ]]:",
+                "".join(f"[[{text}]]" if trained else text for text, trained in self.example),
+            ]
         return "\n".join(lines)

@@ -78,19 +78,26 @@ def stream_source(src: SourceSpec, digest=None) -> Iterator[Record | Drop]:
         return
     fs, fs_path = url_to_fs(src.path)
     if not fs.exists(fs_path):
-        raise UserError(f"data source {src.path!r} does not exist. Fix: check data.train/data.eval paths "
-                        "(local path, file://, s3:// or gs:// URI, hf:<dataset id>, or embedded:construction-faq).")
+        raise UserError(
+            f"data source {src.path!r} does not exist. Fix: check data.train/data.eval paths "
+            "(local path, file://, s3:// or gs:// URI, hf:<dataset id>, or embedded:construction-faq)."
+        )
     if fs.isdir(fs_path):
-        if fs.exists(f"{fs_path}/dataset_info.json") or fs.exists(f"{fs_path}/dataset_dict.json") \
-                or fs.exists(f"{fs_path}/state.json"):
+        if (
+            fs.exists(f"{fs_path}/dataset_info.json")
+            or fs.exists(f"{fs_path}/dataset_dict.json")
+            or fs.exists(f"{fs_path}/state.json")
+        ):
             yield from _read_saved_dataset(src, fs, fs_path, digest)
         else:
             yield from _read_folder(src, fs, fs_path, digest)
         return
     kind = FILE_KINDS.get(Path(fs_path).suffix.lower())
     if kind is None:
-        raise UserError(f"data source {src.path!r}: unknown file type {Path(fs_path).suffix!r}. "
-                        f"Fix: use one of {', '.join(FILE_KINDS)}, a folder of them, or a datasets.save_to_disk folder.")
+        raise UserError(
+            f"data source {src.path!r}: unknown file type {Path(fs_path).suffix!r}. "
+            f"Fix: use one of {', '.join(FILE_KINDS)}, a folder of them, or a datasets.save_to_disk folder."
+        )
     yield from _read_file(src.path, kind, digest, src.path)
 
 
@@ -104,8 +111,10 @@ def _read_folder(src: SourceSpec, fs, fs_path: str, digest) -> Iterator[Record |
     """Every data file in a folder (e.g. parquet shards written by Spark or Ray), in name order."""
     files = sorted(p for p in fs.find(fs_path) if Path(p).suffix.lower() in FILE_KINDS)
     if not files:
-        raise UserError(f"data source {src.path!r} is a folder with no {', '.join(FILE_KINDS)} files and is not a "
-                        "datasets.save_to_disk folder. Fix: point path: at the data files or their folder.")
+        raise UserError(
+            f"data source {src.path!r} is a folder with no {', '.join(FILE_KINDS)} files and is not a "
+            "datasets.save_to_disk folder. Fix: point path: at the data files or their folder."
+        )
     prefix = src.path.split("://")[0] + "://" if "://" in src.path else ""
     for p in files:
         digest.update(p.removeprefix(fs_path).encode())
@@ -194,13 +203,14 @@ def _read_parquet(path: str, f, digest) -> Iterator[Record | Drop]:
                 row += 1
                 yield _checked(f"{path}:row {row}", fields)
     except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid/ArrowIOError are these
-        raise UserError(f"data source {path!r} is not a readable parquet file ({type(e).__name__}: {e}). "
-                        "Fix: rewrite the file, or convert it to JSON Lines.") from None
+        raise UserError(
+            f"data source {path!r} is not a readable parquet file ({type(e).__name__}: {e}). "
+            "Fix: rewrite the file, or convert it to JSON Lines."
+        ) from None
 
 
 def _read_csv(path: str, f, digest) -> Iterator[Record | Drop]:
-    text = io.TextIOWrapper(io.BufferedReader(_Hashing(f, digest)), encoding="utf-8-sig", errors="surrogateescape",
-                            newline="")
+    text = io.TextIOWrapper(io.BufferedReader(_Hashing(f, digest)), encoding="utf-8-sig", errors="surrogateescape", newline="")
     reader = csv.DictReader(text)
     start = 2
     while True:
@@ -242,8 +252,10 @@ def _read_saved_dataset(src: SourceSpec, fs, fs_path: str, digest) -> Iterator[R
     if isinstance(ds, DatasetDict):
         split = src.split or ("train" if "train" in ds else None)
         if split not in ds:
-            raise UserError(f"data source {src.path!r} is a DatasetDict with splits {sorted(ds)}; "
-                            f"split {src.split!r} is not one of them. Fix: set split: on this source.")
+            raise UserError(
+                f"data source {src.path!r} is a DatasetDict with splits {sorted(ds)}; "
+                f"split {src.split!r} is not one of them. Fix: set split: on this source."
+            )
         ds = ds[split]
     elif src.split:
         raise UserError(f"data source {src.path!r} is a single Dataset, but split: {src.split} is set. Fix: remove split.")
@@ -266,9 +278,11 @@ def _read_hub(src: SourceSpec, digest) -> Iterator[Record | Drop]:
     try:
         ds = datasets.load_dataset(repo, src.name, split=src.split or "train", revision=src.revision)
     except Exception as e:  # noqa: BLE001 - datasets raises many types for "not found / not cached / offline"
-        raise UserError(f"data source {src.path!r}: datasets.load_dataset({repo!r}, name={src.name!r}, "
-                        f"split={src.split or 'train'!r}, revision={src.revision!r}) failed: {type(e).__name__}: "
-                        f"{str(e).splitlines()[0] if str(e) else ''}. Fix: check the id, name, split and revision; "
-                        "offline (HF_HUB_OFFLINE=1) the dataset must already be in the local Hugging Face cache.") from None
+        raise UserError(
+            f"data source {src.path!r}: datasets.load_dataset({repo!r}, name={src.name!r}, "
+            f"split={src.split or 'train'!r}, revision={src.revision!r}) failed: {type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}. Fix: check the id, name, split and revision; "
+            "offline (HF_HUB_OFFLINE=1) the dataset must already be in the local Hugging Face cache."
+        ) from None
     digest.update(f"{repo}|{src.name}|{src.split}|{src.revision}|{ds._fingerprint}".encode())
     yield from _rows_of_dataset(src.path, ds)

@@ -14,5 +14,13 @@ from cluster.evaluation.heldout import generation_samples, load_eval_rows
 from cluster.evaluation.run import evaluate_run, load_base, load_tuned
 from cluster.evaluation.scoring import eval_loss, generate, text_metrics
 
-__all__ = ["eval_loss", "evaluate_run", "generate", "generation_samples", "load_base", "load_eval_rows", "load_tuned",
-           "text_metrics"]
+__all__ = [
+    "eval_loss",
+    "evaluate_run",
+    "generate",
+    "generation_samples",
+    "load_base",
+    "load_eval_rows",
+    "load_tuned",
+    "text_metrics",
+]

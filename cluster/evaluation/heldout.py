@@ -36,8 +36,10 @@ def load_eval_rows(spec: JobSpec, tokenizer, cache_dir: str | None = None):
     prepared = prepare_datasets(spec, tokenizer, cache_dir or data_cache_dir(spec))
     rows = prepared.eval()
     if rows is None or len(rows) == 0:
-        raise UserError("evaluation needs held-out data, but the prepared data has no eval rows. "
-                        "Fix: set data.eval_split (e.g. 0.05) or add data.eval sources.")
+        raise UserError(
+            "evaluation needs held-out data, but the prepared data has no eval rows. "
+            "Fix: set data.eval_split (e.g. 0.05) or add data.eval sources."
+        )
     return rows
 
 
@@ -48,7 +50,7 @@ def split_samples(row: dict) -> list[tuple[list[int], list[int]]]:
     if not positions:
         return [(ids, labels)]
     starts = [i for i, p in enumerate(positions) if p == 0] + [len(ids)]
-    return [(ids[a:b], labels[a:b]) for a, b in zip(starts, starts[1:]) if b > a]
+    return [(ids[a:b], labels[a:b]) for a, b in zip(starts, starts[1:], strict=False) if b > a]
 
 
 def last_answer(ids: list[int], labels: list[int]) -> tuple[list[int], list[int]] | None:
@@ -59,7 +61,7 @@ def last_answer(ids: list[int], labels: list[int]) -> tuple[list[int], list[int]
     start = end
     while start > 0 and labels[start - 1] != IGNORE:
         start -= 1
-    return (ids[:start], ids[start:end + 1]) if start > 0 else None
+    return (ids[:start], ids[start : end + 1]) if start > 0 else None
 
 
 def generation_samples(rows, tokenizer, limit: int) -> list[Sample]:

@@ -43,7 +43,7 @@ def tokenized(pair: dict, tokenizer) -> dict:
     out = {"prompt": prompt}
     for key in ("chosen", "rejected"):
         full = tokenizer(text["prompt"] + text[key], add_special_tokens=False)["input_ids"]
-        out[key] = full[len(prompt):]
+        out[key] = full[len(prompt) :]
     return out
 
 
@@ -56,8 +56,8 @@ def answer_logps(model, items: list[dict]) -> list[tuple[float, float, int]]:
         sums = []
         for key in ("chosen", "rejected"):
             ids = torch.tensor([it["prompt"] + it[key]], device=device)
-            logits = model(input_ids=ids, use_cache=False).logits[0, len(it["prompt"]) - 1:-1].float()
-            sums.append(torch.log_softmax(logits, -1).gather(-1, ids[0, len(it["prompt"]):, None]).sum().item())
+            logits = model(input_ids=ids, use_cache=False).logits[0, len(it["prompt"]) - 1 : -1].float()
+            sums.append(torch.log_softmax(logits, -1).gather(-1, ids[0, len(it["prompt"]) :, None]).sum().item())
         out.append((sums[0], sums[1], len(it["chosen"])))
     return out
 
@@ -72,7 +72,9 @@ def preference_scores(start: list[tuple], model: list[tuple], beta: float) -> di
         "reward_margin": sum(margins) / len(margins),
         "eval_loss": sum(-torch.nn.functional.logsigmoid(torch.tensor(m)).item() for m in margins) / len(margins),
         "logp_accuracy": sum(c > r for c, r, _ in model) / len(model),
-        "chosen_logp": chosen_logp, "perplexity": math.exp(min(-chosen_logp, 50.0)), "eval_tokens": tokens,
+        "chosen_logp": chosen_logp,
+        "perplexity": math.exp(min(-chosen_logp, 50.0)),
+        "eval_tokens": tokens,
     }
 
 
@@ -87,33 +89,50 @@ def evaluate_preference_run(spec: JobSpec, tuned_uri: str, out_uri: str, cache_d
     tokenizer = load_tokenizer(spec)
     pairs = pairs_of(load_eval_rows(spec, tokenizer, cache_dir), objective)
     if not pairs:
-        raise UserError("preference evaluation needs held-out pairs (a thumbs-up and a thumbs-down answer to the same "
-                        "prompt for KTO), and there are none. Fix: raise data.eval_split or add data.eval sources.")
+        raise UserError(
+            "preference evaluation needs held-out pairs (a thumbs-up and a thumbs-down answer to the same "
+            "prompt for KTO), and there are none. Fix: raise data.eval_split or add data.eval sources."
+        )
     items = [tokenized(p, tokenizer) for p in pairs]
     samples = [Sample(it["prompt"], p["chosen"][-1]["content"]) for it, p in zip(items, pairs, strict=True)][: cfg.max_samples]
     started = time.time()
     scored = {}
     start = spec.model.init_from and resolve_init(spec.model.init_from)[0]  # a warm start is compared with its start
-    for name, load in (("base", lambda: load_tuned(start, spec) if start else load_base(spec)),
-                       ("tuned", lambda: load_tuned(tuned_uri, spec))):
+    for name, load in (
+        ("base", lambda: load_tuned(start, spec) if start else load_base(spec)),
+        ("tuned", lambda: load_tuned(tuned_uri, spec)),
+    ):
         model = load()
         logps = answer_logps(model, items)
         answers = generate(model, tokenizer, samples, cfg.max_new_tokens, cfg.batch_size)
         scored[name] = (logps, answers)
         del model
     base_logps, tuned_logps = scored["base"][0], scored["tuned"][0]
-    base = {**preference_scores(base_logps, base_logps, beta), "model": start or spec.model.base,
-            **text_metrics(scored["base"][1], [s.reference for s in samples], cfg)}
-    tuned = {**preference_scores(base_logps, tuned_logps, beta), "model": storage.normalize(tuned_uri),
-             **text_metrics(scored["tuned"][1], [s.reference for s in samples], cfg)}
+    base = {
+        **preference_scores(base_logps, base_logps, beta),
+        "model": start or spec.model.base,
+        **text_metrics(scored["base"][1], [s.reference for s in samples], cfg),
+    }
+    tuned = {
+        **preference_scores(base_logps, tuned_logps, beta),
+        "model": storage.normalize(tuned_uri),
+        **text_metrics(scored["tuned"][1], [s.reference for s in samples], cfg),
+    }
     report = {
-        "run": spec.output.name, "objective": objective, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "eval_rows": len(pairs), "generation_samples": len(samples), "max_new_tokens": cfg.max_new_tokens,
-        "base": base, "tuned": tuned,
+        "run": spec.output.name,
+        "objective": objective,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "eval_rows": len(pairs),
+        "generation_samples": len(samples),
+        "max_new_tokens": cfg.max_new_tokens,
+        "base": base,
+        "tuned": tuned,
         "delta": {k: tuned[k] - base[k] for k in base if isinstance(base[k], float) and isinstance(tuned.get(k), float)},
         "gate": gate(base, tuned, cfg),
-        "samples": [{"prompt": tokenizer.decode(s.prompt_ids), "reference": s.reference, "base": b, "tuned": t}
-                    for s, b, t in zip(samples, scored["base"][1], scored["tuned"][1])][: cfg.samples_shown],
+        "samples": [
+            {"prompt": tokenizer.decode(s.prompt_ids), "reference": s.reference, "base": b, "tuned": t}
+            for s, b, t in zip(samples, scored["base"][1], scored["tuned"][1], strict=False)
+        ][: cfg.samples_shown],
         "seconds": round(time.time() - started, 1),
     }
     write_report(report, out_uri)

@@ -11,11 +11,19 @@ from cluster.errors import UserError
 from cluster.spec import EvaluateSpec
 
 # (key, label, higher is better)
-ROWS = [("eval_loss", "eval loss", False), ("perplexity", "perplexity", False), ("rouge_l", "ROUGE-L", True),
-        ("bleu", "BLEU", True), ("exact_match", "exact match", True), ("format_compliance", "format compliance", True),
-        # preference runs (cluster/evaluation/preference.py)
-        ("preference_accuracy", "preference accuracy", True), ("reward_margin", "reward margin", True),
-        ("logp_accuracy", "log-prob preference accuracy", True), ("chosen_logp", "chosen log-prob per token", True)]
+ROWS = [
+    ("eval_loss", "eval loss", False),
+    ("perplexity", "perplexity", False),
+    ("rouge_l", "ROUGE-L", True),
+    ("bleu", "BLEU", True),
+    ("exact_match", "exact match", True),
+    ("format_compliance", "format compliance", True),
+    # preference runs (cluster/evaluation/preference.py)
+    ("preference_accuracy", "preference accuracy", True),
+    ("reward_margin", "reward margin", True),
+    ("logp_accuracy", "log-prob preference accuracy", True),
+    ("chosen_logp", "chosen log-prob per token", True),
+]
 UNBOUNDED = {"reward_margin", "chosen_logp"}  # not 0-1 scores, so not in the chart's score panel
 HIGHER_IS_BETTER = {key: higher for key, _, higher in ROWS}
 
@@ -34,27 +42,45 @@ def gate(base: dict, tuned: dict, cfg: EvaluateSpec) -> dict:
 def markdown(report: dict) -> str:
     """The report as a Markdown table of metrics, then sample generations side by side."""
     base, tuned = report["base"], report["tuned"]
-    lines = [f"# Evaluation: {report['run']}", "",
-             f"Base `{base['model']}` vs tuned `{tuned['model']}` on {report['eval_rows']} held-out rows "
-             f"({base['eval_tokens']} scored tokens); generation metrics on {report['generation_samples']} prompts, greedy, "
-             f"up to {report['max_new_tokens']} new tokens.", "",
-             "| metric | base | tuned | change |", "|---|---:|---:|---:|"]
+    lines = [
+        f"# Evaluation: {report['run']}",
+        "",
+        f"Base `{base['model']}` vs tuned `{tuned['model']}` on {report['eval_rows']} held-out rows "
+        f"({base['eval_tokens']} scored tokens); generation metrics on {report['generation_samples']} prompts, greedy, "
+        f"up to {report['max_new_tokens']} new tokens.",
+        "",
+        "| metric | base | tuned | change |",
+        "|---|---:|---:|---:|",
+    ]
     for key, label, higher in ROWS:
         b, t = base.get(key), tuned.get(key)
         if b is None and t is None:
             continue
-        change = "" if b is None or t is None else f"{t - b:+.4f} {'better' if (t > b) == higher and t != b else 'worse' if t != b else ''}"
+        change = (
+            ""
+            if b is None or t is None
+            else f"{t - b:+.4f} {'better' if (t > b) == higher and t != b else 'worse' if t != b else ''}"
+        )
         lines.append(f"| {label} | {_fmt(b)} | {_fmt(t)} | {change.strip()} |")
     g = report["gate"]
     if g["max_regression"] is not None:
         verdict = "passed" if g["passed"] else "FAILED"
         w = g["worse_by"]
         moved = "not scored" if w is None else f"worse by {w:.1%}" if w > 0 else f"better by {-w:.1%}" if w else "unchanged"
-        lines += ["", f"Gate on {g['metric']}: tuned {moved} of base, allowed {g['max_regression']:.1%} worse: "
-                  f"**{verdict}**."]
+        lines += ["", f"Gate on {g['metric']}: tuned {moved} of base, allowed {g['max_regression']:.1%} worse: **{verdict}**."]
     for i, s in enumerate(report["samples"], 1):
-        lines += ["", f"## Sample {i}", "", "**Prompt**", "", _quote(s["prompt"]), "", "| reference | base | tuned |",
-                  "|---|---|---|", f"| {_cell(s['reference'])} | {_cell(s['base'])} | {_cell(s['tuned'])} |"]
+        lines += [
+            "",
+            f"## Sample {i}",
+            "",
+            "**Prompt**",
+            "",
+            _quote(s["prompt"]),
+            "",
+            "| reference | base | tuned |",
+            "|---|---|---|",
+            f"| {_cell(s['reference'])} | {_cell(s['base'])} | {_cell(s['tuned'])} |",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -66,8 +92,11 @@ def chart(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     base, tuned = report["base"], report["tuned"]
-    scores = [(label, base[k] / (100 if k == "bleu" else 1), tuned[k] / (100 if k == "bleu" else 1))
-              for k, label, higher in ROWS if higher and k not in UNBOUNDED and base.get(k) is not None and tuned.get(k) is not None]
+    scores = [
+        (label, base[k] / (100 if k == "bleu" else 1), tuned[k] / (100 if k == "bleu" else 1))
+        for k, label, higher in ROWS
+        if higher and k not in UNBOUNDED and base.get(k) is not None and tuned.get(k) is not None
+    ]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [1, max(len(scores), 1)]})
     axes[0].bar(["base", "tuned"], [base["eval_loss"], tuned["eval_loss"]], color=["#9aa5b1", "#2f7ed8"])
     axes[0].set_title("eval loss (lower is better)")
@@ -109,7 +138,9 @@ def enforce_gate(report: dict, out_uri: str) -> None:
     """Raise a UserError naming the metric, both values and the fix when the report's gate failed."""
     g, base, tuned = report["gate"], report["base"], report["tuned"]
     if not g["passed"]:
-        raise UserError(f"evaluation gate failed: tuned {g['metric']} is worse than base by {g['worse_by']:.1%} of the base "
-                        f"value ({base[g['metric']]:.4f} -> {tuned[g['metric']]:.4f}), more than evaluate.max_regression "
-                        f"{g['max_regression']}. Report: {storage.join(storage.normalize(out_uri), 'report.md')}. Fix: improve "
-                        "the run (data, steps, learning rate) or raise evaluate.max_regression.")
+        raise UserError(
+            f"evaluation gate failed: tuned {g['metric']} is worse than base by {g['worse_by']:.1%} of the base "
+            f"value ({base[g['metric']]:.4f} -> {tuned[g['metric']]:.4f}), more than evaluate.max_regression "
+            f"{g['max_regression']}. Report: {storage.join(storage.normalize(out_uri), 'report.md')}. Fix: improve "
+            "the run (data, steps, learning rate) or raise evaluate.max_regression."
+        )

@@ -43,13 +43,19 @@ def evaluate_run(spec: JobSpec, tuned_uri: str, out_uri: str, cache_dir: str | N
     tuned, tuned_answers = _score(load_tuned(tuned_uri, spec), tokenizer, rows, samples, spec)
     tuned["model"] = storage.normalize(tuned_uri)
     report = {
-        "run": spec.output.name, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "eval_rows": len(rows), "generation_samples": len(samples), "max_new_tokens": cfg.max_new_tokens,
-        "base": base, "tuned": tuned,
+        "run": spec.output.name,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "eval_rows": len(rows),
+        "generation_samples": len(samples),
+        "max_new_tokens": cfg.max_new_tokens,
+        "base": base,
+        "tuned": tuned,
         "delta": {k: tuned[k] - base[k] for k in base if isinstance(base[k], float) and isinstance(tuned.get(k), float)},
         "gate": gate(base, tuned, cfg),
-        "samples": [{"prompt": tokenizer.decode(s.prompt_ids, skip_special_tokens=False), "reference": s.reference,
-                     "base": b, "tuned": t} for s, b, t in zip(samples, base_answers, tuned_answers)][: cfg.samples_shown],
+        "samples": [
+            {"prompt": tokenizer.decode(s.prompt_ids, skip_special_tokens=False), "reference": s.reference, "base": b, "tuned": t}
+            for s, b, t in zip(samples, base_answers, tuned_answers, strict=False)
+        ][: cfg.samples_shown],
         "seconds": round(time.time() - started, 1),
     }
     write_report(report, out_uri)

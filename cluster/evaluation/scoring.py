@@ -31,8 +31,9 @@ def eval_loss(model, rows) -> dict:
         extra = {"position_ids": torch.tensor([row["position_ids"]], device=device)} if row.get("position_ids") else {}
         logits = model(input_ids=ids, use_cache=False, **extra).logits.float()
         target = labels[:, 1:]
-        nll = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), target.flatten(), ignore_index=IGNORE,
-                                                reduction="sum")
+        nll = torch.nn.functional.cross_entropy(
+            logits[:, :-1].flatten(0, 1), target.flatten(), ignore_index=IGNORE, reduction="sum"
+        )
         total += nll.item()
         count += int((target != IGNORE).sum())
     loss = total / max(count, 1)
@@ -46,12 +47,18 @@ def generate(model, tokenizer, samples: list[Sample], max_new_tokens: int, batch
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     answers = []
     for i in range(0, len(samples), batch_size):
-        batch = [s.prompt_ids for s in samples[i:i + batch_size]]
+        batch = [s.prompt_ids for s in samples[i : i + batch_size]]
         width = max(len(p) for p in batch)
         ids = torch.tensor([[pad] * (width - len(p)) + p for p in batch], device=device)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=device)
-        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=pad, eos_token_id=_stop_ids(model, tokenizer))
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=pad,
+            eos_token_id=_stop_ids(model, tokenizer),
+        )
         answers += [tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in out.tolist()]
     return answers
 
@@ -97,7 +104,7 @@ def text_metrics(answers: list[str], references: list[str], cfg: EvaluateSpec) -
     out = {
         "rouge_l": _metric("rouge_l").compute(predictions=answers, references=references)["rougeL"],
         "bleu": _metric("bleu").compute(predictions=answers, references=references)["bleu"],
-        "exact_match": sum(normalize(a) == normalize(r) for a, r in zip(answers, references)) / len(answers),
+        "exact_match": sum(normalize(a) == normalize(r) for a, r in zip(answers, references, strict=False)) / len(answers),
     }
     has_format = cfg.format_regex is not None or cfg.json_schema is not None
     out["format_compliance"] = sum(compliant(a, cfg) for a in answers) / len(answers) if has_format else None

@@ -9,8 +9,8 @@ Public API:
 """
 
 from cluster.merge.export import default_export_uri, merge_checkpoint
-from cluster.run_folder import find_checkpoint
 from cluster.merge.quantized import dequantized_weights
 from cluster.merge.weights import merge_adapter, merged_model
+from cluster.run_folder import find_checkpoint
 
 __all__ = ["default_export_uri", "dequantized_weights", "find_checkpoint", "merge_adapter", "merge_checkpoint", "merged_model"]

@@ -53,8 +53,10 @@ def merge_checkpoint(checkpoint_uri: str, into: str = "dequantized", out_uri: st
         log.info("merging in memory: %s", blocker)
         model = merged_model(ckpt_dir, spec, into or "dequantized")
         save = partial(_save_model, model, max_shard_size=spec.merge.max_shard_size)
-    fields = {k: manifest.get(k) for k in ("spec", "base_model", "method", "dtype", "step", "metrics",
-                                           "adapter_config", "quantization", "lineage")}
+    fields = {
+        k: manifest.get(k)
+        for k in ("spec", "base_model", "method", "dtype", "step", "metrics", "adapter_config", "quantization", "lineage")
+    }
     fields.update(source_checkpoint=checkpoint_uri, source_manifest_sha256=source_id, merged_into=into)
     _write_export(save, ckpt_dir, spec, out_uri, fields)
     log.info("wrote export %s from %s", out_uri, checkpoint_uri)
@@ -78,8 +80,11 @@ def _matching_export(out_uri: str, checkpoint_uri: str, source_id: str, into: st
     if not storage.exists(storage.join(out_uri, MANIFEST)):
         return False
     existing = read_manifest(out_uri)
-    same = (existing.get("kind") == "export" and existing.get("source_manifest_sha256") == source_id
-            and existing.get("merged_into") == into)
+    same = (
+        existing.get("kind") == "export"
+        and existing.get("source_manifest_sha256") == source_id
+        and existing.get("merged_into") == into
+    )
     if same and not storage.is_remote(out_uri):
         same = not verify(storage.local_path(out_uri), existing)  # a local export damaged since is rebuilt
     if not same:
@@ -131,4 +136,3 @@ def _readable(folder: Path) -> None:
     folder.chmod(0o777 & ~umask)
     for p in folder.rglob("*"):
         p.chmod((0o777 if p.is_dir() else 0o666) & ~umask)
-

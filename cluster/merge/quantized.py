@@ -71,8 +71,12 @@ def fourbit_layers(spec: JobSpec, dtype: torch.dtype) -> dict[str, dict]:
             if module.source_cls is not torch.nn.Linear:
                 raise NotImplementedError(f"{name} is a {module.source_cls.__name__}, not nn.Linear")
             w = module.weight
-            out[f"{name}.weight"] = {"blocksize": w.blocksize, "compress_statistics": w.compress_statistics,
-                                     "quant_type": w.quant_type, "quant_storage": w.quant_storage}
+            out[f"{name}.weight"] = {
+                "blocksize": w.blocksize,
+                "compress_statistics": w.compress_statistics,
+                "quant_type": w.quant_type,
+                "quant_storage": w.quant_storage,
+            }
     return out
 
 

@@ -18,9 +18,18 @@ import torch
 
 # The safetensors format's dtype codes (its spec's "dtype" field).
 DTYPE_CODES = {
-    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL",
-    torch.float8_e4m3fn: "F8_E4M3", torch.float8_e5m2: "F8_E5M2",
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+    torch.float8_e4m3fn: "F8_E4M3",
+    torch.float8_e5m2: "F8_E5M2",
 }
 CODE_DTYPES = {code: dtype for dtype, code in DTYPE_CODES.items()}
 INDEX = "model.safetensors.index.json"
@@ -38,7 +47,7 @@ class ShardReader:
         # in storage order, so reads go forward through the file
         self.entries = dict(sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]))
 
-    def __enter__(self) -> "ShardReader":
+    def __enter__(self) -> ShardReader:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -84,8 +93,8 @@ class ShardedWriter:
         n = len(self.shards)
         self.names = ["model.safetensors"] if n == 1 else [f"model-{i:05d}-of-{n:05d}.safetensors" for i in range(1, n + 1)]
         self.order = [(i, name, nbytes) for i, shard in enumerate(self.shards) for name, _, _, nbytes in shard]
-        self.position = 0     # index in self.order of the tensor being written
-        self.written = 0      # bytes of it written so far
+        self.position = 0  # index in self.order of the tensor being written
+        self.written = 0  # bytes of it written so far
         self.file = None
         self.shard = -1
 

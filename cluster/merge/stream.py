@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from cluster.merge.safetensors_io import ShardReader, ShardedWriter
+from cluster.merge.safetensors_io import ShardedWriter, ShardReader
 from cluster.model.load import DTYPES, base_weight_files, load_base_config, load_base_generation_config
 from cluster.spec import JobSpec
 
@@ -37,9 +37,12 @@ def streaming_blocker(ckpt_dir: Path, spec: JobSpec) -> str | None:
         return f"the checkpoint has no {ADAPTER_FILE} and {ADAPTER_CONFIG}"
     cfg = json.loads((ckpt_dir / ADAPTER_CONFIG).read_text())
     unsupported = {
-        "peft_type": cfg.get("peft_type") != "LORA", "use_dora": cfg.get("use_dora"),
-        "modules_to_save": cfg.get("modules_to_save"), "rank_pattern": cfg.get("rank_pattern"),
-        "alpha_pattern": cfg.get("alpha_pattern"), "fan_in_fan_out": cfg.get("fan_in_fan_out"),
+        "peft_type": cfg.get("peft_type") != "LORA",
+        "use_dora": cfg.get("use_dora"),
+        "modules_to_save": cfg.get("modules_to_save"),
+        "rank_pattern": cfg.get("rank_pattern"),
+        "alpha_pattern": cfg.get("alpha_pattern"),
+        "fan_in_fan_out": cfg.get("fan_in_fan_out"),
         "lora_bias": cfg.get("lora_bias"),
     }
     found = [k for k, bad in unsupported.items() if bad]

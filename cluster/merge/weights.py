@@ -9,8 +9,16 @@ import torch
 
 from cluster.errors import UserError
 from cluster.merge.quantized import load_dequantized_into
-from cluster.model.load import (DTYPES, load_adapter, load_base, load_base_config, load_base_generation_config,
-                                load_folder_config, load_folder_model, load_quantized_base)
+from cluster.model.load import (
+    DTYPES,
+    load_adapter,
+    load_base,
+    load_base_config,
+    load_base_generation_config,
+    load_folder_config,
+    load_folder_model,
+    load_quantized_base,
+)
 from cluster.spec import JobSpec
 
 WEIGHT_GLOBS = ("model.safetensors", "model-*.safetensors")
@@ -32,8 +40,10 @@ def merged_model(ckpt_dir: Path, spec: JobSpec, into: str = "dequantized"):
     if method == "full":
         return _full_model(ckpt_dir, spec)
     if not (ckpt_dir / "adapter_config.json").is_file():
-        raise UserError(f"{ckpt_dir} is a {method} checkpoint without adapter_config.json. "
-                        "Fix: point at a complete checkpoint folder (the adapter is saved with PEFT save_pretrained).")
+        raise UserError(
+            f"{ckpt_dir} is a {method} checkpoint without adapter_config.json. "
+            "Fix: point at a complete checkpoint folder (the adapter is saved with PEFT save_pretrained)."
+        )
     dtype = DTYPES[spec.model.dtype]
     base = load_base(spec, dtype)
     if method == "qlora" and into == "dequantized":
@@ -54,11 +64,15 @@ def _full_model(ckpt_dir: Path, spec: JobSpec):
     if any(next(ckpt_dir.glob(g), None) for g in WEIGHT_GLOBS):
         return load_folder_model(ckpt_dir, dtype, spec)
     if any(next(ckpt_dir.glob(g), None) for g in PICKLE_GLOBS):
-        raise UserError(f"{ckpt_dir} holds its weights as pickle (pytorch_model*.bin), which can run code when loaded. "
-                        "Fix: save the checkpoint as safetensors (save_pretrained's default).")
+        raise UserError(
+            f"{ckpt_dir} holds its weights as pickle (pytorch_model*.bin), which can run code when loaded. "
+            "Fix: save the checkpoint as safetensors (save_pretrained's default)."
+        )
     if zero_tag(ckpt_dir) is None:
-        raise UserError(f"{ckpt_dir} is a full fine-tune checkpoint with neither model*.safetensors nor DeepSpeed "
-                        "global_step*/ shards. Fix: point at a complete checkpoint folder.")
+        raise UserError(
+            f"{ckpt_dir} is a full fine-tune checkpoint with neither model*.safetensors nor DeepSpeed "
+            "global_step*/ shards. Fix: point at a complete checkpoint folder."
+        )
     return _from_zero_shards(ckpt_dir, spec)
 
 
@@ -67,8 +81,10 @@ def zero_tag(ckpt_dir: Path) -> str | None:
     latest = ckpt_dir / "latest"
     if latest.is_file() and (ckpt_dir / latest.read_text().strip()).is_dir():
         return latest.read_text().strip()
-    steps = sorted((p for p in ckpt_dir.glob("global_step*") if p.is_dir() and any(p.glob("*model_states.pt"))),
-                   key=lambda p: int("".join(ch for ch in p.name if ch.isdigit()) or 0))
+    steps = sorted(
+        (p for p in ckpt_dir.glob("global_step*") if p.is_dir() and any(p.glob("*model_states.pt"))),
+        key=lambda p: int("".join(ch for ch in p.name if ch.isdigit()) or 0),
+    )
     return steps[-1].name if steps else None
 
 
@@ -83,9 +99,11 @@ def _from_zero_shards(ckpt_dir: Path, spec: JobSpec):
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = {k for k in missing if _is_tied(model, k)}
     if set(missing) - tied or unexpected:
-        raise UserError(f"the DeepSpeed shards in {ckpt_dir} do not fit {spec.model.base}: missing "
-                        f"{sorted(set(missing) - tied)[:5]}, unexpected {sorted(unexpected)[:5]}. "
-                        "Fix: merge with the base model the run was trained from (manifest base_model).")
+        raise UserError(
+            f"the DeepSpeed shards in {ckpt_dir} do not fit {spec.model.base}: missing "
+            f"{sorted(set(missing) - tied)[:5]}, unexpected {sorted(unexpected)[:5]}. "
+            "Fix: merge with the base model the run was trained from (manifest base_model)."
+        )
     model.tie_weights()
     generation = load_base_generation_config(spec)
     if generation is not None:  # else keep the one derived from the config
@@ -97,4 +115,3 @@ def _is_tied(model, key: str) -> bool:
     """A weight absent from the shards because it shares storage with the input embeddings."""
     out = model.get_output_embeddings()
     return bool(model.config.get_text_config().tie_word_embeddings) and out is not None and key.startswith("lm_head")
-

@@ -22,8 +22,9 @@ def load_tokenizer(spec: JobSpec):
     """The base model's tokenizer, with the spec's chat template and a pad token (eos when the base has none)."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(resolve_base(spec.model.base), revision=spec.model.revision,
-                                        trust_remote_code=spec.model.trust_remote_code)
+    tok = AutoTokenizer.from_pretrained(
+        resolve_base(spec.model.base), revision=spec.model.revision, trust_remote_code=spec.model.trust_remote_code
+    )
     if spec.model.chat_template:
         tok.chat_template = spec.model.chat_template
     if tok.pad_token is None:
@@ -36,8 +37,14 @@ def train_dtype(spec: JobSpec, on_gpu: bool) -> torch.dtype:
     return DTYPES[spec.model.dtype] if on_gpu else torch.float32
 
 
-def load_model(spec: JobSpec, ds_config: dict[str, Any] | None = None, on_gpu: bool = False, device_index: int = 0,
-               wrap_adapter: bool = True, source: str | None = None):
+def load_model(
+    spec: JobSpec,
+    ds_config: dict[str, Any] | None = None,
+    on_gpu: bool = False,
+    device_index: int = 0,
+    wrap_adapter: bool = True,
+    source: str | None = None,
+):
     """The model ready for the Trainer: full weights, or a PEFT model for lora/qlora.
 
     With `wrap_adapter=False` a lora/qlora base comes back prepared but unwrapped, for a trainer that adds the
@@ -90,8 +97,12 @@ def load_base(spec: JobSpec, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(
-        resolve_base(spec.model.base), dtype=dtype, revision=spec.model.revision,
-        trust_remote_code=spec.model.trust_remote_code, attn_implementation=spec.model.attn_implementation)
+        resolve_base(spec.model.base),
+        dtype=dtype,
+        revision=spec.model.revision,
+        trust_remote_code=spec.model.trust_remote_code,
+        attn_implementation=spec.model.attn_implementation,
+    )
 
 
 def load_quantized_base(spec: JobSpec, dtype: torch.dtype):
@@ -100,17 +111,22 @@ def load_quantized_base(spec: JobSpec, dtype: torch.dtype):
 
     on_gpu = torch.cuda.is_available()
     return AutoModelForCausalLM.from_pretrained(
-        resolve_base(spec.model.base), quantization_config=bnb_config(spec, on_gpu), dtype=dtype,
-        device_map={"": 0} if on_gpu else "cpu", revision=spec.model.revision,
-        trust_remote_code=spec.model.trust_remote_code)
+        resolve_base(spec.model.base),
+        quantization_config=bnb_config(spec, on_gpu),
+        dtype=dtype,
+        device_map={"": 0} if on_gpu else "cpu",
+        revision=spec.model.revision,
+        trust_remote_code=spec.model.trust_remote_code,
+    )
 
 
 def load_base_config(spec: JobSpec):
     """The base model's transformers config at the spec's revision."""
     from transformers import AutoConfig
 
-    return AutoConfig.from_pretrained(resolve_base(spec.model.base), revision=spec.model.revision,
-                                      trust_remote_code=spec.model.trust_remote_code)
+    return AutoConfig.from_pretrained(
+        resolve_base(spec.model.base), revision=spec.model.revision, trust_remote_code=spec.model.trust_remote_code
+    )
 
 
 def load_folder_config(folder: Path, spec: JobSpec):
@@ -150,8 +166,9 @@ def load_folder_model(folder: Path, dtype: torch.dtype, spec: JobSpec):
     """A full model saved by rayfit (an export, a full fine-tune checkpoint): safetensors only, never pickle."""
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, use_safetensors=True,
-                                                trust_remote_code=spec.model.trust_remote_code)
+    return AutoModelForCausalLM.from_pretrained(
+        folder, dtype=dtype, use_safetensors=True, trust_remote_code=spec.model.trust_remote_code
+    )
 
 
 def load_folder_tokenizer(folder: Path, spec: JobSpec):
@@ -184,8 +201,13 @@ def lora_config(spec: JobSpec):
 
     lo = spec.model.lora
     return LoraConfig(
-        r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout, target_modules=lo.target_modules,
-        modules_to_save=lo.modules_to_save or None, use_rslora=lo.use_rslora, task_type="CAUSAL_LM",
+        r=lo.r,
+        lora_alpha=lo.alpha,
+        lora_dropout=lo.dropout,
+        target_modules=lo.target_modules,
+        modules_to_save=lo.modules_to_save or None,
+        use_rslora=lo.use_rslora,
+        task_type="CAUSAL_LM",
     )
 
 
@@ -195,7 +217,8 @@ def _with_adapter(model, spec: JobSpec, wrap: bool = True):
     if spec.model.method == "qlora":
         # Casts norms to fp32 and enables input grads so checkpointed activations reach the adapters.
         model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=spec.train.gradient_checkpointing,
+            model,
+            use_gradient_checkpointing=spec.train.gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False},
         )
     elif spec.train.gradient_checkpointing:

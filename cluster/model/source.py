@@ -23,5 +23,7 @@ def resolve_base(base: str) -> str:
         return str(path.resolve())
     if HUB_ID.match(base) and not base.startswith((".", "/", "~")):
         return base
-    raise UserError(f"model.base {base!r}: no such folder, and not a hub id (org/name) or a URI. "
-                    "Fix: give an existing folder, s3://... or gs://..., org/name, or embedded:smollm2-135m-instruct.")
+    raise UserError(
+        f"model.base {base!r}: no such folder, and not a hub id (org/name) or a URI. "
+        "Fix: give an existing folder, s3://... or gs://..., org/name, or embedded:smollm2-135m-instruct."
+    )

@@ -16,5 +16,17 @@ from cluster.planner.plan import Plan, make_plan
 from cluster.planner.report import format_plan
 from cluster.planner.steps import StepRequest
 
-__all__ = ["GPUS", "Change", "Gpu", "Plan", "StepRequest", "check_fit", "check_placement", "find_gpu", "format_plan", "gpu_from_cluster_resources",
-           "make_plan", "suggest_changes"]
+__all__ = [
+    "GPUS",
+    "Change",
+    "Gpu",
+    "Plan",
+    "StepRequest",
+    "check_fit",
+    "check_placement",
+    "find_gpu",
+    "format_plan",
+    "gpu_from_cluster_resources",
+    "make_plan",
+    "suggest_changes",
+]

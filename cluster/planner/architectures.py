@@ -12,19 +12,49 @@ from cluster.errors import UserError
 from cluster.model.config import read_config
 from cluster.model.source import HUB_ID
 
-_LLAMA3 = dict(model_type="llama", vocab_size=128256, rms_norm_eps=1e-5, rope_theta=500000.0, max_position_embeddings=131072,
-               hidden_act="silu", tie_word_embeddings=False, bos_token_id=128000, eos_token_id=128001)
-_LLAMA2 = dict(model_type="llama", vocab_size=32000, rms_norm_eps=1e-5, max_position_embeddings=4096, hidden_act="silu",
-               tie_word_embeddings=False)
-_QWEN25 = dict(model_type="qwen2", vocab_size=152064, rms_norm_eps=1e-6, rope_theta=1000000.0, max_position_embeddings=32768,
-               hidden_act="silu", tie_word_embeddings=False)
-_MISTRAL = dict(model_type="mistral", vocab_size=32768, rms_norm_eps=1e-5, rope_theta=1000000.0, max_position_embeddings=32768,
-                hidden_act="silu", tie_word_embeddings=False)
+_LLAMA3 = dict(
+    model_type="llama",
+    vocab_size=128256,
+    rms_norm_eps=1e-5,
+    rope_theta=500000.0,
+    max_position_embeddings=131072,
+    hidden_act="silu",
+    tie_word_embeddings=False,
+    bos_token_id=128000,
+    eos_token_id=128001,
+)
+_LLAMA2 = dict(
+    model_type="llama",
+    vocab_size=32000,
+    rms_norm_eps=1e-5,
+    max_position_embeddings=4096,
+    hidden_act="silu",
+    tie_word_embeddings=False,
+)
+_QWEN25 = dict(
+    model_type="qwen2",
+    vocab_size=152064,
+    rms_norm_eps=1e-6,
+    rope_theta=1000000.0,
+    max_position_embeddings=32768,
+    hidden_act="silu",
+    tie_word_embeddings=False,
+)
+_MISTRAL = dict(
+    model_type="mistral",
+    vocab_size=32768,
+    rms_norm_eps=1e-5,
+    rope_theta=1000000.0,
+    max_position_embeddings=32768,
+    hidden_act="silu",
+    tie_word_embeddings=False,
+)
 
 
 def _shape(h: int, i: int, layers: int, heads: int, kv: int, **extra) -> dict:
-    return dict(hidden_size=h, intermediate_size=i, num_hidden_layers=layers, num_attention_heads=heads,
-                num_key_value_heads=kv, **extra)
+    return dict(
+        hidden_size=h, intermediate_size=i, num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv, **extra
+    )
 
 
 # The shapes of the config.json files these models publish; only what decides parameter counts and activations.
@@ -42,13 +72,24 @@ ARCHITECTURES: dict[str, dict] = {
     "qwen2.5-14b": {**_QWEN25, **_shape(5120, 13824, 48, 40, 8)},
     "qwen2.5-32b": {**_QWEN25, **_shape(5120, 27648, 64, 40, 8)},
     "qwen2.5-72b": {**_QWEN25, **_shape(8192, 29568, 80, 64, 8)},
-    "mistral-7b-v0.1": {**_MISTRAL, **_shape(4096, 14336, 32, 32, 8), "vocab_size": 32000, "rope_theta": 10000.0,
-                        "sliding_window": 4096},
+    "mistral-7b-v0.1": {
+        **_MISTRAL,
+        **_shape(4096, 14336, 32, 32, 8),
+        "vocab_size": 32000,
+        "rope_theta": 10000.0,
+        "sliding_window": 4096,
+    },
     "mistral-7b-v0.3": {**_MISTRAL, **_shape(4096, 14336, 32, 32, 8)},
 }
 # Other spellings of the same shapes (Llama 3 and 3.3 share Llama 3.1's; LLaMA 1 65B is published as huggyllama/llama-65b).
-ALIASES = {"llama-3-8b": "llama-3.1-8b", "llama-3-70b": "llama-3.1-70b", "llama-3.3-70b": "llama-3.1-70b",
-           "llama-2-65b": "llama-65b", "mistral-7b-v0.2": "mistral-7b-v0.3", "mistral-7b": "mistral-7b-v0.1"}
+ALIASES = {
+    "llama-3-8b": "llama-3.1-8b",
+    "llama-3-70b": "llama-3.1-70b",
+    "llama-3.3-70b": "llama-3.1-70b",
+    "llama-2-65b": "llama-65b",
+    "mistral-7b-v0.2": "mistral-7b-v0.3",
+    "mistral-7b": "mistral-7b-v0.1",
+}
 
 
 def table_key(hub_id: str) -> str | None:
@@ -67,8 +108,9 @@ def load_config(base: str, revision: str | None = None, trust_remote_code: bool 
     if storage.is_remote(base):
         uri = storage.join(base, "config.json")
         if not storage.exists(uri):
-            raise UserError(f"model.base {base!r}: no config.json at {uri}. "
-                            "Fix: point model.base at a Hugging Face model folder.")
+            raise UserError(
+                f"model.base {base!r}: no config.json at {uri}. Fix: point model.base at a Hugging Face model folder."
+            )
         with tempfile.TemporaryDirectory() as tmp:
             Path(tmp, "config.json").write_text(storage.read_text(uri), encoding="utf-8")
             return read_config(tmp, trust_remote_code=trust_remote_code), uri
@@ -78,8 +120,9 @@ def load_config(base: str, revision: str | None = None, trust_remote_code: bool 
             raise UserError(f"model.base {base!r}: the folder has no config.json. Fix: point it at a Hugging Face model folder.")
         return read_config(folder, trust_remote_code=trust_remote_code), str(folder / "config.json")
     if not HUB_ID.match(base):
-        raise UserError(f"model.base {base!r}: no such folder, and not a hub id (org/name) or a URI. "
-                        "Fix: give an existing folder.")
+        raise UserError(
+            f"model.base {base!r}: no such folder, and not a hub id (org/name) or a URI. Fix: give an existing folder."
+        )
     return _hub_config(base, revision, trust_remote_code)
 
 
@@ -95,8 +138,10 @@ def _hub_config(hub_id: str, revision: str | None, trust_remote_code: bool):
     key = table_key(hub_id)
     if key is None:
         known = ", ".join(sorted(ARCHITECTURES))
-        raise UserError(f"model.base {hub_id!r}: its config.json is not in the local hub cache and not in rayfit's built-in "
-                        f"table ({known}). Fix: download the model's config.json into a folder and point model.base at it, "
-                        "or run once with network access so the hub cache has it.")
+        raise UserError(
+            f"model.base {hub_id!r}: its config.json is not in the local hub cache and not in rayfit's built-in "
+            f"table ({known}). Fix: download the model's config.json into a folder and point model.base at it, "
+            "or run once with network access so the hub cache has it."
+        )
     shape = dict(ARCHITECTURES[key])
     return AutoConfig.for_model(shape.pop("model_type"), **shape), f"built-in table ({key})"

@@ -34,13 +34,22 @@ def check_fit(plan: Plan, spec: JobSpec) -> None:
         _check_fewest_workers(plan)
         return
     m, gpu = plan.memory, plan.gpu
-    parts = {"weights": m.weights, "adapters": m.lora_params, "gradients": m.gradients, "optimizer": m.optimizer,
-             "ZeRO-3 buffers": m.zero3_buffers, "activations": m.activations, "reserve": m.reserve}
+    parts = {
+        "weights": m.weights,
+        "adapters": m.lora_params,
+        "gradients": m.gradients,
+        "optimizer": m.optimizer,
+        "ZeRO-3 buffers": m.zero3_buffers,
+        "activations": m.activations,
+        "reserve": m.reserve,
+    }
     breakdown = ", ".join(f"{k} {_gib(v)}" for k, v in parts.items() if v)
     s = plan.spec
-    head = (f"plan: {s.model.method} of {s.model.base} on {plan.num_gpus} x {gpu.name} needs {_gib(m.total)} GiB per GPU "
-            f"({breakdown} GiB) but a {gpu.name} has {_gib(gpu.memory)} GiB"
-            + (f", of which plan.headroom keeps {s.plan.headroom:.0%} free." if s.plan.headroom else "."))
+    head = (
+        f"plan: {s.model.method} of {s.model.base} on {plan.num_gpus} x {gpu.name} needs {_gib(m.total)} GiB per GPU "
+        f"({breakdown} GiB) but a {gpu.name} has {_gib(gpu.memory)} GiB"
+        + (f", of which plan.headroom keeps {s.plan.headroom:.0%} free." if s.plan.headroom else ".")
+    )
     fixes = suggest_changes(plan)
     if fixes:
         fix = f" Fix: {fixes[0].description} ({_gib(fixes[0].total)} GiB per GPU)"
@@ -66,7 +75,8 @@ def _check_fewest_workers(plan: Plan) -> None:
         f"goes on after losing nodes) {plan.spec.model.method} of {plan.spec.model.base} needs "
         f"{_gib(low.memory.total)} GiB per GPU and a {plan.gpu.name} has {_gib(plan.gpu.memory)} GiB. "
         f"Fix: cluster.min_workers: {fitting} (the fewest that fit), or cluster.offload_optimizer: true. "
-        "To start anyway, set plan.enforce: false.")
+        "To start anyway, set plan.enforce: false."
+    )
 
 
 def _on_workers(plan: Plan, workers: int) -> Plan:
@@ -103,8 +113,13 @@ def _single_changes(plan: Plan) -> list[tuple[int, str, dict]]:
     mb = t.micro_batch_size // 2
     while mb >= 1:
         ga = t.gradient_accumulation_steps * t.micro_batch_size // mb
-        out.append((BATCH_RANK, f"train.micro_batch_size: {mb} with gradient_accumulation_steps: {ga} (same batch)",
-                    {"train": {"micro_batch_size": mb, "gradient_accumulation_steps": ga}}))
+        out.append(
+            (
+                BATCH_RANK,
+                f"train.micro_batch_size: {mb} with gradient_accumulation_steps: {ga} (same batch)",
+                {"train": {"micro_batch_size": mb, "gradient_accumulation_steps": ga}},
+            )
+        )
         mb //= 2
     if not t.gradient_checkpointing:
         out.append((1, "train.gradient_checkpointing: true", {"train": {"gradient_checkpointing": True}}))
@@ -114,17 +129,32 @@ def _single_changes(plan: Plan) -> list[tuple[int, str, dict]]:
         out.append((2, "cluster.deepspeed: zero3", {"cluster": {"deepspeed": "zero3"}}))
     if not c.offload_optimizer:
         stage = c.deepspeed if c.deepspeed != "none" else "zero2"
-        out.append((4, f"cluster.deepspeed: {stage} with offload_optimizer: true",
-                    {"cluster": {"deepspeed": stage, "offload_optimizer": True}}))
+        out.append(
+            (
+                4,
+                f"cluster.deepspeed: {stage} with offload_optimizer: true",
+                {"cluster": {"deepspeed": stage, "offload_optimizer": True}},
+            )
+        )
     if not c.offload_params and m.method != "qlora":
-        out.append((4, "cluster.deepspeed: zero3 with offload_optimizer: true and offload_params: true",
-                    {"cluster": {"deepspeed": "zero3", "offload_optimizer": True, "offload_params": True}}))
+        out.append(
+            (
+                4,
+                "cluster.deepspeed: zero3 with offload_optimizer: true and offload_params: true",
+                {"cluster": {"deepspeed": "zero3", "offload_optimizer": True, "offload_params": True}},
+            )
+        )
     if m.method == "full":
         out.append((5, "model.method: lora", {"model": {"method": "lora"}}))
     if m.method != "qlora":
         sharding = {"deepspeed": "zero2" if c.deepspeed == "zero3" else c.deepspeed, "offload_params": False}
-        out.append((5, "model.method: qlora" + (" with cluster.deepspeed: zero2" if c.deepspeed == "zero3" else ""),
-                    {"model": {"method": "qlora"}, "cluster": sharding}))
+        out.append(
+            (
+                5,
+                "model.method: qlora" + (" with cluster.deepspeed: zero2" if c.deepspeed == "zero3" else ""),
+                {"model": {"method": "qlora"}, "cluster": sharding},
+            )
+        )
     return out
 
 
@@ -148,22 +178,35 @@ def _combined_changes(plan: Plan) -> list[tuple[str, dict]]:
     """Combinations, for when no single change is enough: the smallest batch shape plus ever heavier sharding,
     then QLoRA."""
     s = plan.spec
-    train = {"micro_batch_size": 1, "gradient_checkpointing": True,
-             "gradient_accumulation_steps": s.train.gradient_accumulation_steps * s.train.micro_batch_size}
+    train = {
+        "micro_batch_size": 1,
+        "gradient_checkpointing": True,
+        "gradient_accumulation_steps": s.train.gradient_accumulation_steps * s.train.micro_batch_size,
+    }
     base = "train.micro_batch_size: 1 with gradient_checkpointing: true"
     ladder = []
     if s.model.method != "qlora" and s.cluster.num_workers > 1:
-        ladder += [(", cluster.deepspeed: zero3", {"deepspeed": "zero3"}),
-                   (", cluster.deepspeed: zero3 with offload_optimizer", {"deepspeed": "zero3", "offload_optimizer": True})]
+        ladder += [
+            (", cluster.deepspeed: zero3", {"deepspeed": "zero3"}),
+            (", cluster.deepspeed: zero3 with offload_optimizer", {"deepspeed": "zero3", "offload_optimizer": True}),
+        ]
     if s.model.method != "qlora":
-        ladder.append((", cluster.deepspeed: zero3 with offload_optimizer and offload_params",
-                       {"deepspeed": "zero3", "offload_optimizer": True, "offload_params": True}))
+        ladder.append(
+            (
+                ", cluster.deepspeed: zero3 with offload_optimizer and offload_params",
+                {"deepspeed": "zero3", "offload_optimizer": True, "offload_params": True},
+            )
+        )
     out = [(base + what, {"train": train, "cluster": cluster}) for what, cluster in ladder]
     qlora = {"model": {"method": "qlora"}, "train": train}
     plain = {"deepspeed": "none", "offload_optimizer": False, "offload_params": False}
     out.append((base + ", model.method: qlora", {**qlora, "cluster": plain}))
-    out.append((base + ", model.method: qlora with cluster.deepspeed: zero2 and offload_optimizer",
-                {**qlora, "cluster": {"deepspeed": "zero2", "offload_optimizer": True, "offload_params": False}}))
+    out.append(
+        (
+            base + ", model.method: qlora with cluster.deepspeed: zero2 and offload_optimizer",
+            {**qlora, "cluster": {"deepspeed": "zero2", "offload_optimizer": True, "offload_params": False}},
+        )
+    )
     return out
 
 

@@ -53,8 +53,7 @@ def find_gpu(name: str) -> Gpu:
     """The GPU named `name` (e.g. H100-80GB, Ray's A100-80G, or CUDA's device name); UserError lists the known ones."""
     gpu = _INDEX.get(_key(name))
     if gpu is None:
-        raise UserError(f"unknown GPU {name!r}. Fix: use one of {', '.join(g.name for g in GPUS)} "
-                        "(--gpu or plan.gpu).")
+        raise UserError(f"unknown GPU {name!r}. Fix: use one of {', '.join(g.name for g in GPUS)} (--gpu or plan.gpu).")
     return gpu
 
 

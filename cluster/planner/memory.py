@@ -13,9 +13,9 @@ from cluster.planner.params import DTYPE_BYTES, ParamCounts
 from cluster.spec.job import JobSpec
 
 GiB = 1024**3
-CONTEXT_RESERVE = 1 * GiB     # CUDA context and NCCL communicators, outside max_memory_allocated
-FRAGMENTATION = 0.05          # caching-allocator slack on top of what is allocated
-SHARD_BYTES = 5 * 10**9       # safetensors shards on the hub are at most 5 GB; loading maps one at a time
+CONTEXT_RESERVE = 1 * GiB  # CUDA context and NCCL communicators, outside max_memory_allocated
+FRAGMENTATION = 0.05  # caching-allocator slack on top of what is allocated
+SHARD_BYTES = 5 * 10**9  # safetensors shards on the hub are at most 5 GB; loading maps one at a time
 ADAM_MOMENT_BYTES = {"adamw_torch": None, "adamw_torch_fused": None, "adamw_8bit": 2, "paged_adamw_8bit": 2}
 
 
@@ -23,26 +23,33 @@ ADAM_MOMENT_BYTES = {"adamw_torch": None, "adamw_torch_fused": None, "adamw_8bit
 class Memory:
     """Per-GPU bytes of one training setup, plus host RAM and storage it needs."""
 
-    weights: int               # frozen base (bf16, or NF4 for QLoRA) or the trained weights of a full fine-tune
-    lora_params: int           # adapter (and modules_to_save) weights
+    weights: int  # frozen base (bf16, or NF4 for QLoRA) or the trained weights of a full fine-tune
+    lora_params: int  # adapter (and modules_to_save) weights
     gradients: int
-    optimizer: int             # AdamW moments, fp32 master weights under DeepSpeed, `step` tensors
-    zero3_buffers: int         # parameters ZeRO-3 gathers for the current and the prefetched block
-    activations: int           # for the spec's gradient_checkpointing setting
+    optimizer: int  # AdamW moments, fp32 master weights under DeepSpeed, `step` tensors
+    zero3_buffers: int  # parameters ZeRO-3 gathers for the current and the prefetched block
+    activations: int  # for the spec's gradient_checkpointing setting
     activations_no_checkpointing: int
     activations_checkpointing: int
     reserve: int
-    host_offload: int          # host RAM per worker for offloaded optimizer states, fp32 gradients and parameters
-    host_load: int             # host RAM per worker while weights load (one safetensors shard mapped at a time)
-    checkpoint: int            # one checkpoint in storage: trained weights plus optimizer state for resume
-    export: int                # the merged model
-    reference: int = 0         # DPO/KTO full fine-tunes with reference frozen_copy: the frozen copy's shard
+    host_offload: int  # host RAM per worker for offloaded optimizer states, fp32 gradients and parameters
+    host_load: int  # host RAM per worker while weights load (one safetensors shard mapped at a time)
+    checkpoint: int  # one checkpoint in storage: trained weights plus optimizer state for resume
+    export: int  # the merged model
+    reference: int = 0  # DPO/KTO full fine-tunes with reference frozen_copy: the frozen copy's shard
 
     @property
     def allocated(self) -> int:
         """What torch.cuda.max_memory_allocated should show at the peak of a step."""
-        return (self.weights + self.lora_params + self.gradients + self.optimizer + self.zero3_buffers
-                + self.activations + self.reference)
+        return (
+            self.weights
+            + self.lora_params
+            + self.gradients
+            + self.optimizer
+            + self.zero3_buffers
+            + self.activations
+            + self.reference
+        )
 
     @property
     def total(self) -> int:
@@ -91,11 +98,19 @@ def memory(spec: JobSpec, config, counts: ParamCounts) -> Memory:
     allocated = weights + lora + gradients + optimizer + zero3 + act + reference
     saved_weights = counts.total * half if m.method == "full" else counts.trainable_bytes
     return Memory(
-        weights=weights, lora_params=lora, gradients=gradients, optimizer=optimizer, zero3_buffers=zero3,
-        activations=act, activations_no_checkpointing=act_full, activations_checkpointing=act_ckpt,
+        weights=weights,
+        lora_params=lora,
+        gradients=gradients,
+        optimizer=optimizer,
+        zero3_buffers=zero3,
+        activations=act,
+        activations_no_checkpointing=act_full,
+        activations_checkpointing=act_ckpt,
         reserve=CONTEXT_RESERVE + int(FRAGMENTATION * allocated),
-        host_offload=host_offload, host_load=min(SHARD_BYTES, counts.total * half),
-        checkpoint=saved_weights + _optimizer_bytes(spec, counts, train_param), export=counts.total * half,
+        host_offload=host_offload,
+        host_load=min(SHARD_BYTES, counts.total * half),
+        checkpoint=saved_weights + _optimizer_bytes(spec, counts, train_param),
+        export=counts.total * half,
         reference=reference,
     )
 

@@ -9,22 +9,22 @@ from cluster.errors import UserError
 from cluster.spec.model import ModelSpec
 
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
-QUANT_BLOCK = 64         # bitsandbytes' default 4-bit block size (Params4bit, quantize_4bit)
-NESTED_BLOCK = 256       # block size of the double-quantized absmax (quantize_blockwise)
+QUANT_BLOCK = 64  # bitsandbytes' default 4-bit block size (Params4bit, quantize_4bit)
+NESTED_BLOCK = 256  # block size of the double-quantized absmax (quantize_blockwise)
 
 
 @dataclass(frozen=True)
 class ParamCounts:
     """What the planner needs to know about a model's parameters; bytes are as PyTorch would allocate them."""
 
-    total: int                 # parameters of the base model (tied weights once)
-    trainable: int             # parameters that get gradients (all for full; adapters + modules_to_save otherwise)
-    trainable_tensors: int     # tensors among them (AdamW keeps a `step` tensor per parameter tensor)
-    trainable_bytes: int       # their bytes in the dtype they train in (PEFT keeps adapters in float32 on half bases)
-    frozen_bytes: int          # bytes of the frozen weights (the 4-bit base for QLoRA)
-    largest_block: int         # parameters of the largest decoder layer or embedding (ZeRO-3 gathers one at a time)
+    total: int  # parameters of the base model (tied weights once)
+    trainable: int  # parameters that get gradients (all for full; adapters + modules_to_save otherwise)
+    trainable_tensors: int  # tensors among them (AdamW keeps a `step` tensor per parameter tensor)
+    trainable_bytes: int  # their bytes in the dtype they train in (PEFT keeps adapters in float32 on half bases)
+    frozen_bytes: int  # bytes of the frozen weights (the 4-bit base for QLoRA)
+    largest_block: int  # parameters of the largest decoder layer or embedding (ZeRO-3 gathers one at a time)
     lora_inputs_per_layer: int  # summed in_features of adapted linears per decoder layer (their inputs are saved)
-    lora_rank_per_layer: int   # summed ranks of adapted linears per decoder layer
+    lora_rank_per_layer: int  # summed ranks of adapted linears per decoder layer
 
     def to_json(self) -> dict:
         """The counts as a plain dict."""
@@ -43,9 +43,11 @@ def count_params(config, model: ModelSpec) -> ParamCounts:
         try:
             _CACHE[key] = _count(config, model)
         except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise UserError(f"model.base {model.base!r}: cannot build a {config.model_type!r} model from its config.json "
-                            f"to count parameters ({type(e).__name__}: {e}). Fix: check config.json, or set "
-                            "model.trust_remote_code if the architecture ships its own code.") from e
+            raise UserError(
+                f"model.base {model.base!r}: cannot build a {config.model_type!r} model from its config.json "
+                f"to count parameters ({type(e).__name__}: {e}). Fix: check config.json, or set "
+                "model.trust_remote_code if the architecture ships its own code."
+            ) from e
     return _CACHE[key]
 
 
@@ -59,8 +61,10 @@ def _count(config, spec: ModelSpec) -> ParamCounts:
     with torch.device("meta"):
         meta = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=spec.trust_remote_code)
     total = sum(p.numel() for p in meta.parameters())
-    largest = max([sum(p.numel() for p in layer.parameters()) for layer in _decoder_layers(meta)]
-                  + [meta.get_input_embeddings().weight.numel()])
+    largest = max(
+        [sum(p.numel() for p in layer.parameters()) for layer in _decoder_layers(meta)]
+        + [meta.get_input_embeddings().weight.numel()]
+    )
     if spec.method == "qlora":
         base_bytes = _quantized_bytes(meta, spec)
     else:
@@ -124,8 +128,15 @@ def _with_lora(meta, spec: ModelSpec):
     from peft import LoraConfig, get_peft_model
 
     lora = spec.lora
-    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules,
-                        modules_to_save=lora.modules_to_save or None, use_rslora=lora.use_rslora, task_type="CAUSAL_LM")
+    config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        modules_to_save=lora.modules_to_save or None,
+        use_rslora=lora.use_rslora,
+        task_type="CAUSAL_LM",
+    )
     return get_peft_model(meta, config)
 
 

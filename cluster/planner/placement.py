@@ -24,8 +24,14 @@ def check_placement(plan: Plan, nodes: list[dict]) -> None:
 
 def _holders(request: StepRequest, nodes: list[dict]) -> list[dict]:
     """The nodes whose total resources can run `request`."""
-    return [n for n in nodes if n.get("CPU", 0) >= request.num_cpus and n.get("GPU", 0) >= request.num_gpus
-            and n.get("memory", 0) >= request.host_ram and _gpu_memory(n) >= request.gpu_memory]
+    return [
+        n
+        for n in nodes
+        if n.get("CPU", 0) >= request.num_cpus
+        and n.get("GPU", 0) >= request.num_gpus
+        and n.get("memory", 0) >= request.host_ram
+        and _gpu_memory(n) >= request.gpu_memory
+    ]
 
 
 def _gpu_memory(node: dict) -> float:
@@ -42,11 +48,19 @@ def _refusal(request: StepRequest, nodes: list[dict]) -> str:
         need += f", 1 GPU with {gib(request.gpu_memory)} GiB"
     eligible = [n for n in nodes if n.get("CPU", 0) >= request.num_cpus and n.get("GPU", 0) >= request.num_gpus]
     largest = max((n.get("memory", 0) for n in eligible), default=0)
-    have = (f"the largest node with {request.num_cpus:g} CPU{' and a GPU' if request.num_gpus else ''} has "
-            f"{gib(largest)} GiB of Ray memory" if eligible else
-            f"no node has {request.num_cpus:g} CPU{' and a GPU' if request.num_gpus else ''}")
-    fix = ("add a node (worker group) with more memory, or set merge.enabled: false and merge later with "
-           "`python -m jobs.merge` on a machine that holds it" if request.step == "merge" else
-           "add a node with more memory, or set evaluate.enabled: false and evaluate later with `python -m jobs.evaluate`")
-    return (f"plan: the {request.step} task needs {need} ({request.how}), but {have} "
-            f"({len(nodes)} alive node{'s' if len(nodes) != 1 else ''}). Fix: {fix}.")
+    have = (
+        f"the largest node with {request.num_cpus:g} CPU{' and a GPU' if request.num_gpus else ''} has "
+        f"{gib(largest)} GiB of Ray memory"
+        if eligible
+        else f"no node has {request.num_cpus:g} CPU{' and a GPU' if request.num_gpus else ''}"
+    )
+    fix = (
+        "add a node (worker group) with more memory, or set merge.enabled: false and merge later with "
+        "`python -m jobs.merge` on a machine that holds it"
+        if request.step == "merge"
+        else "add a node with more memory, or set evaluate.enabled: false and evaluate later with `python -m jobs.evaluate`"
+    )
+    return (
+        f"plan: the {request.step} task needs {need} ({request.how}), but {have} "
+        f"({len(nodes)} alive node{'s' if len(nodes) != 1 else ''}). Fix: {fix}."
+    )

@@ -32,18 +32,18 @@ SHARDINGS = (
 class Plan:
     """Everything the planner worked out for one spec on one GPU type; `fits` is None when no GPU is in play."""
 
-    spec: JobSpec                  # the spec as planned (cluster.num_workers set to the GPU count)
-    config_source: str             # where config.json came from
-    architecture: str              # config.model_type
+    spec: JobSpec  # the spec as planned (cluster.num_workers set to the GPU count)
+    config_source: str  # where config.json came from
+    architecture: str  # config.model_type
     gpu: Gpu | None
     mfu: float
     price_per_gpu_hour: float | None
     counts: ParamCounts
     memory: Memory
     throughput: Throughput
-    by_sharding: dict[str, int]    # total bytes per GPU under each sharding setup that the spec's method allows
-    merge: StepRequest | None = None      # the merge task's resources (when merge.enabled)
-    evaluate: StepRequest | None = None   # the evaluate task's resources (when evaluate.enabled)
+    by_sharding: dict[str, int]  # total bytes per GPU under each sharding setup that the spec's method allows
+    merge: StepRequest | None = None  # the merge task's resources (when merge.enabled)
+    evaluate: StepRequest | None = None  # the evaluate task's resources (when evaluate.enabled)
     config: Any = field(repr=False, compare=False, default=None)
 
     @property
@@ -60,21 +60,38 @@ class Plan:
         """The plan as a plain, JSON-serialisable dict (bytes, seconds, counts)."""
         s = self.spec
         return {
-            "base": s.model.base, "config_source": self.config_source, "architecture": self.architecture,
-            "method": s.model.method, "dtype": s.model.dtype,
+            "base": s.model.base,
+            "config_source": self.config_source,
+            "architecture": self.architecture,
+            "method": s.model.method,
+            "dtype": s.model.dtype,
             "gpu": None if self.gpu is None else asdict(self.gpu),
-            "num_gpus": self.num_gpus, "deepspeed": s.cluster.deepspeed, "offload_optimizer": s.cluster.offload_optimizer,
-            "offload_params": s.cluster.offload_params, "micro_batch_size": s.train.micro_batch_size,
-            "max_seq_len": s.data.max_seq_len, "gradient_checkpointing": s.train.gradient_checkpointing,
-            "mfu": self.mfu, "price_per_gpu_hour": self.price_per_gpu_hour,
-            "params": self.counts.to_json(), "memory_per_gpu": self.memory.to_json(),
-            "throughput": self.throughput.to_json(), "by_sharding": self.by_sharding, "fits": self.fits,
-            "merge": self.merge and self.merge.to_json(), "evaluate": self.evaluate and self.evaluate.to_json(),
+            "num_gpus": self.num_gpus,
+            "deepspeed": s.cluster.deepspeed,
+            "offload_optimizer": s.cluster.offload_optimizer,
+            "offload_params": s.cluster.offload_params,
+            "micro_batch_size": s.train.micro_batch_size,
+            "max_seq_len": s.data.max_seq_len,
+            "gradient_checkpointing": s.train.gradient_checkpointing,
+            "mfu": self.mfu,
+            "price_per_gpu_hour": self.price_per_gpu_hour,
+            "params": self.counts.to_json(),
+            "memory_per_gpu": self.memory.to_json(),
+            "throughput": self.throughput.to_json(),
+            "by_sharding": self.by_sharding,
+            "fits": self.fits,
+            "merge": self.merge and self.merge.to_json(),
+            "evaluate": self.evaluate and self.evaluate.to_json(),
         }
 
 
-def make_plan(spec: JobSpec, gpu: str | None = None, num_gpus: int | None = None,
-              price_per_gpu_hour: float | None = None, dataset_tokens: int | None = None) -> Plan:
+def make_plan(
+    spec: JobSpec,
+    gpu: str | None = None,
+    num_gpus: int | None = None,
+    price_per_gpu_hour: float | None = None,
+    dataset_tokens: int | None = None,
+) -> Plan:
     """Plan `spec` on `num_gpus` (default cluster.num_workers) GPUs of type `gpu` (default plan.gpu, then
     cluster.accelerator_type, then the GPU type of the Ray cluster this process is connected to; none on a CPU
     cluster), reading only the base model's config.json."""
@@ -99,8 +116,7 @@ def _connected_cluster_gpu() -> str | None:
     return gpu_from_cluster_resources(ray.cluster_resources())
 
 
-def plan_with(spec: JobSpec, config, source: str, gpu: Gpu | None, price: float | None,
-              dataset_tokens: int | None) -> Plan:
+def plan_with(spec: JobSpec, config, source: str, gpu: Gpu | None, price: float | None, dataset_tokens: int | None) -> Plan:
     """The plan of `spec` for an already loaded config (what the fit check uses to try changes)."""
     counts = count_params(config, spec.model)
     by_sharding = {}
@@ -111,10 +127,17 @@ def plan_with(spec: JobSpec, config, source: str, gpu: Gpu | None, price: float 
             continue  # a setup the spec's method does not allow (QLoRA with ZeRO-3)
         by_sharding[label] = memory(variant, config, counts).total
     return Plan(
-        spec=spec, config_source=source, architecture=config.model_type, gpu=gpu, mfu=spec.plan.mfu,
-        price_per_gpu_hour=price, counts=counts, memory=memory(spec, config, counts),
+        spec=spec,
+        config_source=source,
+        architecture=config.model_type,
+        gpu=gpu,
+        mfu=spec.plan.mfu,
+        price_per_gpu_hour=price,
+        counts=counts,
+        memory=memory(spec, config, counts),
         throughput=throughput(spec, config, counts, gpu, spec.plan.mfu, dataset_tokens, price),
-        by_sharding=by_sharding, config=config,
+        by_sharding=by_sharding,
+        config=config,
         merge=merge_request(spec, config, counts) if spec.merge.enabled else None,
         evaluate=evaluate_request(spec, config, counts) if spec.evaluate.enabled else None,
     )

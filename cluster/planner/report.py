@@ -26,11 +26,20 @@ def format_plan(plan: Plan) -> str:
         where = f"{plan.num_gpus} GPUs of unknown type (pass --gpu or set plan.gpu to check the fit)"
     else:
         where = f"{plan.num_gpus} CPU workers (per-worker RAM below)"
-    sharding = s.cluster.deepspeed + (" + offload optimizer" if s.cluster.offload_optimizer else "") + (
-        " + offload params" if s.cluster.offload_params else "")
-    method = s.model.method + (f" r={s.model.lora.r}" if s.model.method != "full" else "") + (
-        f" ({s.model.quantization.quant_type}{' double-quant' if s.model.quantization.double_quant else ''})"
-        if s.model.method == "qlora" else "")
+    sharding = (
+        s.cluster.deepspeed
+        + (" + offload optimizer" if s.cluster.offload_optimizer else "")
+        + (" + offload params" if s.cluster.offload_params else "")
+    )
+    method = (
+        s.model.method
+        + (f" r={s.model.lora.r}" if s.model.method != "full" else "")
+        + (
+            f" ({s.model.quantization.quant_type}{' double-quant' if s.model.quantization.double_quant else ''})"
+            if s.model.method == "qlora"
+            else ""
+        )
+    )
     lines = [
         f"model        {s.model.base}  [{plan.architecture}, config from {plan.config_source}]",
         f"parameters   {c.total:,} total, {c.trainable:,} trainable ({100 * c.trainable / c.total:.3f}%)",

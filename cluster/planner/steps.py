@@ -21,20 +21,20 @@ from cluster.spec.job import JobSpec
 
 # A process with torch, transformers, PEFT and bitsandbytes imported: 0.55 GiB measured (docs/benchmarks.md), rounded up.
 PROCESS_BASELINE = 1 * GiB
-SLICE_BYTES = 4 * 2**20          # cluster.merge.stream.SLICE_BYTES, as float32, read and converted
-SHARD_BYTES = 5 * 10**9          # merge.max_shard_size's default; save_pretrained builds one shard at a time
+SLICE_BYTES = 4 * 2**20  # cluster.merge.stream.SLICE_BYTES, as float32, read and converted
+SHARD_BYTES = 5 * 10**9  # merge.max_shard_size's default; save_pretrained builds one shard at a time
 
 
 @dataclass(frozen=True)
 class StepRequest:
     """The resources one step's Ray task asks for, and what its host RAM figure counts."""
 
-    step: str                # "merge" or "evaluate"
+    step: str  # "merge" or "evaluate"
     num_cpus: float
     num_gpus: float
-    host_ram: int            # bytes: Ray's `memory` resource of the task
-    gpu_memory: int          # bytes on its one GPU (0 without a GPU)
-    how: str                 # what the figure stands for, for messages
+    host_ram: int  # bytes: Ray's `memory` resource of the task
+    gpu_memory: int  # bytes on its one GPU (0 without a GPU)
+    how: str  # what the figure stands for, for messages
 
     def ray_options(self) -> dict:
         """Keyword arguments for `.options()` of a Ray task."""
@@ -76,15 +76,25 @@ def evaluate_request(spec: JobSpec, config, counts: ParamCounts) -> StepRequest:
     # one eval row's logits in float32 (and the cross-entropy's copy), or the batch's generation KV cache (generate
     # computes logits for the last position only)
     kv_dim = (getattr(config, "num_key_value_heads", None) or config.num_attention_heads) * (
-        getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads)
-    working = max(d.max_seq_len * config.vocab_size * 4 * 2,
-                  e.batch_size * (tokens * 2 * config.num_hidden_layers * kv_dim * width + config.vocab_size * 4 * 2))
+        getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    )
+    working = max(
+        d.max_seq_len * config.vocab_size * 4 * 2,
+        e.batch_size * (tokens * 2 * config.num_hidden_layers * kv_dim * width + config.vocab_size * 4 * 2),
+    )
     merge_first = 0 if spec.merge.enabled else merge_request(spec, config, counts).host_ram - PROCESS_BASELINE
     if spec.cluster.use_gpu:
-        return StepRequest("evaluate", 1, 1, PROCESS_BASELINE + model + merge_first, model + working + CONTEXT_RESERVE,
-                           "one model loaded through host RAM, scored on one GPU")
-    return StepRequest("evaluate", 1, 0, PROCESS_BASELINE + model + working + merge_first, 0,
-                       "one model and one row's logits in host RAM")
+        return StepRequest(
+            "evaluate",
+            1,
+            1,
+            PROCESS_BASELINE + model + merge_first,
+            model + working + CONTEXT_RESERVE,
+            "one model loaded through host RAM, scored on one GPU",
+        )
+    return StepRequest(
+        "evaluate", 1, 0, PROCESS_BASELINE + model + working + merge_first, 0, "one model and one row's logits in host RAM"
+    )
 
 
 def _largest_linear(config) -> int:

@@ -13,9 +13,9 @@ from cluster.spec.job import JobSpec
 class Throughput:
     """Speed and price of a run; None where an input (GPU, token count, price) is unknown."""
 
-    flops_per_token: float        # hardware FLOPs per trained token, recomputation included
+    flops_per_token: float  # hardware FLOPs per trained token, recomputation included
     tokens_per_step: int
-    tokens_per_s: float | None    # across all GPUs
+    tokens_per_s: float | None  # across all GPUs
     step_time_s: float | None
     train_tokens: int | None
     wall_time_s: float | None
@@ -40,8 +40,15 @@ def flops_per_token(spec: JobSpec, config, counts: ParamCounts) -> float:
     return float(forward + backward + recompute)
 
 
-def throughput(spec: JobSpec, config, counts: ParamCounts, gpu: Gpu | None, mfu: float,
-               dataset_tokens: int | None, price_per_gpu_hour: float | None) -> Throughput:
+def throughput(
+    spec: JobSpec,
+    config,
+    counts: ParamCounts,
+    gpu: Gpu | None,
+    mfu: float,
+    dataset_tokens: int | None,
+    price_per_gpu_hour: float | None,
+) -> Throughput:
     """Estimated speed, wall time and cost of `spec` on `gpu` (cluster.num_workers of them)."""
     t, world = spec.train, spec.cluster.num_workers
     per_token = flops_per_token(spec, config, counts)

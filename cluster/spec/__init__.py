@@ -13,6 +13,20 @@ from cluster.spec.plan import PlanSpec
 from cluster.spec.train import TrainSpec
 
 __all__ = [
-    "ClusterSpec", "DataSpec", "EvaluateSpec", "JobSpec", "LoraSpec", "MergeSpec", "ModelSpec", "OutputSpec",
-    "PlanSpec", "Problem", "QuantizationSpec", "SourceSpec", "SpecError", "TrainSpec", "load_spec", "validate_spec",
+    "ClusterSpec",
+    "DataSpec",
+    "EvaluateSpec",
+    "JobSpec",
+    "LoraSpec",
+    "MergeSpec",
+    "ModelSpec",
+    "OutputSpec",
+    "PlanSpec",
+    "Problem",
+    "QuantizationSpec",
+    "SourceSpec",
+    "SpecError",
+    "TrainSpec",
+    "load_spec",
+    "validate_spec",
 ]

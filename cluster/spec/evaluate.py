@@ -9,8 +9,7 @@ from pydantic import Field
 
 from cluster.spec.base import Problem, Section
 
-GateMetric = Literal["eval_loss", "rouge_l", "bleu", "exact_match", "format_compliance", "preference_accuracy",
-                     "reward_margin"]
+GateMetric = Literal["eval_loss", "rouge_l", "bleu", "exact_match", "format_compliance", "preference_accuracy", "reward_margin"]
 
 
 class EvaluateSpec(Section):
@@ -20,11 +19,18 @@ class EvaluateSpec(Section):
     max_samples: int = Field(64, ge=1, description="Eval records scored with generation metrics (ROUGE-L, BLEU, exact match).")
     max_new_tokens: int = Field(128, ge=1, description="Greedy generation length for generation metrics.")
     batch_size: int = Field(8, ge=1, description="Prompts generated together (left-padded) per model call.")
-    samples_shown: int = Field(3, ge=0, description="Generations shown side by side (prompt, reference, base, tuned) in the report.")
-    format_regex: str | None = Field(None, description="Regex a compliant answer must fully match; its compliance rate is reported.")
-    json_schema: dict | None = Field(None, description="JSON schema a compliant answer must satisfy; its compliance rate is reported.")
+    samples_shown: int = Field(
+        3, ge=0, description="Generations shown side by side (prompt, reference, base, tuned) in the report."
+    )
+    format_regex: str | None = Field(
+        None, description="Regex a compliant answer must fully match; its compliance rate is reported."
+    )
+    json_schema: dict | None = Field(
+        None, description="JSON schema a compliant answer must satisfy; its compliance rate is reported."
+    )
     max_regression: float | None = Field(
-        None, ge=0,
+        None,
+        ge=0,
         description="Gate: fail the job when tuned is worse than base on gate_metric by more than this fraction of the "
         "base value (0.0: tuned must be at least as good; none: never fail). The reports are written first.",
     )
@@ -38,15 +44,24 @@ class EvaluateSpec(Section):
             try:
                 re.compile(self.format_regex)
             except re.error as e:
-                out.append(Problem("format_regex", f"not a valid regular expression ({e}).", "fix the pattern (Python re syntax)."))
+                out.append(
+                    Problem("format_regex", f"not a valid regular expression ({e}).", "fix the pattern (Python re syntax).")
+                )
         if self.json_schema is not None:
             import jsonschema
 
             try:
                 jsonschema.validators.validator_for(self.json_schema).check_schema(self.json_schema)
             except jsonschema.SchemaError as e:
-                out.append(Problem("json_schema", f"not a valid JSON schema ({e.message}).", "fix the schema (see json-schema.org)."))
+                out.append(
+                    Problem("json_schema", f"not a valid JSON schema ({e.message}).", "fix the schema (see json-schema.org).")
+                )
         if self.gate_metric == "format_compliance" and self.format_regex is None and self.json_schema is None:
-            out.append(Problem("gate_metric", "format_compliance is gated but neither format_regex nor json_schema is given.",
-                               "set evaluate.format_regex or evaluate.json_schema, or gate another metric."))
+            out.append(
+                Problem(
+                    "gate_metric",
+                    "format_compliance is gated but neither format_regex nor json_schema is given.",
+                    "set evaluate.format_regex or evaluate.json_schema, or gate another metric.",
+                )
+            )
         return out

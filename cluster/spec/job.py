@@ -43,23 +43,38 @@ CrossRule = tuple[tuple[str, ...], Callable[[JobSpec], list[Problem]]]
 
 def _qlora_zero3(s: JobSpec) -> list[Problem]:
     if s.model.method == "qlora" and s.cluster.deepspeed == "zero3":
-        return [Problem("cluster.deepspeed", "QLoRA with ZeRO-3 is not supported: bitsandbytes 4-bit weights are not "
-                        "partitioned by ZeRO-3 here, so it would only add communication.",
-                        "use cluster.deepspeed: zero2 or none (a 70B QLoRA model fits one 48 GB GPU), or method: lora with zero3.")]
+        return [
+            Problem(
+                "cluster.deepspeed",
+                "QLoRA with ZeRO-3 is not supported: bitsandbytes 4-bit weights are not "
+                "partitioned by ZeRO-3 here, so it would only add communication.",
+                "use cluster.deepspeed: zero2 or none (a 70B QLoRA model fits one 48 GB GPU), or method: lora with zero3.",
+            )
+        ]
     return []
 
 
 def _eval_needs_data(s: JobSpec) -> list[Problem]:
     if s.evaluate.enabled and not s.data.eval and s.data.eval_split == 0:
-        return [Problem("evaluate.enabled", "evaluation needs held-out data, but data.eval is empty and data.eval_split is 0.",
-                        "set data.eval_split (e.g. 0.05) or add data.eval sources.")]
+        return [
+            Problem(
+                "evaluate.enabled",
+                "evaluation needs held-out data, but data.eval is empty and data.eval_split is 0.",
+                "set data.eval_split (e.g. 0.05) or add data.eval sources.",
+            )
+        ]
     return []
 
 
 def _eval_steps_need_data(s: JobSpec) -> list[Problem]:
     if s.train.eval_steps is not None and not s.data.eval and s.data.eval_split == 0:
-        return [Problem("train.eval_steps", "evaluation during training needs held-out data, but there is none.",
-                        "set data.eval_split, add data.eval, or set train.eval_steps: null.")]
+        return [
+            Problem(
+                "train.eval_steps",
+                "evaluation during training needs held-out data, but there is none.",
+                "set data.eval_split, add data.eval, or set train.eval_steps: null.",
+            )
+        ]
     return []
 
 
@@ -68,12 +83,22 @@ def _levers_need_a_gpu(s: JobSpec) -> list[Problem]:
         return []  # whether the workers' GPUs and packages can do it is checked there (cluster.training.levers)
     out = []
     if s.train.liger_kernel:
-        out.append(Problem("train.liger_kernel", "liger-kernel needs a CUDA GPU and the liger-kernel package (its "
-                           "kernels are Triton, which has no CPU backend), but cluster.gpus_per_worker is 0.",
-                           "set train.liger_kernel: false, or train on GPUs."))
+        out.append(
+            Problem(
+                "train.liger_kernel",
+                "liger-kernel needs a CUDA GPU and the liger-kernel package (its "
+                "kernels are Triton, which has no CPU backend), but cluster.gpus_per_worker is 0.",
+                "set train.liger_kernel: false, or train on GPUs.",
+            )
+        )
     if s.model.attn_implementation == "flash_attention_2":
-        out.append(Problem("model.attn_implementation", "flash_attention_2 needs a CUDA GPU and the flash-attn package, "
-                           "but cluster.gpus_per_worker is 0.", "use sdpa (packed rows stay padding-free with it)."))
+        out.append(
+            Problem(
+                "model.attn_implementation",
+                "flash_attention_2 needs a CUDA GPU and the flash-attn package, but cluster.gpus_per_worker is 0.",
+                "use sdpa (packed rows stay padding-free with it).",
+            )
+        )
     return out
 
 

@@ -33,8 +33,13 @@ def validate_spec(data: Any, source: str | None = None, lines: dict[tuple, int] 
 M = TypeVar("M", bound=Section)
 
 
-def validate_model(cls: type[M], data: Any, source: str | None = None, lines: dict[tuple, int] | None = None,
-                   partial_rules: Callable[[dict], list[Problem]] | None = None) -> M:
+def validate_model(
+    cls: type[M],
+    data: Any,
+    source: str | None = None,
+    lines: dict[tuple, int] | None = None,
+    partial_rules: Callable[[dict], list[Problem]] | None = None,
+) -> M:
     """The one validation front end of job specs and Serve args: `cls` validated from plain data, or a SpecError.
 
     Every problem is collected: pydantic's (each with its field path, the line from `lines`, and the fix from the
@@ -43,8 +48,16 @@ def validate_model(cls: type[M], data: Any, source: str | None = None, lines: di
     """
     lines = lines or {}
     if not isinstance(data, dict):
-        raise SpecError([Problem("(root)", f"expected a mapping of keys, got {_kind(data)}.",
-                                 f"write key: value pairs, starting with: {', '.join(_required(cls))}.")], source)
+        raise SpecError(
+            [
+                Problem(
+                    "(root)",
+                    f"expected a mapping of keys, got {_kind(data)}.",
+                    f"write key: value pairs, starting with: {', '.join(_required(cls))}.",
+                )
+            ],
+            source,
+        )
     try:
         parsed = cls.model_validate(data)
     except SpecError as e:

@@ -53,19 +53,26 @@ class ModelSpec(Section):
         "(org/name), or embedded:smollm2-135m-instruct (ships with rayfit, works offline)."
     )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) when `base` is a hub id.")
-    method: Literal["full", "lora", "qlora"] = Field("lora", description="full: all weights; lora: adapters on a frozen base; qlora: adapters on a 4-bit base.")
-    lora: LoraSpec | None = Field(None, description="Adapter settings (method lora or qlora only; their defaults when not given).")
+    method: Literal["full", "lora", "qlora"] = Field(
+        "lora", description="full: all weights; lora: adapters on a frozen base; qlora: adapters on a 4-bit base."
+    )
+    lora: LoraSpec | None = Field(
+        None, description="Adapter settings (method lora or qlora only; their defaults when not given)."
+    )
     quantization: QuantizationSpec | None = Field(
-        None, description="4-bit settings (method qlora only; their defaults when not given).")
+        None, description="4-bit settings (method qlora only; their defaults when not given)."
+    )
     dtype: Dtype = Field("bfloat16", description="Dtype of the trained (or, for QLoRA, non-quantized) weights; float32 on CPU.")
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "flex_attention"] = Field(
         "sdpa", description="Attention kernel passed to from_pretrained."
     )
     trust_remote_code: bool = Field(False, description="Run Python code shipped with the model. Off unless you trust its author.")
     init_from: str | None = Field(
-        None, description="Warm start: an earlier rayfit run folder (its best checkpoint), checkpoint or export, local or "
+        None,
+        description="Warm start: an earlier rayfit run folder (its best checkpoint), checkpoint or export, local or "
         "URI. An adapter checkpoint is trained further (same base and method lora/qlora); an export or full checkpoint "
-        "replaces the base weights. The manifest records this lineage.")
+        "replaces the base weights. The manifest records this lineage.",
+    )
     chat_template: str | None = Field(
         None, description="A Jinja chat template replacing the tokenizer's own (needed when the base has none)."
     )
@@ -90,18 +97,35 @@ class ModelSpec(Section):
         if not v.strip():
             raise ValueError("base is empty; give a folder, a URI, a hub id or embedded:smollm2-135m-instruct")
         if v.startswith("embedded:") and v.removeprefix("embedded:") not in EMBEDDED_MODELS:
-            raise ValueError(f"unknown embedded model {v!r}; embedded models: {', '.join('embedded:' + m for m in EMBEDDED_MODELS)}")
+            raise ValueError(
+                f"unknown embedded model {v!r}; embedded models: {', '.join('embedded:' + m for m in EMBEDDED_MODELS)}"
+            )
         return v
 
     def problems(self) -> list[Problem]:
         out = []
         if self.method == "full" and self.lora is not None:
-            out.append(Problem("lora", "LoRA settings given but method is 'full', which trains all weights and uses no adapter.",
-                               "remove model.lora, or set model.method to lora or qlora."))
+            out.append(
+                Problem(
+                    "lora",
+                    "LoRA settings given but method is 'full', which trains all weights and uses no adapter.",
+                    "remove model.lora, or set model.method to lora or qlora.",
+                )
+            )
         if self.method != "qlora" and self.quantization is not None:
-            out.append(Problem("quantization", f"4-bit settings given but method is '{self.method}'.",
-                               "remove model.quantization, or set model.method: qlora."))
+            out.append(
+                Problem(
+                    "quantization",
+                    f"4-bit settings given but method is '{self.method}'.",
+                    "remove model.quantization, or set model.method: qlora.",
+                )
+            )
         if self.method == "qlora" and self.dtype == "float16" and self.quantization.compute_dtype == "bfloat16":
-            out.append(Problem("quantization.compute_dtype", "compute dtype bfloat16 with model dtype float16 mixes half types.",
-                               "use the same half type for model.dtype and model.quantization.compute_dtype."))
+            out.append(
+                Problem(
+                    "quantization.compute_dtype",
+                    "compute dtype bfloat16 with model dtype float16 mixes half types.",
+                    "use the same half type for model.dtype and model.quantization.compute_dtype.",
+                )
+            )
         return out

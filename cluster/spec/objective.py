@@ -10,29 +10,53 @@ from cluster.spec.base import Problem, Section
 
 Objective = Literal["sft", "dpo", "kto"]
 # TRL 1.16's DPOConfig.loss_type values (trl/trainer/dpo_config.py); several may be combined with loss_weights.
-DpoLoss = Literal["sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
-                  "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm"]
+DpoLoss = Literal[
+    "sigmoid",
+    "hinge",
+    "ipo",
+    "exo_pair",
+    "nca_pair",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sft",
+    "sigmoid_norm",
+]
 Reference = Literal["frozen_copy", "precomputed"]
 REFERENCE_HELP = (
     "Full fine-tunes only (LoRA/QLoRA always use the base with the adapter disabled, no second model): "
     "frozen_copy keeps a frozen copy sharded like the policy; precomputed computes the reference log-probs once "
-    "before training and keeps no copy. The planner counts each.")
+    "before training and keeps no copy. The planner counts each."
+)
 
 
 class DpoSpec(Section):
     """Direct Preference Optimization on {prompt, chosen, rejected} pairs (TRL `DPOConfig`)."""
 
     beta: float = Field(0.1, gt=0, description="How far the policy may move from the reference; higher stays closer.")
-    loss_type: list[DpoLoss] = Field(default_factory=lambda: ["sigmoid"], min_length=1,
-                                     description="TRL DPO loss(es): sigmoid is the DPO paper's; ipo, hinge, robust, ...")
+    loss_type: list[DpoLoss] = Field(
+        default_factory=lambda: ["sigmoid"],
+        min_length=1,
+        description="TRL DPO loss(es): sigmoid is the DPO paper's; ipo, hinge, robust, ...",
+    )
     loss_weights: list[float] | None = Field(None, description="Weight of each loss_type when several are combined.")
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Probability a preference label is flipped (robust, exo_pair).")
     reference: Reference = Field("frozen_copy", description=REFERENCE_HELP)
 
     def problems(self) -> list[Problem]:
         if self.loss_weights is not None and len(self.loss_weights) != len(self.loss_type):
-            return [Problem("loss_weights", f"{len(self.loss_weights)} weights for {len(self.loss_type)} loss types.",
-                            "give one weight per loss_type, or remove loss_weights.")]
+            return [
+                Problem(
+                    "loss_weights",
+                    f"{len(self.loss_weights)} weights for {len(self.loss_type)} loss types.",
+                    "give one weight per loss_type, or remove loss_weights.",
+                )
+            ]
         return []
 
 
@@ -49,6 +73,12 @@ class KtoSpec(Section):
 def objective_problems(objective: Objective, micro_batch_size: int, kto: KtoSpec) -> list[Problem]:
     """Rules between the objective and the rest of `train` (paths relative to `train`)."""
     if objective == "kto" and kto.loss_type == "kto" and micro_batch_size < 2:
-        return [Problem("micro_batch_size", "KTO estimates its KL term from mismatched completions inside one "
-                        "micro-batch, so it needs at least 2 rows per forward pass.", "set train.micro_batch_size: 2 or more.")]
+        return [
+            Problem(
+                "micro_batch_size",
+                "KTO estimates its KL term from mismatched completions inside one "
+                "micro-batch, so it needs at least 2 rows per forward pass.",
+                "set train.micro_batch_size: 2 or more.",
+            )
+        ]
     return []

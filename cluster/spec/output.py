@@ -15,7 +15,8 @@ class OutputSpec(Section):
     storage: str = Field(
         "~/rayfit-runs",
         description="Where runs are written: a local or shared-filesystem path, or an s3://, gs:// or file:// URI. "
-        "A relative path is resolved where the job runs (under `ray job submit --working-dir`, inside Ray's copy of it), so use ~/..., an absolute path or a URI. A multi-node cluster needs shared storage (a URI or an NFS mount).",
+        "A relative path is resolved where the job runs (under `ray job submit --working-dir`, inside Ray's copy of it), "
+        "so use ~/..., an absolute path or a URI. A multi-node cluster needs shared storage (a URI or an NFS mount).",
     )
     name: str = Field(description="Run name; a run with the same name resumes instead of starting over.")
 

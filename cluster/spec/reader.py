@@ -42,8 +42,9 @@ def read_yaml_file(path: str | Path, what: str = "spec") -> Document:
                 chunks.append(chunk)
                 size += len(chunk)
     except OSError as e:
-        raise _error(source, "(file)", f"{what} file {source!r} cannot be read ({e.strerror or e}).",
-                     "check the path and its permissions.") from None
+        raise _error(
+            source, "(file)", f"{what} file {source!r} cannot be read ({e.strerror or e}).", "check the path and its permissions."
+        ) from None
     raw = b"".join(chunks)
     return read_yaml_bytes(raw, source, what)
 
@@ -51,22 +52,34 @@ def read_yaml_file(path: str | Path, what: str = "spec") -> Document:
 def read_yaml_bytes(raw: bytes, source: str, what: str = "spec") -> Document:
     """Read one YAML document from bytes (UTF-8, an optional BOM); see `read_yaml_file`."""
     if len(raw) > MAX_BYTES:
-        raise _error(source, "(file)", f"the file is larger than {MAX_BYTES // 1024} KiB, too big for a {what}.",
-                     f"check that this is the {what} you meant; a {what} is a few KB of YAML.")
+        raise _error(
+            source,
+            "(file)",
+            f"the file is larger than {MAX_BYTES // 1024} KiB, too big for a {what}.",
+            f"check that this is the {what} you meant; a {what} is a few KB of YAML.",
+        )
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = raw.count(b"\n", 0, e.start) + 1
-        raise _error(source, "(encoding)", f"byte {e.start} (line {line}) is not UTF-8 "
-                     f"({raw[e.start:e.start + 1].hex()}: {e.reason}).", "save the file as UTF-8.") from None
+        raise _error(
+            source,
+            "(encoding)",
+            f"byte {e.start} (line {line}) is not UTF-8 ({raw[e.start : e.start + 1].hex()}: {e.reason}).",
+            "save the file as UTF-8.",
+        ) from None
     return read_yaml_text(text, source, what)
 
 
 def read_yaml_text(text: str, source: str, what: str = "spec") -> Document:
     """Read one YAML document from text; see `read_yaml_file`."""
     if len(text) > MAX_BYTES:
-        raise _error(source, "(file)", f"the text is longer than {MAX_BYTES // 1024} KiB, too long for a {what}.",
-                     f"a {what} is a few KB of YAML.")
+        raise _error(
+            source,
+            "(file)",
+            f"the text is longer than {MAX_BYTES // 1024} KiB, too long for a {what}.",
+            f"a {what} is a few KB of YAML.",
+        )
     try:
         _check_events(text)
         loader = _Loader(text)
@@ -82,8 +95,13 @@ def read_yaml_text(text: str, source: str, what: str = "spec") -> Document:
     except _Refused as e:
         raise _error(source, "(yaml)", e.problem, e.fix, e.line) from None
     except yaml.constructor.ConstructorError as e:  # parsed, but a value is not plain data (a !!tag, a bad date)
-        raise _error(source, "(yaml)", f"a value cannot be read: {_yaml_reason(e)}.",
-                     "use plain YAML values (no !!tags); quote a value to keep it as text.", _yaml_line(e)) from None
+        raise _error(
+            source,
+            "(yaml)",
+            f"a value cannot be read: {_yaml_reason(e)}.",
+            "use plain YAML values (no !!tags); quote a value to keep it as text.",
+            _yaml_line(e),
+        ) from None
     except yaml.YAMLError as e:
         raise _error(source, "(yaml)", f"not valid YAML: {_yaml_reason(e)}.", "fix the YAML syntax.", _yaml_line(e)) from None
     return Document(data, lines)
@@ -98,8 +116,9 @@ class _Loader(yaml.SafeLoader):
         except (ValueError, OverflowError) as e:
             value = str(node.value)[:40] + ("..." if len(str(node.value)) > 40 else "")
             reason = str(e).split(";")[0].splitlines()[0][:200]
-            raise yaml.constructor.ConstructorError(None, None, f"the value {value!r} cannot be read ({reason}); "
-                                                    "quote it to keep it as text", node.start_mark) from None
+            raise yaml.constructor.ConstructorError(
+                None, None, f"the value {value!r} cannot be read ({reason}); quote it to keep it as text", node.start_mark
+            ) from None
 
 
 class _Refused(Exception):
@@ -119,8 +138,11 @@ def _check_events(text: str) -> None:
             stack.append([event.anchor, 1, 0])
             total += 1
             if len(stack) > MAX_DEPTH:
-                raise _Refused(f"values are nested more than {MAX_DEPTH} levels deep.",
-                               "flatten the structure; a spec nests a few levels.", line)
+                raise _Refused(
+                    f"values are nested more than {MAX_DEPTH} levels deep.",
+                    "flatten the structure; a spec nests a few levels.",
+                    line,
+                )
             continue
         if isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
             anchor, size, below = stack.pop()
@@ -135,8 +157,11 @@ def _check_events(text: str) -> None:
         elif isinstance(event, yaml.AliasEvent):
             if event.anchor not in done:
                 if any(frame[0] == event.anchor for frame in stack):
-                    raise _Refused(f"alias *{event.anchor} refers to a value that contains it, which never ends.",
-                                   "remove the alias or point it at a finished value.", line)
+                    raise _Refused(
+                        f"alias *{event.anchor} refers to a value that contains it, which never ends.",
+                        "remove the alias or point it at a finished value.",
+                        line,
+                    )
                 continue  # an undefined alias: the composer reports it with its line
             size, levels = done[event.anchor]
             total += size
@@ -145,17 +170,26 @@ def _check_events(text: str) -> None:
             continue
         if total > MAX_VALUES:
             if aliases:
-                raise _Refused(f"the document holds more than {MAX_VALUES:,} values once its {aliases} aliases (*name) "
-                               "are expanded; an alias bomb is refused before it is built.",
-                               "write the values out, or use far fewer aliases.", line)
-            raise _Refused(f"the document holds more than {MAX_VALUES:,} values.",
-                           "check that this is the file you meant; a spec holds a few hundred values at most.", line)
+                raise _Refused(
+                    f"the document holds more than {MAX_VALUES:,} values once its {aliases} aliases (*name) "
+                    "are expanded; an alias bomb is refused before it is built.",
+                    "write the values out, or use far fewer aliases.",
+                    line,
+                )
+            raise _Refused(
+                f"the document holds more than {MAX_VALUES:,} values.",
+                "check that this is the file you meant; a spec holds a few hundred values at most.",
+                line,
+            )
         if stack:
             stack[-1][1] += size
             stack[-1][2] = max(stack[-1][2], levels)
             if len(stack) + levels > MAX_DEPTH:
-                raise _Refused(f"values are nested more than {MAX_DEPTH} levels deep once aliases are expanded.",
-                               "flatten the structure or use fewer aliases.", line)
+                raise _Refused(
+                    f"values are nested more than {MAX_DEPTH} levels deep once aliases are expanded.",
+                    "flatten the structure or use fewer aliases.",
+                    line,
+                )
 
 
 def _duplicate_keys(node: yaml.Node | None) -> list[Problem]:
@@ -173,8 +207,14 @@ def _duplicate_keys(node: yaml.Node | None) -> list[Problem]:
                     key, line = (k.tag, k.value), k.start_mark.line + 1
                     where = ".".join((*path, k.value))
                     if key in first:
-                        found.append(Problem(where, f"key '{k.value}' is given twice, on lines {first[key]} and {line}.",
-                                             "keep one of them (YAML would silently use the last).", line))
+                        found.append(
+                            Problem(
+                                where,
+                                f"key '{k.value}' is given twice, on lines {first[key]} and {line}.",
+                                "keep one of them (YAML would silently use the last).",
+                                line,
+                            )
+                        )
                     else:
                         first[key] = line
                 todo.append((v, (*path, str(k.value))))

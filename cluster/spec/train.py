@@ -18,8 +18,12 @@ class TrainSpec(Section):
     epochs: float = Field(1.0, gt=0, description="Passes over the training data (ignored when max_steps is set).")
     max_steps: int | None = Field(None, ge=1, description="Optimizer steps to run; overrides epochs.")
     learning_rate: float = Field(2e-4, gt=0, lt=1, description="Peak learning rate.")
-    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field("cosine", description="Learning-rate schedule after warmup.")
-    warmup_ratio: float | None = Field(None, ge=0, lt=1, description="Fraction of steps spent warming up; default 0.03 unless warmup_steps is given.")
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
+        "cosine", description="Learning-rate schedule after warmup."
+    )
+    warmup_ratio: float | None = Field(
+        None, ge=0, lt=1, description="Fraction of steps spent warming up; default 0.03 unless warmup_steps is given."
+    )
     warmup_steps: int | None = Field(None, ge=0, description="Warmup in steps; replaces warmup_ratio.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
@@ -32,19 +36,28 @@ class TrainSpec(Section):
     logging_steps: int = Field(10, ge=1, description="Steps between loss/throughput log lines.")
     eval_steps: int | None = Field(50, ge=1, description="Steps between evaluations; none disables evaluation during training.")
     save_steps: int = Field(100, ge=1, description="Steps between checkpoints.")
-    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept in storage, best by eval loss (newest when there is no eval); the newest is always kept for resume.")
+    keep_checkpoints: int = Field(
+        2,
+        ge=1,
+        description="Checkpoints kept in storage, best by eval loss (newest when there is no eval); "
+        "the newest is always kept for resume.",
+    )
     early_stopping_patience: int | None = Field(None, ge=1, description="Stop after this many evaluations without improvement.")
     early_stopping_threshold: float = Field(0.0, ge=0, description="Least eval-loss improvement that counts.")
     seed: int = Field(42, description="Seed for weights init, dropout and data order.")
     report_to: list[Literal["tensorboard", "mlflow"]] = Field(default_factory=list, description="Experiment trackers.")
-    liger_kernel: bool = Field(False, description="Liger Kernel's fused RMSNorm, RoPE and SwiGLU (Triton; CUDA GPUs and the "
-                               "architectures Liger supports only). TRL computes the loss with its own chunked LM head.")
+    liger_kernel: bool = Field(
+        False,
+        description="Liger Kernel's fused RMSNorm, RoPE and SwiGLU (Triton; CUDA GPUs and the "
+        "architectures Liger supports only). TRL computes the loss with its own chunked LM head.",
+    )
     torch_compile: bool = Field(False, description="Compile the model with torch.compile (the first steps pay the compile time).")
 
-    objective: Objective = Field("sft", description="sft: next-token loss on answers; dpo: preference pairs; kto: thumbs-up/down feedback.")
+    objective: Objective = Field(
+        "sft", description="sft: next-token loss on answers; dpo: preference pairs; kto: thumbs-up/down feedback."
+    )
     dpo: DpoSpec = Field(default_factory=DpoSpec, description="DPO settings (objective dpo only).")
     kto: KtoSpec = Field(default_factory=KtoSpec, description="KTO settings (objective kto only).")
-
 
     @model_validator(mode="before")
     @classmethod
@@ -59,15 +72,31 @@ class TrainSpec(Section):
         out += [p.within("dpo") for p in self.dpo.problems()]
         for name, default in (("dpo", DpoSpec()), ("kto", KtoSpec())):
             if getattr(self, name) != default and self.objective != name:
-                out.append(Problem(name, f"{name} settings given but objective is '{self.objective}'.",
-                                   f"set train.objective: {name}, or remove train.{name}."))
+                out.append(
+                    Problem(
+                        name,
+                        f"{name} settings given but objective is '{self.objective}'.",
+                        f"set train.objective: {name}, or remove train.{name}.",
+                    )
+                )
         if self.warmup_steps is not None and self.warmup_ratio is not None:
             out.append(Problem("warmup_steps", "both warmup_steps and warmup_ratio are given.", "keep one of them."))
         if self.eval_steps is not None and self.save_steps % self.eval_steps:
-            out.append(Problem("save_steps", f"save_steps ({self.save_steps}) is not a multiple of eval_steps ({self.eval_steps}), "
-                               "so checkpoints cannot be ranked by the eval loss of their own step.",
-                               f"set train.save_steps to a multiple of {self.eval_steps}, e.g. {self.eval_steps * max(1, round(self.save_steps / self.eval_steps))}."))
+            out.append(
+                Problem(
+                    "save_steps",
+                    f"save_steps ({self.save_steps}) is not a multiple of eval_steps ({self.eval_steps}), "
+                    "so checkpoints cannot be ranked by the eval loss of their own step.",
+                    f"set train.save_steps to a multiple of {self.eval_steps}, "
+                    f"e.g. {self.eval_steps * max(1, round(self.save_steps / self.eval_steps))}.",
+                )
+            )
         if self.early_stopping_patience is not None and self.eval_steps is None:
-            out.append(Problem("early_stopping_patience", "early stopping needs evaluations, but eval_steps is none.",
-                               "set train.eval_steps, or remove train.early_stopping_patience."))
+            out.append(
+                Problem(
+                    "early_stopping_patience",
+                    "early stopping needs evaluations, but eval_steps is none.",
+                    "set train.eval_steps, or remove train.early_stopping_patience.",
+                )
+            )
         return out

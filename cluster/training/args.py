@@ -9,8 +9,9 @@ from cluster.spec import JobSpec
 from cluster.training.levers import lever_args
 
 
-def sft_args(spec: JobSpec, output_dir: Path, ds_config: dict[str, Any] | None, on_gpu: bool, has_eval: bool,
-             eval_on_start: bool = False):
+def sft_args(
+    spec: JobSpec, output_dir: Path, ds_config: dict[str, Any] | None, on_gpu: bool, has_eval: bool, eval_on_start: bool = False
+):
     """Trainer arguments for one worker: local checkpoints in `output_dir`, evaluation only when there is eval data."""
     from trl import SFTConfig
 
@@ -21,8 +22,9 @@ def sft_args(spec: JobSpec, output_dir: Path, ds_config: dict[str, Any] | None, 
     )
 
 
-def trainer_kwargs(spec: JobSpec, output_dir: Path, ds_config: dict[str, Any] | None, on_gpu: bool, has_eval: bool,
-                   eval_on_start: bool = False) -> dict[str, Any]:
+def trainer_kwargs(
+    spec: JobSpec, output_dir: Path, ds_config: dict[str, Any] | None, on_gpu: bool, has_eval: bool, eval_on_start: bool = False
+) -> dict[str, Any]:
     """The `transformers.TrainingArguments` every objective shares (SFT, DPO and KTO configs extend them)."""
     t = spec.train
     evaluating = has_eval and t.eval_steps is not None

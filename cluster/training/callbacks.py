@@ -50,8 +50,16 @@ class CheckpointReporter(TrainerCallback):
     writes the manifest in a thread once Ray has every rank's report, which each rank sends after its upload.
     """
 
-    def __init__(self, spec: JobSpec, run: str, dtype: str, under_ray: bool, rank: int, node_leader: bool,
-                 resumed_from: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        spec: JobSpec,
+        run: str,
+        dtype: str,
+        under_ray: bool,
+        rank: int,
+        node_leader: bool,
+        resumed_from: dict[str, Any] | None = None,
+    ):
         self.spec, self.run, self.dtype, self.under_ray = spec, run, dtype, under_ray
         self.resumed_from = resumed_from  # {"checkpoint", "world_size"[, "resharded_for"]}: recorded in manifests
         self.rank = rank
@@ -74,8 +82,11 @@ class CheckpointReporter(TrainerCallback):
         else:
             self._report_and_describe(folder, name, dest, step, metrics)
         if self.rank == 0:
-            print(f"[rayfit] checkpoint step {step} -> {dest}: training paused {time.perf_counter() - start:.2f} s "
-                  f"({self.spec.cluster.checkpoint_upload} upload)", flush=True)
+            print(
+                f"[rayfit] checkpoint step {step} -> {dest}: training paused {time.perf_counter() - start:.2f} s "
+                f"({self.spec.cluster.checkpoint_upload} upload)",
+                flush=True,
+            )
 
     def _report_and_describe(self, folder: Path, name: str, dest: str, step: int, metrics: dict[str, float]) -> None:
         table = file_table(folder) if self.uploads else {}
@@ -93,22 +104,37 @@ class CheckpointReporter(TrainerCallback):
                 entry = nodes.setdefault(node, {"ranks": [], "files": []})
                 entry["ranks"].append(rank)
                 entry["files"] += sorted(files)
-            describe_checkpoint(folder, dest, self.spec, step, self.dtype, metrics,
-                                files=merge_file_tables([t for _, _, t in tables]), nodes=nodes, world=len(tables),
-                                resumed_from=self.resumed_from)
+            describe_checkpoint(
+                folder,
+                dest,
+                self.spec,
+                step,
+                self.dtype,
+                metrics,
+                files=merge_file_tables([t for _, _, t in tables]),
+                nodes=nodes,
+                world=len(tables),
+                resumed_from=self.resumed_from,
+            )
         barrier()  # nobody resumes or reads the folder before its manifest exists
 
-    def _report_in_background(self, folder: Path, staging: Path, name: str, dest: str, step: int,
-                              metrics: dict[str, float]) -> None:
+    def _report_in_background(
+        self, folder: Path, staging: Path, name: str, dest: str, step: int, metrics: dict[str, float]
+    ) -> None:
         import ray.train
 
         ckpt, upload = None, None
         if self.uploads:
             ckpt = ray.train.Checkpoint.from_directory(str(staged_copy(folder, staging)))
             upload = upload_with_file_table(dest, _node_id(True), self.rank)
-        ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=name,
-                         checkpoint_upload_mode=ray.train.CheckpointUploadMode.ASYNC,
-                         delete_local_checkpoint_after_upload=True, checkpoint_upload_fn=upload)
+        ray.train.report(
+            metrics,
+            checkpoint=ckpt,
+            checkpoint_dir_name=name,
+            checkpoint_upload_mode=ray.train.CheckpointUploadMode.ASYNC,
+            delete_local_checkpoint_after_upload=True,
+            checkpoint_upload_fn=upload,
+        )
         if self.manifests is not None:
             fields = checkpoint_fields(folder, self.spec, step, self.dtype, metrics, _world(), self.resumed_from)
             self.pending.append(self.manifests.submit(write_manifest_after_uploads, dest, fields))

@@ -26,14 +26,26 @@ def latest_metrics(log_history: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
-def checkpoint_fields(folder: Path, spec: JobSpec, step: int, dtype: str, metrics: dict[str, float],
-                      world: int = 1, resumed_from: dict[str, Any] | None = None) -> dict[str, Any]:
+def checkpoint_fields(
+    folder: Path,
+    spec: JobSpec,
+    step: int,
+    dtype: str,
+    metrics: dict[str, float],
+    world: int = 1,
+    resumed_from: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """What a checkpoint's manifest says besides its files: spec, base model, method, dtype, step, metrics, the number
     of workers that wrote it (a resume on another number reshards ZeRO state), the checkpoint this attempt resumed
     from, and the adapter and quantization settings when there are any."""
     fields: dict[str, Any] = {
-        "spec": spec.model_dump(mode="json", exclude_unset=True), "base_model": spec.model.base, "method": spec.model.method,
-        "dtype": dtype, "step": step, "metrics": metrics, "world_size": world,
+        "spec": spec.model_dump(mode="json", exclude_unset=True),
+        "base_model": spec.model.base,
+        "method": spec.model.method,
+        "dtype": dtype,
+        "step": step,
+        "metrics": metrics,
+        "world_size": world,
     }
     if resumed_from:
         fields["resumed_from"] = resumed_from
@@ -47,9 +59,18 @@ def checkpoint_fields(folder: Path, spec: JobSpec, step: int, dtype: str, metric
     return fields
 
 
-def describe_checkpoint(folder: Path, dest: str, spec: JobSpec, step: int, dtype: str, metrics: dict[str, float],
-                        files: dict[str, dict[str, Any]] | None = None, nodes: dict[str, Any] | None = None,
-                        world: int = 1, resumed_from: dict[str, Any] | None = None) -> dict:
+def describe_checkpoint(
+    folder: Path,
+    dest: str,
+    spec: JobSpec,
+    step: int,
+    dtype: str,
+    metrics: dict[str, float],
+    files: dict[str, dict[str, Any]] | None = None,
+    nodes: dict[str, Any] | None = None,
+    world: int = 1,
+    resumed_from: dict[str, Any] | None = None,
+) -> dict:
     """Write the manifest of the checkpoint whose rank-0 copy is `folder` and copy it to `dest` in storage, last of all.
 
     `files` is every rank's file table (default: `folder`'s own files) and `nodes` which node uploaded which files.
@@ -99,11 +120,12 @@ def write_manifest_after_uploads(dest: str, fields: dict[str, Any]) -> dict:
     import ray.train
 
     ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
-    tables = {name.removesuffix(".json"): json.loads(storage.read_text(storage.join(dest, NODE_TABLES, name)))
-              for name in storage.list_files(storage.join(dest, NODE_TABLES))}
+    tables = {
+        name.removesuffix(".json"): json.loads(storage.read_text(storage.join(dest, NODE_TABLES, name)))
+        for name in storage.list_files(storage.join(dest, NODE_TABLES))
+    }
     nodes = {node: {"ranks": t["ranks"], "files": sorted(t["files"])} for node, t in tables.items()}
-    manifest = build_manifest("checkpoint", merge_file_tables([t["files"] for t in tables.values()]), **fields,
-                              nodes=nodes)
+    manifest = build_manifest("checkpoint", merge_file_tables([t["files"] for t in tables.values()]), **fields, nodes=nodes)
     put_manifest(dest, manifest)
     return manifest
 

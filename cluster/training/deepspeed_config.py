@@ -34,12 +34,14 @@ def deepspeed_config(spec: JobSpec, world_size: int, on_gpu: bool) -> dict[str, 
     if stage == 2:
         zero["allgather_bucket_size"] = REDUCE_BUCKET
     if stage == 3:
-        zero.update({
-            "stage3_prefetch_bucket_size": PREFETCH_BUCKET,
-            "stage3_param_persistence_threshold": PARAM_PERSISTENCE_THRESHOLD,
-            # Checkpoints must hold consolidated weights that merge and serve load directly (docs/architecture.md).
-            "stage3_gather_16bit_weights_on_model_save": True,
-        })
+        zero.update(
+            {
+                "stage3_prefetch_bucket_size": PREFETCH_BUCKET,
+                "stage3_param_persistence_threshold": PARAM_PERSISTENCE_THRESHOLD,
+                # Checkpoints must hold consolidated weights that merge and serve load directly (docs/architecture.md).
+                "stage3_gather_16bit_weights_on_model_save": True,
+            }
+        )
         if spec.cluster.offload_params:
             zero["offload_param"] = {"device": "cpu", "pin_memory": on_gpu}
     return {

@@ -31,8 +31,10 @@ def for_world(spec: JobSpec, world: int) -> tuple[JobSpec, str | None]:
         return spec, None
     wanted = planned * t.gradient_accumulation_steps
     accum = max(1, round(wanted / world))
-    line = (f"training on {world} of {planned} workers: gradient accumulation {accum} (was {t.gradient_accumulation_steps}),"
-            f" global batch {world * accum * t.micro_batch_size} rows")
+    line = (
+        f"training on {world} of {planned} workers: gradient accumulation {accum} (was {t.gradient_accumulation_steps}),"
+        f" global batch {world * accum * t.micro_batch_size} rows"
+    )
     if world * accum != wanted:
         line += f" (the spec's is {wanted * t.micro_batch_size}: {world} workers do not divide it)"
     return with_changes(spec, {"train": {"gradient_accumulation_steps": accum}}), line
@@ -58,9 +60,17 @@ def universal_copy(local: Path, dest: Path) -> Path:
         return dest  # converted already (another attempt on this node)
     staged_copy(local, dest)
     workers = max(1, min(4, os.cpu_count() or 1))
-    ds_to_universal(Namespace(input_folder=str(dest / tag), output_folder=str(dest / f"{tag}_universal"),
-                              num_extract_workers=workers, num_merge_workers=max(1, workers // 2), keep_temp_folder=False,
-                              strict=True, inject_missing_state=True))
+    ds_to_universal(
+        Namespace(
+            input_folder=str(dest / tag),
+            output_folder=str(dest / f"{tag}_universal"),
+            num_extract_workers=workers,
+            num_merge_workers=max(1, workers // 2),
+            keep_temp_folder=False,
+            strict=True,
+            inject_missing_state=True,
+        )
+    )
     return dest
 
 

@@ -33,18 +33,24 @@ def lever_problems(spec: JobSpec, on_gpu: bool, model_type: str | None) -> list[
     out = []
     if spec.train.liger_kernel:
         if not on_gpu or not _installed("liger_kernel"):
-            out.append("train.liger_kernel: liger-kernel needs a CUDA GPU and the liger-kernel package (Triton kernels); "
-                       f"this worker has {'a GPU' if on_gpu else 'no CUDA GPU'} and "
-                       f"{'has' if _installed('liger_kernel') else 'lacks'} the package. "
-                       "Fix: pip install liger-kernel on GPU workers, or set train.liger_kernel: false.")
+            out.append(
+                "train.liger_kernel: liger-kernel needs a CUDA GPU and the liger-kernel package (Triton kernels); "
+                f"this worker has {'a GPU' if on_gpu else 'no CUDA GPU'} and "
+                f"{'has' if _installed('liger_kernel') else 'lacks'} the package. "
+                "Fix: pip install liger-kernel on GPU workers, or set train.liger_kernel: false."
+            )
         elif model_type not in liger_architectures():
-            out.append(f"train.liger_kernel: Liger has no kernels for architecture {model_type!r} "
-                       f"(it supports {', '.join(sorted(liger_architectures()))}). Fix: set train.liger_kernel: false.")
+            out.append(
+                f"train.liger_kernel: Liger has no kernels for architecture {model_type!r} "
+                f"(it supports {', '.join(sorted(liger_architectures()))}). Fix: set train.liger_kernel: false."
+            )
     if spec.model.attn_implementation == "flash_attention_2" and (not on_gpu or not _installed("flash_attn")):
-        out.append("model.attn_implementation: flash_attention_2 needs a CUDA GPU and the flash-attn package; "
-                   f"this worker has {'a GPU' if on_gpu else 'no CUDA GPU'} and "
-                   f"{'has' if _installed('flash_attn') else 'lacks'} the package. "
-                   "Fix: use the GPU image (it installs flash-attn), or set model.attn_implementation: sdpa.")
+        out.append(
+            "model.attn_implementation: flash_attention_2 needs a CUDA GPU and the flash-attn package; "
+            f"this worker has {'a GPU' if on_gpu else 'no CUDA GPU'} and "
+            f"{'has' if _installed('flash_attn') else 'lacks'} the package. "
+            "Fix: use the GPU image (it installs flash-attn), or set model.attn_implementation: sdpa."
+        )
     return out
 
 

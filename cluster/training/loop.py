@@ -50,8 +50,7 @@ def train_loop(config: dict[str, Any], callbacks: tuple = ()) -> dict[str, Any]:
     if resized and rank == 0:
         print(f"[rayfit] {resized}", flush=True)
     ds_config = deepspeed_config(run_spec, world, on_gpu)
-    resume, resume_local, reshard = _resume_point(config, scratch, rank, leader, world, ds_config is not None,
-                                                   under_ray)
+    resume, resume_local, reshard = _resume_point(config, scratch, rank, leader, world, ds_config is not None, under_ray)
     if resume and _finished(manifest := read_manifest(str(resume_local)), spec):  # the node's verified copy
         if rank == 0:
             print(f"[rayfit] {resume} already completes this run; nothing to train", flush=True)
@@ -70,12 +69,24 @@ def train_loop(config: dict[str, Any], callbacks: tuple = ()) -> dict[str, Any]:
         os.environ["TENSORBOARD_LOGGING_DIR"] = _tensorboard_dir(run, scratch)
     dtype = str(train_dtype(spec, on_gpu)).removeprefix("torch.")
     trainer = build_objective_trainer(
-        run_spec, tokenizer, ds_config, on_gpu, local_rank, scratch / "hf", train_ds, eval_ds, eval_on_start=resume is None,
-        callbacks=[CheckpointReporter(spec, run, dtype, under_ray, rank, leader, _resumed_from(resume, reshard, world)),
-                   ProgressLog(rank),
-                   RunArtifacts(run, rank, f"{spec.output.name}: {spec.model.method} of {spec.model.base}"),
-                   FaultInjection(run, rank), *_early_stopping(spec), *([OwnStepCounters()] if reshard else []),
-                   *callbacks],
+        run_spec,
+        tokenizer,
+        ds_config,
+        on_gpu,
+        local_rank,
+        scratch / "hf",
+        train_ds,
+        eval_ds,
+        eval_on_start=resume is None,
+        callbacks=[
+            CheckpointReporter(spec, run, dtype, under_ray, rank, leader, _resumed_from(resume, reshard, world)),
+            ProgressLog(rank),
+            RunArtifacts(run, rank, f"{spec.output.name}: {spec.model.method} of {spec.model.base}"),
+            FaultInjection(run, rank),
+            *_early_stopping(spec),
+            *([OwnStepCounters()] if reshard else []),
+            *callbacks,
+        ],
     )
     trainer.remove_callback(PrinterCallback)  # ProgressLog prints the same numbers once, with tokens/s
     if under_ray:
@@ -92,8 +103,9 @@ def train_loop(config: dict[str, Any], callbacks: tuple = ()) -> dict[str, Any]:
     return {"log_history": trainer.state.log_history, "global_step": trainer.state.global_step}
 
 
-def _resume_point(config: dict[str, Any], scratch: Path, rank: int, leader: bool, world: int, zero: bool,
-                  under_ray: bool) -> tuple[str | None, Path | None, int | None]:
+def _resume_point(
+    config: dict[str, Any], scratch: Path, rank: int, leader: bool, world: int, zero: bool, under_ray: bool
+) -> tuple[str | None, Path | None, int | None]:
     """The checkpoint every rank continues from, this node's local copy of it, and the worker count that wrote it
     when its ZeRO state must be resharded for `world` workers; (None, None, None) for a fresh start.
 
@@ -202,6 +214,7 @@ def _init_deepspeed_comm(on_gpu: bool) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1",
-                           "LOCAL_RANK": "0"})
+        os.environ.update(
+            {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}
+        )
     deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo", auto_mpi_discovery=False)

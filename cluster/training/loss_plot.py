@@ -18,7 +18,7 @@ def plot_losses(log_history: list[dict[str, Any]], path: Path, title: str = "") 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     for points, label, style in ((train, "train loss", "-"), (evals, "eval loss", "o-")):
         if points:
-            ax.plot(*zip(*points), style, label=label)
+            ax.plot(*zip(*points, strict=False), style, label=label)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss")
     ax.set_title(title)

@@ -20,8 +20,18 @@ from cluster.training.args import sft_args, trainer_kwargs
 from cluster.training.warm_start import load_start_model
 
 
-def build_objective_trainer(spec: JobSpec, tokenizer, ds_config: dict[str, Any] | None, on_gpu: bool, device_index: int,
-                            output_dir: Path, train_ds, eval_ds, eval_on_start: bool, callbacks: list):
+def build_objective_trainer(
+    spec: JobSpec,
+    tokenizer,
+    ds_config: dict[str, Any] | None,
+    on_gpu: bool,
+    device_index: int,
+    output_dir: Path,
+    train_ds,
+    eval_ds,
+    eval_on_start: bool,
+    callbacks: list,
+):
     """The trainer for `spec.train.objective`, its model loaded from the base or from `model.init_from`."""
     from peft import PeftModel
 
@@ -33,8 +43,15 @@ def build_objective_trainer(spec: JobSpec, tokenizer, ds_config: dict[str, Any] 
 
         model = load_start_model(spec, ds_config, on_gpu, device_index, wrap_adapter=True)
         args = sft_args(spec, output_dir, ds_config, on_gpu, has_eval=eval_ds is not None, eval_on_start=eval_on_start)
-        return SFTTrainer(model=model, args=args, data_collator=make_collator(tokenizer), train_dataset=train_ds,
-                          eval_dataset=eval_ds, processing_class=tokenizer, callbacks=callbacks)
+        return SFTTrainer(
+            model=model,
+            args=args,
+            data_collator=make_collator(tokenizer),
+            train_dataset=train_ds,
+            eval_dataset=eval_ds,
+            processing_class=tokenizer,
+            callbacks=callbacks,
+        )
     from trl import DPOTrainer, KTOTrainer
 
     adapter = spec.model.method != "full"
@@ -47,13 +64,21 @@ def build_objective_trainer(spec: JobSpec, tokenizer, ds_config: dict[str, Any] 
         ref_model.requires_grad_(False)
         ref_model.eval()
     trainer_cls = DPOTrainer if objective == "dpo" else KTOTrainer
-    return trainer_cls(model=model, ref_model=ref_model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                       processing_class=tokenizer, callbacks=callbacks,
-                       peft_config=lora_config(spec) if fresh_adapter else None)
+    return trainer_cls(
+        model=model,
+        ref_model=ref_model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+        peft_config=lora_config(spec) if fresh_adapter else None,
+    )
 
 
-def preference_args(spec: JobSpec, output_dir: Path, ds_config: dict[str, Any] | None, on_gpu: bool, has_eval: bool,
-                    eval_on_start: bool = False):
+def preference_args(
+    spec: JobSpec, output_dir: Path, ds_config: dict[str, Any] | None, on_gpu: bool, has_eval: bool, eval_on_start: bool = False
+):
     """TRL's `DPOConfig` or `KTOConfig` for the spec: the shared arguments plus the objective's own section."""
     from trl import DPOConfig, KTOConfig
 
@@ -62,11 +87,23 @@ def preference_args(spec: JobSpec, output_dir: Path, ds_config: dict[str, Any] |
     common.update(max_length=spec.data.max_seq_len, dataset_num_proc=None)
     if t.objective == "dpo":
         d = t.dpo
-        return DPOConfig(**common, beta=d.beta, loss_type=list(d.loss_type), loss_weights=d.loss_weights,
-                         label_smoothing=d.label_smoothing, precompute_ref_log_probs=precomputes_reference(spec))
+        return DPOConfig(
+            **common,
+            beta=d.beta,
+            loss_type=list(d.loss_type),
+            loss_weights=d.loss_weights,
+            label_smoothing=d.label_smoothing,
+            precompute_ref_log_probs=precomputes_reference(spec),
+        )
     k = t.kto
-    return KTOConfig(**common, beta=k.beta, loss_type=k.loss_type, desirable_weight=k.desirable_weight,
-                     undesirable_weight=k.undesirable_weight, precompute_ref_log_probs=precomputes_reference(spec))
+    return KTOConfig(
+        **common,
+        beta=k.beta,
+        loss_type=k.loss_type,
+        desirable_weight=k.desirable_weight,
+        undesirable_weight=k.undesirable_weight,
+        precompute_ref_log_probs=precomputes_reference(spec),
+    )
 
 
 def precomputes_reference(spec: JobSpec) -> bool:

@@ -31,15 +31,27 @@ def write_run_record(spec: JobSpec, status: str, result=None, **fields: Any) -> 
     if result is not None:
         found = result_checkpoints(run, result)
         best, latest = run_folder.best(found), run_folder.newest(found)
-        known = {"best_checkpoint": best.uri if best else None, "latest_checkpoint": latest.uri if latest else None,
-                 "metrics": best.metrics if best else {}, "checkpoints": [c.to_json() for c in found]}
+        known = {
+            "best_checkpoint": best.uri if best else None,
+            "latest_checkpoint": latest.uri if latest else None,
+            "metrics": best.metrics if best else {},
+            "checkpoints": [c.to_json() for c in found],
+        }
     else:
-        known = {k: before.get(k, default) for k, default in
-                 (("best_checkpoint", None), ("latest_checkpoint", None), ("metrics", {}), ("checkpoints", []))}
+        known = {
+            k: before.get(k, default)
+            for k, default in (("best_checkpoint", None), ("latest_checkpoint", None), ("metrics", {}), ("checkpoints", []))
+        }
     record = {
-        "schema_version": 1, "kind": "run", "name": spec.output.name, "status": status,
+        "schema_version": 1,
+        "kind": "run",
+        "name": spec.output.name,
+        "status": status,
         "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "spec": spec.model_dump(mode="json", exclude_unset=True), "run": run, **known, **fields,
+        "spec": spec.model_dump(mode="json", exclude_unset=True),
+        "run": run,
+        **known,
+        **fields,
     }
     run_folder.write_record(run, record)
     return record
@@ -54,7 +66,9 @@ def check_same_run(spec: JobSpec) -> dict[str, Any] | None:
     earlier = validate_spec(before["spec"])
     changed = [s for s in ("model", "data") if getattr(earlier, s) != getattr(spec, s)]
     if changed:
-        raise UserError(f"output.name {spec.output.name!r}: the run at {before['run']} was started with a different "
-                        f"{' and '.join(changed)} section, so this spec cannot resume it. Fix: choose a new output.name, "
-                        "or restore the earlier settings to continue that run.")
+        raise UserError(
+            f"output.name {spec.output.name!r}: the run at {before['run']} was started with a different "
+            f"{' and '.join(changed)} section, so this spec cannot resume it. Fix: choose a new output.name, "
+            "or restore the earlier settings to continue that run."
+        )
     return before

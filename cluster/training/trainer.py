@@ -15,8 +15,13 @@ def loop_config(spec: JobSpec, train_path: str, eval_path: str | None) -> dict:
     """The plain dict every worker receives (only plain values cross the Ray boundary)."""
     # A name, not a path: each node puts it under its own temporary folder (nodes share no disk).
     scratch = f"{spec.output.name}-{uuid.uuid4().hex[:8]}"
-    return {"spec": spec.model_dump(mode="json", exclude_unset=True), "run": run_uri(spec), "train_path": train_path,
-            "eval_path": eval_path, "scratch": scratch}
+    return {
+        "spec": spec.model_dump(mode="json", exclude_unset=True),
+        "run": run_uri(spec),
+        "train_path": train_path,
+        "eval_path": eval_path,
+        "scratch": scratch,
+    }
 
 
 def build_trainer(spec: JobSpec, train_path: str, eval_path: str | None, extra_env: dict[str, str] | None = None):
@@ -36,10 +41,14 @@ def build_trainer(spec: JobSpec, train_path: str, eval_path: str | None, extra_e
         train_loop,
         train_loop_config=loop_config(spec, train_path, eval_path),
         torch_config=TorchConfig(backend="nccl" if c.use_gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=c.num_workers if c.min_workers is None else (c.min_workers, c.num_workers),
-                                     use_gpu=c.use_gpu, resources_per_worker=resources,
-                                     accelerator_type=c.accelerator_type, placement_strategy=c.placement.upper(),
-                                     elastic_resize_monitor_interval_s=c.resize_check_s),
+        scaling_config=ScalingConfig(
+            num_workers=c.num_workers if c.min_workers is None else (c.min_workers, c.num_workers),
+            use_gpu=c.use_gpu,
+            resources_per_worker=resources,
+            accelerator_type=c.accelerator_type,
+            placement_strategy=c.placement.upper(),
+            elastic_resize_monitor_interval_s=c.resize_check_s,
+        ),
         run_config=RunConfig(
             name=spec.output.name,
             storage_path=storage.normalize(spec.output.storage),

@@ -29,9 +29,15 @@ def lineage(spec: JobSpec) -> dict[str, Any] | None:
         uri, manifest = storage.normalize(spec.model.base), read_manifest(storage.normalize(spec.model.base))
     else:
         return None
-    return {"uri": uri, "kind": manifest.get("kind"), "run": manifest.get("spec", {}).get("output", {}).get("name"),
-            "checkpoint": manifest.get("source_checkpoint", uri), "step": manifest.get("step"),
-            "method": manifest.get("method"), "parent": manifest.get("lineage")}
+    return {
+        "uri": uri,
+        "kind": manifest.get("kind"),
+        "run": manifest.get("spec", {}).get("output", {}).get("name"),
+        "checkpoint": manifest.get("source_checkpoint", uri),
+        "step": manifest.get("step"),
+        "method": manifest.get("method"),
+        "parent": manifest.get("lineage"),
+    }
 
 
 def _is_export(base: str) -> bool:
@@ -55,12 +61,16 @@ def load_start_model(spec: JobSpec, ds_config: dict | None, on_gpu: bool, device
     uri, manifest = resolve_init(spec.model.init_from)
     kind, method = manifest.get("kind"), manifest.get("method")
     if kind == "export":
-        raise UserError(f"model.init_from {spec.model.init_from} is a merged export. Fix: use it as model.base "
-                        "(an export is a complete model folder), and remove model.init_from.")
+        raise UserError(
+            f"model.init_from {spec.model.init_from} is a merged export. Fix: use it as model.base "
+            "(an export is a complete model folder), and remove model.init_from."
+        )
     if (method == "full") != (spec.model.method == "full") or manifest.get("base_model") != spec.model.base:
-        raise UserError(f"model.init_from {spec.model.init_from}: a {method} checkpoint of {manifest.get('base_model')} "
-                        f"cannot start a {spec.model.method} run of {spec.model.base}. Fix: continue with the same "
-                        "model.base and method, or merge the run (rayfit merge) and use the export as model.base.")
+        raise UserError(
+            f"model.init_from {spec.model.init_from}: a {method} checkpoint of {manifest.get('base_model')} "
+            f"cannot start a {spec.model.method} run of {spec.model.base}. Fix: continue with the same "
+            "model.base and method, or merge the run (rayfit merge) and use the export as model.base."
+        )
     folder = str(local_copy(uri))
     if method == "full":
         return load_model(spec, ds_config, on_gpu, device_index, source=folder)

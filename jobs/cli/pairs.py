@@ -20,9 +20,12 @@ def add_pairs_action(sub) -> None:
     p.add_argument("--out", help="where the pairs go (JSON Lines); default: the spec's first data.train path")
     p.add_argument("--max-new-tokens", type=int, default=96, help="generation length of the rejected answers")
     p.add_argument("--limit", type=int, help="use only the first N SFT rows")
-    p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
-                   help="Ray cluster address (default: RAY_ADDRESS, else a running local Ray, else a new local one); "
-                   "'local' always starts a new local Ray")
+    p.add_argument(
+        "--address",
+        default=os.environ.get("RAY_ADDRESS"),
+        help="Ray cluster address (default: RAY_ADDRESS, else a running local Ray, else a new local one); "
+        "'local' always starts a new local Ray",
+    )
     p.set_defaults(run=run_pairs)
 
 

@@ -15,14 +15,18 @@ def register(subparsers) -> None:
     """Add the `plan` subcommand."""
     p = subparsers.add_parser("plan", help="memory, time and cost of a spec per GPU, and whether it fits")
     p.add_argument("spec", help="path to the YAML job spec")
-    p.add_argument("--gpu", help=f"GPU model to plan for: {', '.join(g.name for g in GPUS)} "
-                   "(default: plan.gpu, then cluster.accelerator_type)")
+    p.add_argument(
+        "--gpu",
+        help=f"GPU model to plan for: {', '.join(g.name for g in GPUS)} (default: plan.gpu, then cluster.accelerator_type)",
+    )
     p.add_argument("--gpus", type=int, help="number of GPUs, one per worker (default: cluster.num_workers)")
-    p.add_argument("--price-per-gpu-hour", type=float,
-                   help="price of one GPU hour, for the cost (default: plan.price_per_gpu_hour)")
+    p.add_argument(
+        "--price-per-gpu-hour", type=float, help="price of one GPU hour, for the cost (default: plan.price_per_gpu_hour)"
+    )
     p.add_argument("--dataset-tokens", type=int, help="tokens in the training set (default: counted by the data check)")
-    p.add_argument("--no-data", action="store_true",
-                   help="skip the data check; time and cost then need --dataset-tokens or train.max_steps")
+    p.add_argument(
+        "--no-data", action="store_true", help="skip the data check; time and cost then need --dataset-tokens or train.max_steps"
+    )
     p.add_argument("--json", action="store_true", help="print JSON for machines instead of a table")
     p.set_defaults(run=run)
 
@@ -37,12 +41,13 @@ def run(args) -> int:
     tokens, note = args.dataset_tokens, None
     if tokens is None and not args.no_data and spec.train.max_steps is None:
         tokens, note = _count_tokens(spec)
-    plan = make_plan(spec, gpu=args.gpu, num_gpus=args.gpus, price_per_gpu_hour=args.price_per_gpu_hour,
-                     dataset_tokens=tokens)
+    plan = make_plan(spec, gpu=args.gpu, num_gpus=args.gpus, price_per_gpu_hour=args.price_per_gpu_hour, dataset_tokens=tokens)
     if args.json:
         out = plan.to_json()
-        out["suggestions"] = [{"change": c.description, "set": c.changes, "total": c.total}
-                              for c in (suggest_changes(plan) if plan.fits is False else [])]
+        out["suggestions"] = [
+            {"change": c.description, "set": c.changes, "total": c.total}
+            for c in (suggest_changes(plan) if plan.fits is False else [])
+        ]
         out["note"] = note
         print(json.dumps(out, indent=2))
     else:
@@ -66,8 +71,9 @@ def _count_tokens(spec) -> tuple[int | None, str | None]:
 
     base = spec.model.base
     if HUB_ID.match(base) and not base.startswith((".", "/", "~")) and not _tokenizer_cached(base, spec.model.revision):
-        return None, (f"data check skipped: the tokenizer of {base} is not in the local hub cache; "
-                      "pass --dataset-tokens for time and cost")
+        return None, (
+            f"data check skipped: the tokenizer of {base} is not in the local hub cache; pass --dataset-tokens for time and cost"
+        )
     try:
         report = check_data(spec)
     except (UserError, OSError, ValueError) as e:

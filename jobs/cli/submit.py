@@ -20,10 +20,17 @@ def register(subparsers) -> None:
     p.add_argument("spec", help="path to the YAML job spec, inside the working dir")
     p.add_argument("--working-dir", default=".", help="folder uploaded as the job's working dir (default: .)")
     p.add_argument("--module", default="jobs.finetune", help="entrypoint module run as `python -m MODULE SPEC`")
-    p.add_argument("--env", action="append", default=[], metavar="NAME",
-                   help="forward this local environment variable (by name; rayfit never prints its value, but Ray keeps it "
-                   "in the job's metadata: give secrets to the cluster itself, e.g. Kubernetes Secrets); repeatable")
-    p.add_argument("--num-nodes", type=int, help="nodes the run will span (default: the alive nodes, +1 if the workers do not fit them)")
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="forward this local environment variable (by name; rayfit never prints its value, but Ray keeps it "
+        "in the job's metadata: give secrets to the cluster itself, e.g. Kubernetes Secrets); repeatable",
+    )
+    p.add_argument(
+        "--num-nodes", type=int, help="nodes the run will span (default: the alive nodes, +1 if the workers do not fit them)"
+    )
     p.add_argument("--skip-data-check", action="store_true", help="do not run the data check locally first")
     p.add_argument("--job-id", help="submission id to use (default: Ray picks one)")
     p.add_argument("--follow", action="store_true", help="stream the job's log until it ends; exit 1 unless it succeeds")
@@ -70,15 +77,23 @@ def submit(args) -> int:
     if problems:
         raise SpecError(problems, str(spec_path))
     if not storage.is_remote(spec.output.storage) and not Path(spec.output.storage).expanduser().is_absolute():
-        _note(f"output.storage {spec.output.storage!r} is relative: the job resolves it inside its own copy of the "
-              "working dir on the head node; give an absolute path or an s3:// URI to find the run afterwards.")
+        _note(
+            f"output.storage {spec.output.storage!r} is relative: the job resolves it inside its own copy of the "
+            "working dir on the head node; give an absolute path or an s3:// URI to find the run afterwards."
+        )
     env, sent = ray_jobs.runtime_env(working_dir.resolve(), args.env)
     if sent:
-        _note(f"forwarding environment variables: {', '.join(sent)} (values not shown here, but Ray stores them in the "
-              "job's metadata; for secrets, set them on the cluster instead)")
+        _note(
+            f"forwarding environment variables: {', '.join(sent)} (values not shown here, but Ray stores them in the "
+            "job's metadata; for secrets, set them on the cluster instead)"
+        )
     job_id = ray_jobs.call(
-        _submit_job, client, entrypoint=f"python -m {args.module} {shlex.quote(rel_spec)}", runtime_env=env,
-        submission_id=args.job_id, metadata={"rayfit_spec": rel_spec, "rayfit_run": spec.output.name},
+        _submit_job,
+        client,
+        entrypoint=f"python -m {args.module} {shlex.quote(rel_spec)}",
+        runtime_env=env,
+        submission_id=args.job_id,
+        metadata={"rayfit_spec": rel_spec, "rayfit_run": spec.output.name},
     )
     print(job_id, flush=True)
     _note(f"submitted {job_id}; follow it with: rayfit logs {job_id} --follow")
@@ -127,13 +142,16 @@ def list_jobs(args) -> int:
     client = ray_jobs.connect(args.address)
     jobs = sorted(ray_jobs.call(client.list_jobs), key=lambda j: j.start_time or 0, reverse=True)
     for job in jobs:
-        started = datetime.fromtimestamp(job.start_time / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if job.start_time else "-"
+        started = (
+            datetime.fromtimestamp(job.start_time / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if job.start_time else "-"
+        )
         print(f"{job.submission_id or job.job_id}\t{job.status.value}\t{started}\t{job.entrypoint}")
     return 0
 
 
 def _follow(client, job_id: str) -> int:
     """Stream the log until the job ends; a job that did not succeed raises with its tail."""
+
     async def stream() -> None:
         async for chunk in client.tail_job_logs(job_id):
             print(chunk, end="", flush=True)

@@ -17,8 +17,14 @@ pytestmark = pytest.mark.slow
 def test_smoke_runs_every_case_and_prints_the_table(tmp_path):
     out = tmp_path / "smoke.json"
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.gpu", "--smoke", "--out", str(out), "--work", str(tmp_path / "w")],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.gpu", "--smoke", "--out", str(out), "--work", str(tmp_path / "w")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| case | shape | tokens/s | × baseline | MFU |" in proc.stdout
     cases = {c["name"]: c for c in json.loads(out.read_text())["cases"]}

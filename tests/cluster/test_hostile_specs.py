@@ -70,8 +70,10 @@ def test_files_too_big_or_unreadable_are_refused(tmp_path, capsys):
 
 def test_a_spec_reusing_an_alias_a_few_times_is_fine(tmp_path):
     ok = tmp_path / "ok.yaml"
-    ok.write_text("model:\n  base: embedded:smollm2-135m-instruct\ndata:\n  train: [&faq {path: embedded:construction-faq}]\n"
-                  "  eval: [*faq, *faq]\noutput:\n  name: demo\n")
+    ok.write_text(
+        "model:\n  base: embedded:smollm2-135m-instruct\ndata:\n  train: [&faq {path: embedded:construction-faq}]\n"
+        "  eval: [*faq, *faq]\noutput:\n  name: demo\n"
+    )
     assert rayfit(["validate", str(ok)]) == 0
 
 
@@ -98,8 +100,15 @@ print(code, peak, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
 @pytest.mark.parametrize("name", ["alias_bomb.yaml", "deep_nesting.yaml"])
 def test_cli_process_refuses_with_small_memory(name):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    r = subprocess.run([sys.executable, "-c", PROBE, str(CORPUS / name)], capture_output=True, text=True, cwd=REPO, check=False,
-                       env=env, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-c", PROBE, str(CORPUS / name)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+        env=env,
+        timeout=120,
+    )
     code, peak, rss_growth_kib = (int(x) for x in r.stdout.split())
     assert code == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert EXPECTED[name] in r.stderr

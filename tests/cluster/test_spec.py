@@ -8,8 +8,11 @@ from cluster.spec import JobSpec, SpecError, load_spec, validate_spec
 
 
 def minimal(**over) -> dict:
-    spec = {"model": {"base": "embedded:smollm2-135m-instruct"}, "data": {"train": [{"path": "embedded:construction-faq"}]},
-            "output": {"name": "t"}}
+    spec = {
+        "model": {"base": "embedded:smollm2-135m-instruct"},
+        "data": {"train": [{"path": "embedded:construction-faq"}]},
+        "output": {"name": "t"},
+    }
     for key, value in over.items():
         spec[key] = {**spec.get(key, {}), **value}
     return spec
@@ -35,6 +38,7 @@ def test_every_field_has_a_description():
             for cand in (sub, *getattr(sub, "__args__", ())):
                 if isinstance(cand, type) and hasattr(cand, "model_fields"):
                     walk(cand, f"{path}{name}.")
+
     walk(JobSpec, "")
 
 

@@ -17,16 +17,70 @@ from cluster.spec.job import SECTIONS
 from cluster.spec.reader import read_yaml_bytes, read_yaml_text
 from serve.args import ServeArgs, parse_args
 
-BUDGET = settings(max_examples=200, deadline=None, derandomize=True, database=None,
-                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+BUDGET = settings(
+    max_examples=200,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 # Words a spec is made of, so random text often reaches validation instead of failing at the first character.
-FIELDS = sorted({name for section in SECTIONS for name in JobSpec.model_fields[section].annotation.model_fields}
-                | set(SECTIONS) | set(ServeArgs.model_fields))
-WORDS = FIELDS + ["embedded:smollm2-135m-instruct", "embedded:construction-faq", "lora", "qlora", "full", "zero3",
-                  "true", "null", "~", "0", "-1", "1e9", ".nan", ".inf", "2024-01-01", "0x1F", "<<", "'", '"']
-TOKENS = WORDS + [":", ": ", "- ", "[", "]", "{", "}", ",", "&a ", "*a", "&b ", "*b", "!!str ", "!!python/object ", "? ",
-                  "|\n", ">\n", "#", "---\n", "...\n", "\t", "%YAML 1.1\n", "\\", "\x00", "\ufeff", "\udcff", "é"]
+FIELDS = sorted(
+    {name for section in SECTIONS for name in JobSpec.model_fields[section].annotation.model_fields}
+    | set(SECTIONS)
+    | set(ServeArgs.model_fields)
+)
+WORDS = FIELDS + [
+    "embedded:smollm2-135m-instruct",
+    "embedded:construction-faq",
+    "lora",
+    "qlora",
+    "full",
+    "zero3",
+    "true",
+    "null",
+    "~",
+    "0",
+    "-1",
+    "1e9",
+    ".nan",
+    ".inf",
+    "2024-01-01",
+    "0x1F",
+    "<<",
+    "'",
+    '"',
+]
+TOKENS = WORDS + [
+    ":",
+    ": ",
+    "- ",
+    "[",
+    "]",
+    "{",
+    "}",
+    ",",
+    "&a ",
+    "*a",
+    "&b ",
+    "*b",
+    "!!str ",
+    "!!python/object ",
+    "? ",
+    "|\n",
+    ">\n",
+    "#",
+    "---\n",
+    "...\n",
+    "\t",
+    "%YAML 1.1\n",
+    "\\",
+    "\x00",
+    "\ufeff",
+    "\udcff",
+    "é",
+]
 
 
 def yamlish() -> st.SearchStrategy[str]:
@@ -35,17 +89,20 @@ def yamlish() -> st.SearchStrategy[str]:
     return st.lists(line, max_size=25).map(lambda lines: "".join(" " * i + "".join(t) + "\n" for i, t in lines))
 
 
-scalars = (st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
-           | st.sampled_from(WORDS))
+scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20) | st.sampled_from(WORDS)
 keys = st.sampled_from(FIELDS) | st.text(max_size=8) | st.integers(-2, 2)
-plain_data = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=5),
-                          max_leaves=40)
+plain_data = st.recursive(
+    scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=5), max_leaves=40
+)
 
 
 def spec_shaped() -> st.SearchStrategy[dict]:
     """A minimal valid spec with random values put at random known field paths: reaches the rules across fields."""
-    base = {"model": {"base": "embedded:smollm2-135m-instruct"}, "data": {"train": [{"path": "embedded:construction-faq"}]},
-            "output": {"name": "t"}}
+    base = {
+        "model": {"base": "embedded:smollm2-135m-instruct"},
+        "data": {"train": [{"path": "embedded:construction-faq"}]},
+        "output": {"name": "t"},
+    }
     edit = st.tuples(st.sampled_from(SECTIONS), st.sampled_from(FIELDS), plain_data)
 
     def apply(edits):
@@ -95,8 +152,9 @@ def test_any_bytes_are_read_or_refused_by_name(raw):
 @BUDGET
 @given(plain_data)
 @example({"": None})  # an empty key once gave a problem with an empty field name
-@example({"model": {"base": "x", "method": "qlora"}, "data": {"train": []}, "output": {"name": "t"},
-          "cluster": {"deepspeed": "zero3"}})
+@example(
+    {"model": {"base": "x", "method": "qlora"}, "data": {"train": []}, "output": {"name": "t"}, "cluster": {"deepspeed": "zero3"}}
+)
 @example({"model": {"base": "x"}, "data": {"train": [{"path": "x"}], "eval_split": math.nan}, "output": {"name": "t"}})
 def test_any_plain_data_is_a_spec_or_a_named_error(data):
     answered(validate_spec, data, "data")

@@ -19,9 +19,13 @@ SPEC_TEMPLATE = (
 
 
 def _conversations(n: int) -> list[list[dict]]:
-    return [[{"role": "user", "content": f"How long does permit number {i} take to process?"},
-             {"role": "assistant", "content": f"Permit {i} takes about {i % 7 + 2} weeks once the file is complete."}]
-            for i in range(n)]
+    return [
+        [
+            {"role": "user", "content": f"How long does permit number {i} take to process?"},
+            {"role": "assistant", "content": f"Permit {i} takes about {i % 7 + 2} weeks once the file is complete."},
+        ]
+        for i in range(n)
+    ]
 
 
 def _without_template(src: Path, dest: Path) -> Path:
@@ -60,8 +64,15 @@ def test_spec_template_renders_training_eval_and_served_prompts_when_the_base_ha
     spec = {
         "model": {"base": str(base), "method": "lora", "dtype": "float32", "chat_template": SPEC_TEMPLATE},
         "data": {"train": [{"path": str(data)}], "eval_split": 0.1, "max_seq_len": 128, "packing": False, "dedupe": False},
-        "train": {"max_steps": 2, "learning_rate": 1e-3, "warmup_steps": 0, "gradient_checkpointing": False,
-                  "logging_steps": 1, "eval_steps": 2, "save_steps": 2},
+        "train": {
+            "max_steps": 2,
+            "learning_rate": 1e-3,
+            "warmup_steps": 0,
+            "gradient_checkpointing": False,
+            "logging_steps": 1,
+            "eval_steps": 2,
+            "save_steps": 2,
+        },
         "cluster": {"num_workers": 1, "gpus_per_worker": 0, "cpus_per_worker": 1},
         "output": {"storage": str(tmp_path / "runs"), "name": "templated"},
         "merge": {"enabled": True},
@@ -79,8 +90,9 @@ def test_spec_template_renders_training_eval_and_served_prompts_when_the_base_ha
     prompt = [{"role": "user", "content": "Do I need a permit for a shed?"}]
     spec_tok = AutoTokenizer.from_pretrained(base)
     spec_tok.chat_template = SPEC_TEMPLATE
-    assert export.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=False) == \
-        spec_tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=False)
+    assert export.apply_chat_template(
+        prompt, add_generation_prompt=True, tokenize=True, return_dict=False
+    ) == spec_tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=False)
 
 
 def test_spec_template_overrides_the_base_template_in_prepared_rows(tiny_model_dir, tmp_path):
@@ -91,11 +103,14 @@ def test_spec_template_overrides_the_base_template_in_prepared_rows(tiny_model_d
     conversations = _conversations(12)
     data = tmp_path / "chats.jsonl"
     data.write_text("".join(json.dumps({"messages": c}) + "\n" for c in conversations))
-    spec = validate_spec({
-        "model": {"base": str(tiny_model_dir), "chat_template": SPEC_TEMPLATE},
-        "data": {"train": [{"path": str(data)}], "eval_split": 0.0, "max_seq_len": 128, "packing": False},
-        "output": {"storage": str(tmp_path / "runs"), "name": "r"},
-        "evaluate": {"enabled": False}, "train": {"eval_steps": None},
-    })
+    spec = validate_spec(
+        {
+            "model": {"base": str(tiny_model_dir), "chat_template": SPEC_TEMPLATE},
+            "data": {"train": [{"path": str(data)}], "eval_split": 0.0, "max_seq_len": 128, "packing": False},
+            "output": {"storage": str(tmp_path / "runs"), "name": "r"},
+            "evaluate": {"enabled": False},
+            "train": {"eval_steps": None},
+        }
+    )
     prepared = prepare_datasets(spec, load_tokenizer(spec), str(tmp_path / "cache"))
     assert _rows(Path(prepared.train_path)) == _expected_ids(tiny_model_dir, conversations)

@@ -18,8 +18,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_refusal_through_the_console_script():
     exe = shutil.which("rayfit", path=str(Path(sys.executable).parent))
-    r = subprocess.run([exe, "plan", "jobs/specs/llama-3.1-70b-full-zero3.yaml", "--gpus", "8", "--no-data"],
-                       capture_output=True, text=True, cwd=REPO, timeout=300)
+    r = subprocess.run(
+        [exe, "plan", "jobs/specs/llama-3.1-70b-full-zero3.yaml", "--gpus", "8", "--no-data"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert r.returncode == 1
     assert "Traceback" not in r.stderr
     assert "DOES NOT FIT" in r.stdout and "optimizer states" in r.stdout
@@ -28,8 +33,21 @@ def test_refusal_through_the_console_script():
 
 
 def test_json_with_gpu_count_price_and_tokens(capsys):
-    rc = main(["plan", "jobs/specs/llama-3.1-70b-qlora.yaml", "--gpu", "A100-80GB", "--gpus", "2",
-               "--price-per-gpu-hour", "1.5", "--dataset-tokens", "20000000", "--json"])
+    rc = main(
+        [
+            "plan",
+            "jobs/specs/llama-3.1-70b-qlora.yaml",
+            "--gpu",
+            "A100-80GB",
+            "--gpus",
+            "2",
+            "--price-per-gpu-hour",
+            "1.5",
+            "--dataset-tokens",
+            "20000000",
+            "--json",
+        ]
+    )
     out = json.loads(capsys.readouterr().out)
     assert rc == 0 and out["fits"] is True and out["suggestions"] == []
     assert out["gpu"]["name"] == "A100-80GB" and out["num_gpus"] == 2

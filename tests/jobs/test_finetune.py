@@ -17,8 +17,14 @@ REPO = Path(__file__).resolve().parents[2]
 def _run(spec_path: Path, timeout: int = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
     env.pop("RAY_ADDRESS", None)
-    return subprocess.run([sys.executable, "-m", "jobs.finetune", str(spec_path), "--address", "local"], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "jobs.finetune", str(spec_path), "--address", "local"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.mark.slow
@@ -26,8 +32,16 @@ def test_finetune_job_end_to_end(tiny_model_dir, tmp_path):
     spec = {
         "model": {"base": str(tiny_model_dir), "method": "lora", "dtype": "float32", "lora": {"r": 8, "alpha": 16}},
         "data": {"train": [{"path": "embedded:construction-faq"}], "eval_split": 0.05, "max_seq_len": 256},
-        "train": {"max_steps": 4, "learning_rate": 1e-3, "warmup_steps": 0, "gradient_checkpointing": False,
-                  "logging_steps": 1, "eval_steps": 2, "save_steps": 2, "keep_checkpoints": 1},
+        "train": {
+            "max_steps": 4,
+            "learning_rate": 1e-3,
+            "warmup_steps": 0,
+            "gradient_checkpointing": False,
+            "logging_steps": 1,
+            "eval_steps": 2,
+            "save_steps": 2,
+            "keep_checkpoints": 1,
+        },
         "cluster": {"num_workers": 2, "gpus_per_worker": 0, "cpus_per_worker": 1},
         "output": {"storage": str(tmp_path / "runs"), "name": "job"},
         "merge": {"enabled": True},
@@ -53,8 +67,9 @@ def test_finetune_job_end_to_end(tiny_model_dir, tmp_path):
 def test_spec_errors_are_one_message_without_traceback(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("model:\n  base: org/model\n  methd: lora\ndata:\n  train: [{path: x.jsonl}]\noutput:\n  name: r\n")
-    proc = subprocess.run([sys.executable, "-m", "jobs.finetune", str(path)], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobs.finetune", str(path)], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2
     assert "model.methd (line 3): unknown key 'methd'. Fix: did you mean 'method'?" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -70,15 +85,25 @@ def test_a_merge_no_node_can_hold_is_refused_before_training(tiny_model_dir, tmp
     from cluster.spec import validate_spec
     from jobs.finetune import finetune
 
-    spec = validate_spec({
-        "model": {"base": str(tiny_model_dir), "method": "lora", "dtype": "float32", "lora": {"r": 8, "alpha": 16}},
-        "data": {"train": [{"path": "embedded:construction-faq"}], "eval_split": 0.05, "max_seq_len": 256},
-        "train": {"max_steps": 2}, "cluster": {"num_workers": 1, "gpus_per_worker": 0, "cpus_per_worker": 1},
-        "output": {"storage": str(tmp_path / "runs"), "name": "job"},
-        "merge": {"enabled": True}, "evaluate": {"enabled": True},
-    })
-    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2,
-             _memory=512 * 1024**2, _node_ip_address="127.0.0.1")
+    spec = validate_spec(
+        {
+            "model": {"base": str(tiny_model_dir), "method": "lora", "dtype": "float32", "lora": {"r": 8, "alpha": 16}},
+            "data": {"train": [{"path": "embedded:construction-faq"}], "eval_split": 0.05, "max_seq_len": 256},
+            "train": {"max_steps": 2},
+            "cluster": {"num_workers": 1, "gpus_per_worker": 0, "cpus_per_worker": 1},
+            "output": {"storage": str(tmp_path / "runs"), "name": "job"},
+            "merge": {"enabled": True},
+            "evaluate": {"enabled": True},
+        }
+    )
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=200 * 1024**2,
+        _memory=512 * 1024**2,
+        _node_ip_address="127.0.0.1",
+    )
     try:
         with pytest.raises(UserError) as e:
             finetune(spec)

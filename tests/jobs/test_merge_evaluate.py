@@ -93,8 +93,15 @@ def ray_with_state_api():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    context = ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
-                       dashboard_port=port, object_store_memory=200 * 1024**2, _node_ip_address="127.0.0.1")
+    context = ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        dashboard_port=port,
+        object_store_memory=200 * 1024**2,
+        _node_ip_address="127.0.0.1",
+    )
     try:
         yield context
     finally:
@@ -106,9 +113,8 @@ def test_merge_and_evaluate_run_as_ray_tasks_with_the_planners_requests(run_dir,
     from ray.util.state import list_tasks
 
     from cluster.planner import make_plan
-    from cluster.tasks import EVALUATE_TASK, MERGE_TASK, evaluate_on_cluster, merge_on_cluster
-
     from cluster.planner.plan import with_changes
+    from cluster.tasks import EVALUATE_TASK, MERGE_TASK, evaluate_on_cluster, merge_on_cluster
 
     trained = json.loads(next(run_dir.glob("checkpoint_*/manifest.json")).read_text())["spec"]
     spec = with_changes(JobSpec.model_validate(trained), {"cluster": {"gpus_per_worker": 0}})  # a CPU cluster

@@ -47,8 +47,15 @@ def test_a_job_writes_no_secret_anywhere(tiny_model_dir, tmp_path):
     spec = {
         "model": {"base": str(tiny_model_dir), "method": "lora", "dtype": "float32", "lora": {"r": 4, "alpha": 8}},
         "data": {"train": [{"path": "embedded:construction-faq"}], "eval_split": 0.05, "max_seq_len": 256},
-        "train": {"max_steps": 2, "learning_rate": 1e-3, "warmup_steps": 0, "gradient_checkpointing": False,
-                  "logging_steps": 1, "eval_steps": 2, "save_steps": 2},
+        "train": {
+            "max_steps": 2,
+            "learning_rate": 1e-3,
+            "warmup_steps": 0,
+            "gradient_checkpointing": False,
+            "logging_steps": 1,
+            "eval_steps": 2,
+            "save_steps": 2,
+        },
         "cluster": {"num_workers": 1, "gpus_per_worker": 0, "cpus_per_worker": 1},
         "output": {"storage": str(tmp_path / "runs"), "name": "secrets"},
         "merge": {"enabled": True},
@@ -56,12 +63,26 @@ def test_a_job_writes_no_secret_anywhere(tiny_model_dir, tmp_path):
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     ray_tmp = Path(tempfile.mkdtemp(prefix="rfs-"))  # short: Ray's socket paths must stay under 107 characters
-    env = {**os.environ, **SECRETS, "RAY_TMPDIR": str(ray_tmp), "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1",
-           "RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    env = {
+        **os.environ,
+        **SECRETS,
+        "RAY_TMPDIR": str(ray_tmp),
+        "RAY_AUTH_MODE": "disabled",
+        "HF_HUB_OFFLINE": "1",
+        "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(REPO),
+    }
     env.pop("RAY_ADDRESS", None)
     try:
-        proc = subprocess.run([sys.executable, "-m", "jobs.finetune", str(path), "--address", "local"], cwd=REPO,
-                              env=env, capture_output=True, timeout=900, check=False)
+        proc = subprocess.run(
+            [sys.executable, "-m", "jobs.finetune", str(path), "--address", "local"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            timeout=900,
+            check=False,
+        )
         assert proc.returncode == 0, (proc.stdout[-3000:] + proc.stderr[-3000:]).decode(errors="replace")
         run = tmp_path / "runs" / "secrets"
         assert (run / "run.json").is_file() and (run / "export" / "manifest.json").is_file()  # it wrote what it should

@@ -52,12 +52,14 @@ def test_every_command_reports_an_unreachable_cluster_in_one_line(command):
 
 def test_submit_refuses_an_invalid_spec_before_contacting_the_cluster(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("model:\n  base: embedded:smollm2-135m-instruct\ndata:\n  train:\n    - path: embedded:construction-faq\n"
-                   "output:\n  name: x\n  storage: /tmp/runs\ntrain:\n  max_stpes: 3\n")
+    bad.write_text(
+        "model:\n  base: embedded:smollm2-135m-instruct\ndata:\n  train:\n    - path: embedded:construction-faq\n"
+        "output:\n  name: x\n  storage: /tmp/runs\ntrain:\n  max_stpes: 3\n"
+    )
     r = rayfit("submit", str(bad), "--working-dir", str(tmp_path), "--address", f"http://127.0.0.1:{closed_port()}")
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert "cannot reach" not in r.stderr                          # the spec is checked first
-    lines = r.stderr.strip().splitlines()                          # one problem: one line
+    assert "cannot reach" not in r.stderr  # the spec is checked first
+    lines = r.stderr.strip().splitlines()  # one problem: one line
     assert len(lines) == 1 and lines[0].startswith(f"{bad}: train.max_stpes (line 10): unknown key 'max_stpes'.")
 
 
@@ -99,7 +101,7 @@ def fake_server():
 
 
 def test_token_from_the_environment_goes_in_the_authorization_header(fake_server, monkeypatch, tmp_path):
-    monkeypatch.setenv("HOME", str(tmp_path))                       # no ~/.ray/auth_token to fall back on
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ray/auth_token to fall back on
     monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
     monkeypatch.setenv("RAY_AUTH_TOKEN", _FakeJobServer.token)
     ray_jobs.connect(fake_server)
@@ -150,10 +152,16 @@ def test_node_count_adds_one_when_the_workers_do_not_fit_the_alive_nodes():
     from cluster.spec import validate_spec
 
     def spec(workers: int, gpus: float):
-        return validate_spec({"model": {"base": "org/m"}, "data": {"train": [{"path": "d.jsonl"}]}, "output": {"name": "r"},
-                              "cluster": {"num_workers": workers, "gpus_per_worker": gpus, "cpus_per_worker": 2}})
+        return validate_spec(
+            {
+                "model": {"base": "org/m"},
+                "data": {"train": [{"path": "d.jsonl"}]},
+                "output": {"name": "r"},
+                "cluster": {"num_workers": workers, "gpus_per_worker": gpus, "cpus_per_worker": 2},
+            }
+        )
 
-    head_only = [{"state": "ALIVE", "resources_total": {"CPU": 0.0, "memory": 8e9}}]     # KubeRay head: num-cpus 0
+    head_only = [{"state": "ALIVE", "resources_total": {"CPU": 0.0, "memory": 8e9}}]  # KubeRay head: num-cpus 0
     one_box = [{"state": "ALIVE", "resources_total": {"CPU": 16.0, "GPU": 2.0}}]
     assert ray_jobs.nodes_for(spec(2, 0), head_only) == 2
     assert ray_jobs.nodes_for(spec(2, 1), one_box) == 1

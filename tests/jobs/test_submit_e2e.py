@@ -43,19 +43,52 @@ def free_ports(n: int) -> list[int]:
 @contextlib.contextmanager
 def local_head(auth: dict[str, str]):
     """A local Ray head with the dashboard (the job server) on a free port; stopped, with all it started, after."""
-    temp = Path(tempfile.mkdtemp(prefix="rfe2e-", dir="/tmp"))   # short: Ray's unix socket paths must stay < 108 chars
+    temp = Path(tempfile.mkdtemp(prefix="rfe2e-", dir="/tmp"))  # short: Ray's unix socket paths must stay < 108 chars
     gcs, dashboard, client, agent = free_ports(4)
     # One RAY_AUTH_MODE for the head and every client (shared/VERIFIED.md); .venv first so the job's `python` is ours.
-    env = {**os.environ, **auth, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "HOME": str(temp),
-           "RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        **auth,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "HOME": str(temp),
+        "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+    }
     env.pop("RAY_ADDRESS", None)
     log = open(temp / "head.log", "w")
     proc = subprocess.Popen(
-        [str(BIN / "ray"), "start", "--head", "--block", "--port", str(gcs), "--dashboard-port", str(dashboard),
-         "--num-cpus", "3", "--include-dashboard=true", "--dashboard-host", "127.0.0.1", "--node-ip-address", "127.0.0.1",
-         "--ray-client-server-port", str(client), "--dashboard-agent-listen-port", str(agent), "--temp-dir", str(temp),
-         "--object-store-memory", str(200 * 1024**2), "--disable-usage-stats"],
-        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=temp, start_new_session=True,
+        [
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            "--block",
+            "--port",
+            str(gcs),
+            "--dashboard-port",
+            str(dashboard),
+            "--num-cpus",
+            "3",
+            "--include-dashboard=true",
+            "--dashboard-host",
+            "127.0.0.1",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--ray-client-server-port",
+            str(client),
+            "--dashboard-agent-listen-port",
+            str(agent),
+            "--temp-dir",
+            str(temp),
+            "--object-store-memory",
+            str(200 * 1024**2),
+            "--disable-usage-stats",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=temp,
+        start_new_session=True,
     )
     address = f"http://127.0.0.1:{dashboard}"
     try:
@@ -115,14 +148,22 @@ def rayfit(*args: str, env: dict, cwd: Path = REPO, timeout: float = 240) -> sub
 def tiny_spec(path: Path, model_dir: Path, storage: Path, name: str) -> Path:
     """A spec that LoRA-tunes the tiny model for 3 steps on 1 CPU worker, with a checkpoint at the end."""
     data = path.parent / "data.jsonl"
-    rows = [{"instruction": f"What is item {i}?", "input": "", "output": f"Item {i} is a brick for wall {i % 5}."}
-            for i in range(24)]
+    rows = [
+        {"instruction": f"What is item {i}?", "input": "", "output": f"Item {i} is a brick for wall {i % 5}."} for i in range(24)
+    ]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     spec = {
         "model": {"base": str(model_dir), "method": "lora", "dtype": "float32", "lora": {"r": 4, "alpha": 8}},
         "data": {"train": [{"path": str(data), "format": "alpaca"}], "eval_split": 0.0, "max_seq_len": 128},
-        "train": {"max_steps": 3, "save_steps": 3, "logging_steps": 1, "eval_steps": None, "warmup_steps": 0,
-                  "gradient_checkpointing": False, "learning_rate": 1e-3},
+        "train": {
+            "max_steps": 3,
+            "save_steps": 3,
+            "logging_steps": 1,
+            "eval_steps": None,
+            "warmup_steps": 0,
+            "gradient_checkpointing": False,
+            "learning_rate": 1e-3,
+        },
         "cluster": {"num_workers": 1, "gpus_per_worker": 0, "cpus_per_worker": 1},
         "output": {"storage": str(storage), "name": name},
     }
@@ -133,7 +174,9 @@ def tiny_spec(path: Path, model_dir: Path, storage: Path, name: str) -> Path:
 def checkpoint_with_manifest(storage: Path, name: str) -> tuple[Path, dict]:
     """The newest complete checkpoint of a run and its manifest."""
     done = sorted(p.parent for p in (storage / name).glob("checkpoint_*/manifest.json"))
-    assert done, f"no checkpoint with a manifest.json under {storage / name}: {sorted(p.name for p in (storage / name).iterdir())}"
+    assert done, (
+        f"no checkpoint with a manifest.json under {storage / name}: {sorted(p.name for p in (storage / name).iterdir())}"
+    )
     manifest = json.loads((done[-1] / "manifest.json").read_text())
     return done[-1], manifest
 
@@ -155,13 +198,30 @@ def test_ray_job_submit_and_rayfit_submit_both_run_the_finetune(head, cli, tiny_
     plain_spec = tiny_spec(tmp_path / "spec.yaml", tiny_model_dir, tmp_path / "runs", "plain")
     plain_log = tmp_path / "ray-job-submit.log"
     with open(plain_log, "w") as log:
-        plain = subprocess.Popen([str(BIN / "ray"), "job", "submit", "--address", head["address"], "--working-dir", ".",
-                                  "--", "python", "-m", "jobs.finetune", str(plain_spec)],
-                                 stdout=log, stderr=subprocess.STDOUT, env=head["env"], cwd=REPO)
+        plain = subprocess.Popen(
+            [
+                str(BIN / "ray"),
+                "job",
+                "submit",
+                "--address",
+                head["address"],
+                "--working-dir",
+                ".",
+                "--",
+                "python",
+                "-m",
+                "jobs.finetune",
+                str(plain_spec),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=head["env"],
+            cwd=REPO,
+        )
         wd = working_dir_with_rayfit(tmp_path)
         (wd / "specs").mkdir()
         spec = tiny_spec(wd / "specs" / "tiny.yaml", tiny_model_dir, tmp_path / "runs", "via-rayfit")
-        r = rayfit("submit", "specs/tiny.yaml", "--working-dir", ".", env=head["env"], cwd=wd)   # the console script
+        r = rayfit("submit", "specs/tiny.yaml", "--working-dir", ".", env=head["env"], cwd=wd)  # the console script
         assert r.returncode == 0, r.stderr
         job_id = r.stdout.strip()
         assert job_id.startswith("raysubmit_") and "data check passed" in r.stderr, r.stdout + r.stderr
@@ -171,8 +231,10 @@ def test_ray_job_submit_and_rayfit_submit_both_run_the_finetune(head, cli, tiny_
         assert f"job {job_id} SUCCEEDED" in stderr and "[rayfit] best checkpoint" in stdout
         assert cli("status", job_id)[1].strip() == f"{job_id} SUCCEEDED"
         listed = cli("list")[1]
-        assert any(line.startswith(f"{job_id}\tSUCCEEDED") and line.endswith(f"python -m jobs.finetune {spec.relative_to(wd)}")
-                   for line in listed.splitlines()), listed
+        assert any(
+            line.startswith(f"{job_id}\tSUCCEEDED") and line.endswith(f"python -m jobs.finetune {spec.relative_to(wd)}")
+            for line in listed.splitlines()
+        ), listed
         plain.wait(timeout=300)
     assert plain.returncode == 0, plain_log.read_text()[-4000:]
     assert "succeeded" in plain_log.read_text().lower()
@@ -204,9 +266,12 @@ def probe_project(tmp_path: Path, name: str) -> tuple[Path, Path]:
     wd = working_dir_with_rayfit(tmp_path)
     (wd / "probe.py").write_text(PROBE)
     (wd / "specs").mkdir()
-    spec = {"model": {"base": "embedded:smollm2-135m-instruct"}, "data": {"train": [{"path": "embedded:construction-faq"}]},
-            "cluster": {"num_workers": 1, "gpus_per_worker": 0, "cpus_per_worker": 1},
-            "output": {"storage": str(tmp_path / "runs"), "name": name}}
+    spec = {
+        "model": {"base": "embedded:smollm2-135m-instruct"},
+        "data": {"train": [{"path": "embedded:construction-faq"}]},
+        "cluster": {"num_workers": 1, "gpus_per_worker": 0, "cpus_per_worker": 1},
+        "output": {"storage": str(tmp_path / "runs"), "name": name},
+    }
     (wd / "specs" / "probe.yaml").write_text(yaml.safe_dump(spec))
     return wd, tmp_path / "runs" / name
 
@@ -219,13 +284,16 @@ def cli(head, monkeypatch):
     monkeypatch.setenv("RAY_API_SERVER_ADDRESS", head["address"])
     for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HOME", str(head["temp"]))                   # no ~/.ray/auth_token from the real home
+    monkeypatch.setenv("HOME", str(head["temp"]))  # no ~/.ray/auth_token from the real home
 
     def call(*args: str) -> tuple[int, str, str]:
         out, err = io.StringIO(), io.StringIO()
         # Ray's logger writes to the stderr it saw first; point it at ours for the call, then put it back.
-        handlers = [h for h in logging.getLogger("ray").handlers
-                    if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+        handlers = [
+            h
+            for h in logging.getLogger("ray").handlers
+            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+        ]
         saved = [h.stream for h in handlers]
         try:
             for h in handlers:
@@ -233,7 +301,7 @@ def cli(head, monkeypatch):
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
                 code = main(list(args))
         finally:
-            for h, stream in zip(handlers, saved):
+            for h, stream in zip(handlers, saved, strict=False):
                 h.stream = stream
         return code, out.getvalue(), err.getvalue()
 
@@ -252,14 +320,16 @@ def test_a_failed_job_ends_follow_and_status_with_its_log_tail(cli, tmp_path, mo
     code, stdout, stderr = cli("status", job_id)
     assert code == 1 and stdout.strip() == f"{job_id} FAILED" and "probe: failing on purpose" in stderr
     cwd, secret_seen = (out / "seen.txt").read_text().split()
-    assert "working_dir_files" in cwd and secret_seen == "False"     # a job runs in its uploaded copy
+    assert "working_dir_files" in cwd and secret_seen == "False"  # a job runs in its uploaded copy
 
 
 def test_stop_and_forwarded_secret_names(cli, tmp_path, monkeypatch):
     wd, out = probe_project(tmp_path, "sleeper")
     monkeypatch.chdir(wd)
     monkeypatch.setenv("RAYFIT_E2E_SECRET", "value-42")
-    code, stdout, stderr = cli("submit", "specs/probe.yaml", "--module", "probe", "--skip-data-check", "--env", "RAYFIT_E2E_SECRET")
+    code, stdout, stderr = cli(
+        "submit", "specs/probe.yaml", "--module", "probe", "--skip-data-check", "--env", "RAYFIT_E2E_SECRET"
+    )
     assert code == 0, stderr
     assert "forwarding environment variables: RAYFIT_E2E_SECRET (values not shown here" in stderr
     assert "value-42" not in stdout + stderr
@@ -267,34 +337,36 @@ def test_stop_and_forwarded_secret_names(cli, tmp_path, monkeypatch):
     deadline = time.monotonic() + 90
     while not (out / "seen.txt").exists() and time.monotonic() < deadline:
         time.sleep(1)
-    assert (out / "seen.txt").read_text().split()[1] == "True"       # the job got the value, by name
+    assert (out / "seen.txt").read_text().split()[1] == "True"  # the job got the value, by name
     code, stdout, _ = cli("stop", job_id, "--wait")
     assert code == 0 and stdout.splitlines() == [f"{job_id} stop requested", f"{job_id} STOPPED"], stdout
     code, stdout, _ = cli("list")
-    assert f"{job_id}\tSTOPPED\t" in stdout and stdout.splitlines()[0].startswith(job_id)   # newest first
+    assert f"{job_id}\tSTOPPED\t" in stdout and stdout.splitlines()[0].startswith(job_id)  # newest first
 
 
 def test_local_storage_is_refused_when_the_run_needs_more_nodes(cli, tmp_path, monkeypatch):
     wd, _ = probe_project(tmp_path, "too-big")
     spec = yaml.safe_load((wd / "specs" / "probe.yaml").read_text())
-    spec["cluster"]["num_workers"] = 4                                  # 4 CPUs on a 3-CPU head: another node must come
+    spec["cluster"]["num_workers"] = 4  # 4 CPUs on a 3-CPU head: another node must come
     (wd / "specs" / "probe.yaml").write_text(yaml.safe_dump(spec))
     monkeypatch.chdir(wd)
     code, stdout, stderr = cli("submit", "specs/probe.yaml", "--module", "probe", "--skip-data-check")
-    assert code == 2 and stdout == "" and "Traceback" not in stderr   # refused before anything was submitted
+    assert code == 2 and stdout == "" and "Traceback" not in stderr  # refused before anything was submitted
     assert "output.storage" in stderr and "cluster has 2 nodes" in stderr
 
 
 def test_a_token_auth_cluster_gets_the_token_from_the_environment(monkeypatch, tmp_path):
     token = "e2e-" + os.urandom(16).hex()
     with local_head({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}) as h:
-        for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):   # a laptop sets no auth mode
+        for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):  # a laptop sets no auth mode
             monkeypatch.delenv(name, raising=False)
         monkeypatch.setenv("HOME", str(tmp_path))
         with pytest.raises(UserError) as e:
             ray_jobs.connect(h["address"])
-        assert str(e.value) == (f"the Ray cluster at {h['address']} needs an auth token and none was found. "
-                                "Set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the cluster's token.")
+        assert str(e.value) == (
+            f"the Ray cluster at {h['address']} needs an auth token and none was found. "
+            "Set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the cluster's token."
+        )
         monkeypatch.setenv("RAY_AUTH_TOKEN", "not-" + token)
         with pytest.raises(UserError, match="refused ours"):
             ray_jobs.connect(h["address"])

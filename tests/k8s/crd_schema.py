@@ -19,8 +19,11 @@ def strict_schema(node):
         return [strict_schema(n) for n in node]
     if not isinstance(node, dict):
         return node
-    out = {k: strict_schema(v) if k in ("properties", "items", "additionalProperties", "anyOf", "allOf", "oneOf", "not")
-           else v for k, v in node.items() if not k.startswith("x-kubernetes-") and k != "nullable"}
+    out = {
+        k: strict_schema(v) if k in ("properties", "items", "additionalProperties", "anyOf", "allOf", "oneOf", "not") else v
+        for k, v in node.items()
+        if not k.startswith("x-kubernetes-") and k != "nullable"
+    }
     if "properties" in out:
         out["properties"] = {k: strict_schema(v) for k, v in node["properties"].items()}
     if node.get("x-kubernetes-int-or-string"):

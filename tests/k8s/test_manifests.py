@@ -48,8 +48,11 @@ def builds() -> dict[str, list[dict]]:
 
 def ray_clusters(obj: dict) -> list[dict]:
     """The RayCluster specs inside a RayCluster, RayJob or RayService."""
-    return {"RayCluster": lambda: [obj["spec"]], "RayJob": lambda: [obj["spec"]["rayClusterSpec"]],
-            "RayService": lambda: [obj["spec"]["rayClusterConfig"]]}.get(obj["kind"], list)()
+    return {
+        "RayCluster": lambda: [obj["spec"]],
+        "RayJob": lambda: [obj["spec"]["rayClusterSpec"]],
+        "RayService": lambda: [obj["spec"]["rayClusterConfig"]],
+    }.get(obj["kind"], list)()
 
 
 def pod_templates(obj: dict) -> list[dict]:
@@ -82,9 +85,9 @@ def test_a_broken_field_fails_validation(builds, validators):
     assert crd_errors(validators, cluster) == []
     broken = copy.deepcopy(cluster)
     head = broken["spec"]["headGroupSpec"]
-    head["rayStartParam"] = head.pop("rayStartParams")                   # a typo the apiserver would silently prune
-    broken["spec"]["workerGroupSpecs"][0]["replicas"] = "two"            # wrong type
-    head["template"]["spec"]["containers"][0]["imagePullPolicy"] = 3     # wrong type in the embedded pod schema
+    head["rayStartParam"] = head.pop("rayStartParams")  # a typo the apiserver would silently prune
+    broken["spec"]["workerGroupSpecs"][0]["replicas"] = "two"  # wrong type
+    head["template"]["spec"]["containers"][0]["imagePullPolicy"] = 3  # wrong type in the embedded pod schema
     broken["spec"]["workerGroupSpecs"][0]["rayStartParams"]["num-gpus"] = 1  # rayStartParams values are strings
     errors = crd_errors(validators, broken)
     assert len(errors) == 4, errors
@@ -100,13 +103,18 @@ def test_a_broken_field_fails_validation(builds, validators):
 
 
 def test_int_or_string_and_nullable_are_honoured(validators):
-    base = {"apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": {"name": "x"},
-            "spec": {"entrypoint": "python -V", "clusterSelector": {"ray.io/cluster": "rayfit"}}}
+    base = {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayJob",
+        "metadata": {"name": "x"},
+        "spec": {"entrypoint": "python -V", "clusterSelector": {"ray.io/cluster": "rayfit"}},
+    }
     assert crd_errors(validators, base) == []
     job = copy.deepcopy(base)
-    job["spec"]["submitterPodTemplate"] = {"spec": {"containers": [
-        {"name": "s", "image": "i", "resources": {"limits": {"cpu": 1, "memory": "1Gi"}}}]}}
-    assert crd_errors(validators, job) == []                              # quantities: integer or string
+    job["spec"]["submitterPodTemplate"] = {
+        "spec": {"containers": [{"name": "s", "image": "i", "resources": {"limits": {"cpu": 1, "memory": "1Gi"}}}]}
+    }
+    assert crd_errors(validators, job) == []  # quantities: integer or string
     job["spec"]["submitterPodTemplate"]["spec"]["containers"][0]["resources"]["limits"]["cpu"] = [1]
     assert len(crd_errors(validators, job)) == 1
 
@@ -162,14 +170,16 @@ def build_serve_config(config: dict, model_dir: Path) -> list:
 def test_rayservice_serve_config_goes_through_the_real_builder(build, builds, tmp_path):
     service = next(o for o in builds[build] if o["kind"] == "RayService")
     [args] = build_serve_config(yaml.safe_load(service["spec"]["serveConfigV2"]), tmp_path)
-    for template in pod_templates(service):                              # key files: a Secret mounted in every pod
+    for template in pod_templates(service):  # key files: a Secret mounted in every pod
         mounts = [m["mountPath"] for m in template["spec"]["containers"][0].get("volumeMounts", [])]
         for key in args.api_keys:
             assert key.file and any(key.file.startswith(m + "/") for m in mounts), key
-    gpus = [g["template"]["spec"]["containers"][0]["resources"]["limits"].get("nvidia.com/gpu", "0")
-            for g in service["spec"]["rayClusterConfig"].get("workerGroupSpecs", [])]
+    gpus = [
+        g["template"]["spec"]["containers"][0]["resources"]["limits"].get("nvidia.com/gpu", "0")
+        for g in service["spec"]["rayClusterConfig"].get("workerGroupSpecs", [])
+    ]
     need = args.vllm.tensor_parallel_size if args.vllm.tensor_parallel_size > 1 else args.num_gpus
-    assert max([int(g) for g in gpus], default=0) >= need, build        # one replica fits on one GPU node
+    assert max([int(g) for g in gpus], default=0) >= need, build  # one replica fits on one GPU node
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "serve" / "configs").glob("*.yaml")), ids=lambda p: p.name)
@@ -193,7 +203,9 @@ def test_pods_are_non_root_bounded_and_get_secrets_by_reference(build, builds):
                 assert container["securityContext"]["capabilities"]["drop"] == ["ALL"], where
                 resources = container["resources"]
                 assert set(resources["requests"]) <= set(resources["limits"]) and resources["limits"], where
-                assert not any(e.get("value") and re.search("TOKEN|SECRET|KEY", e["name"]) for e in container.get("env", [])), where
+                assert not any(e.get("value") and re.search("TOKEN|SECRET|KEY", e["name"]) for e in container.get("env", [])), (
+                    where
+                )
                 if container["name"] != "ray-job-submitter":
                     refs = {r["secretRef"]["name"] for r in container.get("envFrom", [])}
                     assert refs == {"rayfit-hf-token", "rayfit-object-store"}, where

@@ -47,9 +47,16 @@ def serve_port():
 
 # The tiny vLLM engine of every serving test. Capacity 16 running + 48 queued = 64: exactly the 64 concurrent
 # requests of the load test fit, and more get 429. enforce_eager: no torch.compile, so it starts in seconds.
-TINY_ARGS = {"model_name": "tiny", "num_cpus": 0, "max_ongoing_requests": 16, "max_queued_requests": 48,
-             "max_loaded_adapters": 4, "default_max_tokens": 16, "max_model_len": 512,
-             "vllm": {"enforce_eager": True, "max_loras": 4}}
+TINY_ARGS = {
+    "model_name": "tiny",
+    "num_cpus": 0,
+    "max_ongoing_requests": 16,
+    "max_queued_requests": 48,
+    "max_loaded_adapters": 4,
+    "default_max_tokens": 16,
+    "max_model_len": 512,
+    "vllm": {"enforce_eager": True, "max_loras": 4},
+}
 
 
 @pytest.fixture(scope="package")
@@ -64,12 +71,15 @@ def tiny_app(serve_port, lora_set, tmp_path_factory) -> str:
     for name in ("tenant_a", "tenant_b"):
         (secrets / name).write_text(KEYS[name] + "\n")
     args = {
-        **TINY_ARGS, "model": str(lora_set["base"]),
+        **TINY_ARGS,
+        "model": str(lora_set["base"]),
         "adapters": {"alpha": str(lora_set["alpha"]), "bravo": str(lora_set["bravo"])},
         "adapter_root": str(lora_set["adapter_root"]),
-        "api_keys": [{"env": ADMIN_ENV},
-                     {"file": str(secrets / "tenant_a"), "models": ["tiny", "alpha"]},
-                     {"file": str(secrets / "tenant_b"), "models": ["bravo"]}],
+        "api_keys": [
+            {"env": ADMIN_ENV},
+            {"file": str(secrets / "tenant_a"), "models": ["tiny", "alpha"]},
+            {"file": str(secrets / "tenant_b"), "models": ["bravo"]},
+        ],
     }
     serve.run(build_app(args), name="tiny", route_prefix="/tiny")
     return f"http://127.0.0.1:{serve_port}/tiny/v1"

@@ -65,6 +65,15 @@ def as_checkpoint(folder: Path, base_model: str) -> Path:
     from cluster.manifest import write_manifest
 
     adapter_config = json.loads((folder / "adapter_config.json").read_text())
-    write_manifest(folder, "checkpoint", spec={}, base_model=base_model, method="lora", dtype="float32", step=60,
-                   metrics={}, adapter_config=adapter_config)
+    write_manifest(
+        folder,
+        "checkpoint",
+        spec={},
+        base_model=base_model,
+        method="lora",
+        dtype="float32",
+        step=60,
+        metrics={},
+        adapter_config=adapter_config,
+    )
     return folder

@@ -60,7 +60,9 @@ def test_a_tampered_adapter_is_refused_naming_the_file_and_its_neighbour_still_s
     weights.write_bytes(bytes(data))
     args = parse_args({"model": "m", "adapter_root": str(root)})
     assert adapter_dir(adapter_uri(args, "alpha")) == root / "alpha"
-    with pytest.raises(UserError, match=r"adapter .*bravo does not match its manifest: adapter_model\.safetensors: checksum differs"):
+    with pytest.raises(
+        UserError, match=r"adapter .*bravo does not match its manifest: adapter_model\.safetensors: checksum differs"
+    ):
         adapter_dir(adapter_uri(args, "bravo"))
     plain = tmp_path / "plain"
     plain.mkdir()

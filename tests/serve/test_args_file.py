@@ -29,11 +29,14 @@ def test_problems_name_their_lines_like_a_job_spec(tmp_path):
     assert "adapter (line 3): unknown key 'adapter'. Fix: did you mean 'adapters'?" in text
 
 
-@pytest.mark.parametrize(("content", "needle"), [
-    ("model: a\nmodel: b\n", "model (line 2): key 'model' is given twice, on lines 1 and 2"),
-    (None, "once its 28 aliases (*name) are expanded"),
-    (b"model: caf\xe9\n", "byte 10 (line 1) is not UTF-8"),
-])
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        ("model: a\nmodel: b\n", "model (line 2): key 'model' is given twice, on lines 1 and 2"),
+        (None, "once its 28 aliases (*name) are expanded"),
+        (b"model: caf\xe9\n", "byte 10 (line 1) is not UTF-8"),
+    ],
+)
 def test_hostile_files_are_refused_in_one_line(tmp_path, content, needle):
     path = tmp_path / "args.yaml"
     path.write_bytes(BOMB.read_bytes() if content is None else content if isinstance(content, bytes) else content.encode())

@@ -24,5 +24,6 @@ def test_missing_keys_are_named_in_one_error(tmp_path, monkeypatch):
     monkeypatch.delenv("TEST_KEY_MISSING", raising=False)
     (tmp_path / "empty").write_text("  \n")
     with pytest.raises(UserError, match=r"env TEST_KEY_MISSING, file .*empty, file /no/such/secret"):
-        load_keys([ApiKeyArgs(env="TEST_KEY_MISSING"), ApiKeyArgs(file=str(tmp_path / "empty")),
-                   ApiKeyArgs(file="/no/such/secret")])
+        load_keys(
+            [ApiKeyArgs(env="TEST_KEY_MISSING"), ApiKeyArgs(file=str(tmp_path / "empty")), ApiKeyArgs(file="/no/such/secret")]
+        )

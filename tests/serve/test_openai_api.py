@@ -9,7 +9,6 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
-import jsonschema
 import openai
 import pytest
 
@@ -26,8 +25,7 @@ def _answer(url: str, model: str, key: str = ADMIN, **kw) -> str:
     return reply.choices[0].message.content
 
 
-def _http(url: str, body: bytes | dict | None = None, key: str | None = ADMIN, timeout: float = 120
-          ) -> tuple[int, dict, dict]:
+def _http(url: str, body: bytes | dict | None = None, key: str | None = ADMIN, timeout: float = 120) -> tuple[int, dict, dict]:
     """A raw request, for bodies the typed client refuses to send; returns (status, JSON body, headers)."""
     headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
     data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
@@ -40,14 +38,16 @@ def _http(url: str, body: bytes | dict | None = None, key: str | None = ADMIN, t
 
 # --- the OpenAI surface ---------------------------------------------------------------------------------------------
 
+
 def test_chat_stream_and_completions(tiny_app):
     c = client(tiny_app, ADMIN)
     whole = c.chat.completions.create(model="alpha", messages=ASK, temperature=0)
     assert whole.choices[0].message.content == ANSWERS["alpha"] and whole.choices[0].finish_reason == "stop"
     assert whole.usage.total_tokens == whole.usage.prompt_tokens + whole.usage.completion_tokens
 
-    chunks = list(c.chat.completions.create(model="alpha", messages=ASK, temperature=0, stream=True,
-                                            stream_options={"include_usage": True}))
+    chunks = list(
+        c.chat.completions.create(model="alpha", messages=ASK, temperature=0, stream=True, stream_options={"include_usage": True})
+    )
     pieces = [ch.choices[0].delta.content for ch in chunks if ch.choices and ch.choices[0].delta.content]
     assert "".join(pieces) == ANSWERS["alpha"] and len(pieces) >= 3, "streaming sends the answer token by token"
     assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
@@ -74,13 +74,15 @@ def test_n_logprobs_seed_stop_and_penalties(tiny_app):
     assert stopped.choices[0].message.content == "A building" and stopped.choices[0].finish_reason == "stop"
 
     plain = c.completions.create(model="tiny", prompt="The building", max_tokens=24, temperature=0)
-    penalised = c.completions.create(model="tiny", prompt="The building", max_tokens=24, temperature=0,
-                                     frequency_penalty=2.0, presence_penalty=2.0)
+    penalised = c.completions.create(
+        model="tiny", prompt="The building", max_tokens=24, temperature=0, frequency_penalty=2.0, presence_penalty=2.0
+    )
     # Greedy decoding is deterministic, so a different text means the penalties reached vLLM's sampler.
     assert penalised.choices[0].text != plain.choices[0].text, plain.choices[0].text
 
 
 # --- adapters -------------------------------------------------------------------------------------------------------
+
 
 def test_two_adapters_answer_differently_through_one_deployment(tiny_app):
     models = ["alpha", "bravo", "tiny"] * 4
@@ -100,6 +102,7 @@ def test_adapter_added_after_deployment_is_served(tiny_app, lora_set):
 
 
 # --- auth, bad requests, load ---------------------------------------------------------------------------------------
+
 
 def test_keys_limit_models_and_hide_the_others(tiny_app):
     ids = lambda key: sorted(m.id for m in client(tiny_app, key).models.list().data)  # noqa: E731
@@ -126,8 +129,12 @@ BAD = {
     "unknown model": ({"model": "zulu", "messages": ASK}, ADMIN, 404, "zulu"),
     "path-like model": ({"model": "../../etc/passwd", "messages": ASK}, ADMIN, 404, "passwd"),
     "prompt over context": ({"model": "alpha", "messages": [{"role": "user", "content": TOO_LONG}]}, ADMIN, 400, "context"),
-    "unpaired surrogate": (b'{"model": "alpha", "messages": [{"role": "user", "content": "bad \\ud800 text"}]}',
-                           ADMIN, 400, "surrogate"),
+    "unpaired surrogate": (
+        b'{"model": "alpha", "messages": [{"role": "user", "content": "bad \\ud800 text"}]}',
+        ADMIN,
+        400,
+        "surrogate",
+    ),
     "unknown field": ({"model": "alpha", "messages": ASK, "max_token": 5}, ADMIN, 400, "max_token"),
     "no key": ({"model": "alpha", "messages": ASK}, None, 401, "API key"),
     "another tenant's adapter": ({"model": "bravo", "messages": ASK}, KEYS["tenant_a"], 403, "bravo"),
@@ -170,9 +177,10 @@ def test_over_capacity_gets_429_with_retry_after_and_recovers(tiny_app):
 def test_cancelled_streams_leave_it_healthy(tiny_app):
     def cancel_midway() -> int:
         stream = client(tiny_app, ADMIN).chat.completions.create(
-            model="tiny", messages=ASK, max_tokens=400, temperature=0, stream=True, extra_body={"ignore_eos": True})
+            model="tiny", messages=ASK, max_tokens=400, temperature=0, stream=True, extra_body={"ignore_eos": True}
+        )
         got = 0
-        for chunk in stream:
+        for _chunk in stream:
             got += 1
             if got == 5:
                 stream.close()  # the client goes away mid-answer

@@ -22,29 +22,45 @@ ODD_TEXT = st.sampled_from(["", "hello", "bad \ud800 text", "\udfff", "../../etc
 TEXT = st.one_of(st.text(max_size=12), ODD_TEXT)
 NUMBER = st.one_of(st.integers(-3, 10**10), st.floats(allow_nan=True, allow_infinity=True), TEXT, st.none(), st.booleans())
 MESSAGE = st.fixed_dictionaries(
-    {"role": st.one_of(st.sampled_from(["user", "assistant", "system", "developer", "tool"]), TEXT),
-     "content": st.one_of(TEXT, st.none(), st.integers(), st.just([{"type": "text", "text": "hi"}]))},
-    optional={"name": TEXT, "extra": NUMBER})
+    {
+        "role": st.one_of(st.sampled_from(["user", "assistant", "system", "developer", "tool"]), TEXT),
+        "content": st.one_of(TEXT, st.none(), st.integers(), st.just([{"type": "text", "text": "hi"}])),
+    },
+    optional={"name": TEXT, "extra": NUMBER},
+)
 FIELDS = {
     "messages": st.one_of(st.lists(MESSAGE, min_size=1, max_size=3), st.lists(MESSAGE, max_size=0), TEXT, NUMBER),
-    "max_tokens": NUMBER, "max_completion_tokens": NUMBER, "temperature": NUMBER, "top_p": NUMBER, "n": NUMBER,
-    "seed": st.one_of(st.integers(-2**70, 2**70), NUMBER), "logprobs": st.one_of(st.booleans(), NUMBER),
-    "top_logprobs": NUMBER, "frequency_penalty": NUMBER, "presence_penalty": NUMBER,
-    "stop": st.one_of(TEXT, st.lists(TEXT, max_size=6), NUMBER), "stream": st.one_of(st.booleans(), NUMBER),
+    "max_tokens": NUMBER,
+    "max_completion_tokens": NUMBER,
+    "temperature": NUMBER,
+    "top_p": NUMBER,
+    "n": NUMBER,
+    "seed": st.one_of(st.integers(-(2**70), 2**70), NUMBER),
+    "logprobs": st.one_of(st.booleans(), NUMBER),
+    "top_logprobs": NUMBER,
+    "frequency_penalty": NUMBER,
+    "presence_penalty": NUMBER,
+    "stop": st.one_of(TEXT, st.lists(TEXT, max_size=6), NUMBER),
+    "stream": st.one_of(st.booleans(), NUMBER),
     "stream_options": st.one_of(st.just({"include_usage": True}), st.dictionaries(TEXT, NUMBER, max_size=2), NUMBER),
-    "response_format": st.one_of(st.just({"type": "json_object"}), st.just({"type": "text"}),
-                                 st.dictionaries(TEXT, TEXT, max_size=2), NUMBER),
+    "response_format": st.one_of(
+        st.just({"type": "json_object"}), st.just({"type": "text"}), st.dictionaries(TEXT, TEXT, max_size=2), NUMBER
+    ),
     "tool_choice": st.one_of(st.sampled_from(["none", "auto", "required"]), NUMBER),
-    "user": TEXT, "max_token": NUMBER, "top_k": NUMBER,
+    "user": TEXT,
+    "max_token": NUMBER,
+    "top_k": NUMBER,
 }
-BODY = st.fixed_dictionaries({"model": st.one_of(st.sampled_from(["tiny", "alpha", "bravo", "zulu"]), TEXT, NUMBER)},
-                             optional=FIELDS)
+BODY = st.fixed_dictionaries(
+    {"model": st.one_of(st.sampled_from(["tiny", "alpha", "bravo", "zulu"]), TEXT, NUMBER)}, optional=FIELDS
+)
 
 
 def _post(url: str, body: dict) -> tuple[int, bytes]:
     data = json.dumps(body).encode()  # ensure_ascii: unpaired surrogates travel as \\ud800 escapes, as a client sends them
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json",
-                                                              "Authorization": f"Bearer {KEYS['admin']}"})
+    request = urllib.request.Request(
+        url, data=data, headers={"Content-Type": "application/json", "Authorization": f"Bearer {KEYS['admin']}"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=120) as r:
             return r.status, r.read()

@@ -18,8 +18,13 @@ def _adapter(path, rank):
 
 
 def test_lora_rank_and_slots_come_from_the_adapters(tmp_path):
-    args = parse_args({"model": "m", "adapters": {"a": _adapter(tmp_path / "a", 8), "b": _adapter(tmp_path / "b", 24)},
-                       "max_loaded_adapters": 3})
+    args = parse_args(
+        {
+            "model": "m",
+            "adapters": {"a": _adapter(tmp_path / "a", 8), "b": _adapter(tmp_path / "b", 24)},
+            "max_loaded_adapters": 3,
+        }
+    )
     ranks = adapter_ranks(args)
     assert ranks == {"a": 8, "b": 24}
     assert lora_sizes(args, ranks) == {"enable_lora": True, "max_lora_rank": 32, "max_loras": 2, "max_cpu_loras": 3}
@@ -35,17 +40,31 @@ def test_lora_rank_and_slots_come_from_the_adapters(tmp_path):
 def test_namespace_is_what_vllm_parses_and_user_kwargs_win(tmp_path):
     from vllm.engine.arg_utils import AsyncEngineArgs
 
-    args = parse_args({"model": "m", "model_name": "faq", "dtype": "float32", "max_model_len": 1024,
-                       "max_ongoing_requests": 24, "default_max_tokens": 100,
-                       "vllm": {"tool_call_parser": "hermes", "engine_kwargs": {"enable_prefix_caching": False}}})
+    args = parse_args(
+        {
+            "model": "m",
+            "model_name": "faq",
+            "dtype": "float32",
+            "max_model_len": 1024,
+            "max_ongoing_requests": 24,
+            "default_max_tokens": 100,
+            "vllm": {"tool_call_parser": "hermes", "engine_kwargs": {"enable_prefix_caching": False}},
+        }
+    )
     namespace = vllm_namespace(args, str(tmp_path), {})
     engine = AsyncEngineArgs.from_cli_args(namespace)
     assert (engine.model, engine.served_model_name, engine.dtype, engine.max_model_len) == (
-        str(tmp_path), ["faq"], "float32", 1024)
+        str(tmp_path),
+        ["faq"],
+        "float32",
+        1024,
+    )
     assert engine.max_num_seqs == 24 and engine.enable_prefix_caching is False
     assert engine.override_generation_config == {"max_new_tokens": 100} and not engine.enable_lora
     assert namespace.enable_auto_tool_choice and namespace.tool_call_parser == "hermes"
-    assert engine_kwargs(parse_args({"model": "m", "vllm": {"tensor_parallel_size": 2}}), "m", {})[
-        "distributed_executor_backend"] == "ray"
+    assert (
+        engine_kwargs(parse_args({"model": "m", "vllm": {"tensor_parallel_size": 2}}), "m", {})["distributed_executor_backend"]
+        == "ray"
+    )
     with pytest.raises(UserError, match=r"unknown vLLM engine arguments \['max_num_seq'\]"):
         vllm_namespace(parse_args({"model": "m", "vllm": {"engine_kwargs": {"max_num_seq": 4}}}), "m", {})

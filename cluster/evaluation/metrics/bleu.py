@@ -21,7 +21,9 @@ class Bleu(evaluate.Metric):
 
     def _info(self):
         return evaluate.MetricInfo(
-            description=_DESCRIPTION, citation=_CITATION, inputs_description=_KWARGS,
+            description=_DESCRIPTION,
+            citation=_CITATION,
+            inputs_description=_KWARGS,
             features=datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")}),
             reference_urls=["https://github.com/mjpost/sacrebleu"],
         )

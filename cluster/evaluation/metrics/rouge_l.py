@@ -22,12 +22,14 @@ class RougeL(evaluate.Metric):
 
     def _info(self):
         return evaluate.MetricInfo(
-            description=_DESCRIPTION, citation=_CITATION, inputs_description=_KWARGS,
+            description=_DESCRIPTION,
+            citation=_CITATION,
+            inputs_description=_KWARGS,
             features=datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")}),
             reference_urls=["https://github.com/google-research/google-research/tree/master/rouge"],
         )
 
     def _compute(self, predictions, references, use_stemmer=True):
         scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=use_stemmer)
-        scores = [scorer.score(ref, pred)["rougeL"].fmeasure for pred, ref in zip(predictions, references)]
+        scores = [scorer.score(ref, pred)["rougeL"].fmeasure for pred, ref in zip(predictions, references, strict=False)]
         return {"rougeL": sum(scores) / len(scores) if scores else 0.0}

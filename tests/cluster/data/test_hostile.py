@@ -62,7 +62,10 @@ def test_hostile_rows_are_dropped_by_line_and_good_rows_kept(kind, first, tmp_pa
     assert report["train_samples"] + report["eval_samples"] == 6
     for k, (_, reason, detail) in enumerate(HOSTILE):
         line = first + 1 + 2 * k
-        assert any(e.startswith(f"{path}:{line} (") and detail in e for e in report["dropped"][reason]["examples"]), (line, reason)
+        assert any(e.startswith(f"{path}:{line} (") and detail in e for e in report["dropped"][reason]["examples"]), (
+            line,
+            reason,
+        )
 
 
 def test_hostile_csv_rows(tmp_path, capsys):
@@ -71,10 +74,10 @@ def test_hostile_csv_rows(tmp_path, capsys):
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["instruction", "output"])
     writer.writerow(["Deep brackets are text here " + DEEP[:100], "Fine answer."])  # line 2: a good row
-    writer.writerow(["Question two?", "x" * 200_000])                                # line 3: over csv's field limit
-    writer.writerow(["Question three?", "Answer three."])                            # line 4
+    writer.writerow(["Question two?", "x" * 200_000])  # line 3: over csv's field limit
+    writer.writerow(["Question three?", "Answer three."])  # line 4
     data = buf.getvalue().encode() + "caf\xe9,latin-1 row\n".encode("latin-1") + b"Question five?,Answer five.\n"
-    path.write_bytes(data)                                                           # line 5 latin-1, line 6 good
+    path.write_bytes(data)  # line 5 latin-1, line 6 good
     items = list(stream_source(SourceSpec(path=str(path))))
     kept = [i.where for i in items if isinstance(i, Record)]
     dropped = {i.where: (i.reason, i.detail) for i in items if not isinstance(i, Record)}

@@ -19,20 +19,26 @@ def test_packed_logits_equal_each_sample_alone(tiny_model_dir, tiny_tokenizer, a
     import torch
     from transformers import AutoModelForCausalLM
 
-    convs = [[{"role": "user", "content": q}, {"role": "assistant", "content": a}] for q, a in
-             [("What is a permit?", "A decision from the municipality."), ("Hi", "Hello"),
-              ("How long does it take?", "About ten weeks, sometimes longer.")]]
+    convs = [
+        [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        for q, a in [
+            ("What is a permit?", "A decision from the municipality."),
+            ("Hi", "Hello"),
+            ("How long does it take?", "About ten weeks, sometimes longer."),
+        ]
+    ]
     samples = [render_conversation(tiny_tokenizer, c) for c in convs]
     ds = Dataset.from_dict({"input_ids": [s[0] for s in samples], "labels": [s[1] for s in samples]})
     row = pack(ds, 512)[0]
     assert len(row["input_ids"]) == sum(len(s[0]) for s in samples)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation=attn).eval()
     with torch.no_grad():
-        packed = model(input_ids=torch.tensor([row["input_ids"]]), position_ids=torch.tensor([row["position_ids"]]),
-                       use_cache=False).logits[0]
+        packed = model(
+            input_ids=torch.tensor([row["input_ids"]]), position_ids=torch.tensor([row["position_ids"]]), use_cache=False
+        ).logits[0]
         starts = [i for i, p in enumerate(row["position_ids"]) if p == 0] + [len(row["input_ids"])]
         seen = 0
-        for a, b in zip(starts, starts[1:]):
+        for a, b in zip(starts, starts[1:], strict=False):
             ids = row["input_ids"][a:b]
             alone = model(input_ids=torch.tensor([ids]), use_cache=False).logits[0]
             assert (packed[a:b] - alone).abs().max().item() <= 1e-4

@@ -16,16 +16,21 @@ BAD = [{"role": "assistant", "content": "A kind of paint."}]
 EXPECTED = {"prompt": USER, "chosen": GOOD, "rejected": BAD}
 
 
-@pytest.mark.parametrize("record", [
-    {"prompt": "What is ROT?", "chosen": GOOD[0]["content"], "rejected": BAD[0]["content"]},  # TRL standard, explicit
-    {"prompt": USER, "chosen": GOOD, "rejected": BAD},  # TRL conversational, explicit
-    {"chosen": USER + GOOD, "rejected": USER + BAD},  # implicit prompt (UltraFeedback binarized)
-    {"prompt": "What is ROT?", "chosen": USER + GOOD, "rejected": USER + BAD},  # prompt column beside full chats
-    {"question": "What is ROT?", "chosen": GOOD[0]["content"], "rejected": BAD[0]["content"]},  # orca_dpo_pairs
-    {"instruction": "What is ROT?", "chosen_response": GOOD[0]["content"], "rejected_response": BAD[0]["content"]},
-    {"chosen": [{"from": "human", "value": "What is ROT?"}, {"from": "gpt", "value": GOOD[0]["content"]}],
-     "rejected": [{"from": "human", "value": "What is ROT?"}, {"from": "gpt", "value": BAD[0]["content"]}]},
-])
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"prompt": "What is ROT?", "chosen": GOOD[0]["content"], "rejected": BAD[0]["content"]},  # TRL standard, explicit
+        {"prompt": USER, "chosen": GOOD, "rejected": BAD},  # TRL conversational, explicit
+        {"chosen": USER + GOOD, "rejected": USER + BAD},  # implicit prompt (UltraFeedback binarized)
+        {"prompt": "What is ROT?", "chosen": USER + GOOD, "rejected": USER + BAD},  # prompt column beside full chats
+        {"question": "What is ROT?", "chosen": GOOD[0]["content"], "rejected": BAD[0]["content"]},  # orca_dpo_pairs
+        {"instruction": "What is ROT?", "chosen_response": GOOD[0]["content"], "rejected_response": BAD[0]["content"]},
+        {
+            "chosen": [{"from": "human", "value": "What is ROT?"}, {"from": "gpt", "value": GOOD[0]["content"]}],
+            "rejected": [{"from": "human", "value": "What is ROT?"}, {"from": "gpt", "value": BAD[0]["content"]}],
+        },
+    ],
+)
 def test_common_pair_shapes_normalise_to_trl_conversational(record):
     row = normalise(record, "dpo")[0]
     if record.get("chosen", [{}])[0].get("from") if isinstance(record.get("chosen"), list) else False:
@@ -57,23 +62,27 @@ def _write(path, records) -> str:
 
 
 def _spec(model_dir, path, objective="dpo", **data) -> object:
-    return validate_spec({"model": {"base": str(model_dir), "dtype": "float32"},
-                          "data": {"train": [{"path": path}], "max_seq_len": 128, "eval_split": 0.0, **data},
-                          "train": {"objective": objective, "eval_steps": None, **({"micro_batch_size": 2} if objective == "kto" else {})},
-                          "output": {"storage": "/tmp/unused", "name": "pref"}})
+    return validate_spec(
+        {
+            "model": {"base": str(model_dir), "dtype": "float32"},
+            "data": {"train": [{"path": path}], "max_seq_len": 128, "eval_split": 0.0, **data},
+            "train": {"objective": objective, "eval_steps": None, **({"micro_batch_size": 2} if objective == "kto" else {})},
+            "output": {"storage": "/tmp/unused", "name": "pref"},
+        }
+    )
 
 
 def test_bad_pairs_are_reported_with_file_line_and_good_pairs_kept(tiny_model_dir, tmp_path):
     good = [{"prompt": f"Question {i}?", "chosen": f"Right answer {i}.", "rejected": f"Wrong answer {i}."} for i in range(16)]
     bad = [
-        {"prompt": "Same?", "chosen": "Yes.", "rejected": "Yes."},          # line 17: identical
-        {"prompt": "Missing?", "chosen": "Only chosen."},                   # line 18: no rejected
-        {"prompt": "Typed?", "chosen": 42, "rejected": "A string."},        # line 19: wrong type
-        {"prompt": "", "chosen": "An answer.", "rejected": "Another."},     # line 20: empty prompt
-        "{not json",                                                        # line 21: unparseable
-        {"prompt": "Empty?", "chosen": "  ", "rejected": "Something."},     # line 22: empty answer
+        {"prompt": "Same?", "chosen": "Yes.", "rejected": "Yes."},  # line 17: identical
+        {"prompt": "Missing?", "chosen": "Only chosen."},  # line 18: no rejected
+        {"prompt": "Typed?", "chosen": 42, "rejected": "A string."},  # line 19: wrong type
+        {"prompt": "", "chosen": "An answer.", "rejected": "Another."},  # line 20: empty prompt
+        "{not json",  # line 21: unparseable
+        {"prompt": "Empty?", "chosen": "  ", "rejected": "Something."},  # line 22: empty answer
         {"prompt": "Long?", "chosen": "word " * 400, "rejected": "Short."},  # line 23: too long
-        good[0],                                                            # line 24: duplicate of line 1
+        good[0],  # line 24: duplicate of line 1
     ]
     path = _write(tmp_path / "pairs.jsonl", good + bad)
     report = check_preferences(_spec(tiny_model_dir, path, max_dropped_fraction=0.5), None or _tok(tiny_model_dir))
@@ -98,8 +107,9 @@ def test_prepared_pairs_are_what_trl_reads(tiny_model_dir, tmp_path):
     from trl.data_utils import is_conversational
 
     recs = [{"chosen": USER + GOOD, "rejected": USER + BAD}, {"prompt": "Q2?", "chosen": "Long right answer.", "rejected": "No."}]
-    data = prepare_preferences(_spec(tiny_model_dir, _write(tmp_path / "p.jsonl", recs)), _tok(tiny_model_dir),
-                               str(tmp_path / "cache"))
+    data = prepare_preferences(
+        _spec(tiny_model_dir, _write(tmp_path / "p.jsonl", recs)), _tok(tiny_model_dir), str(tmp_path / "cache")
+    )
     rows = data.train().to_list()
     assert sorted(r["where"] for r in rows) == [f"{tmp_path}/p.jsonl:1", f"{tmp_path}/p.jsonl:2"]
     assert all(is_conversational(r) for r in rows)
@@ -109,7 +119,10 @@ def test_prepared_pairs_are_what_trl_reads(tiny_model_dir, tmp_path):
 def test_too_many_bad_rows_stop_before_training(tiny_model_dir, tmp_path):
     from cluster.data import DataQualityError
 
-    path = _write(tmp_path / "p.jsonl", [{"prompt": "q", "chosen": "a", "rejected": "a"}] * 3 + [{"prompt": "q", "chosen": "a", "rejected": "b"}])
+    path = _write(
+        tmp_path / "p.jsonl",
+        [{"prompt": "q", "chosen": "a", "rejected": "a"}] * 3 + [{"prompt": "q", "chosen": "a", "rejected": "b"}],
+    )
     with pytest.raises(DataQualityError, match=r"identical chosen/rejected: 3 \(e.g. .*p.jsonl:1"):
         check_preferences(_spec(tiny_model_dir, path, dedupe=False), _tok(tiny_model_dir))
 

@@ -14,12 +14,14 @@ from cluster.spec import validate_spec
 
 def make_spec(train, **data):
     """A minimal valid job spec around the given data section."""
-    return validate_spec({
-        "model": {"base": "embedded:smollm2-135m-instruct"},
-        "data": {"train": train, **data},
-        "train": {"eval_steps": None},
-        "output": {"storage": "/tmp/unused", "name": "t"},
-    })
+    return validate_spec(
+        {
+            "model": {"base": "embedded:smollm2-135m-instruct"},
+            "data": {"train": train, **data},
+            "train": {"eval_steps": None},
+            "output": {"storage": "/tmp/unused", "name": "t"},
+        }
+    )
 
 
 def sample_starts(position_ids: list[int]) -> list[int]:
@@ -34,8 +36,15 @@ def test_packed_rows_follow_the_contract(tiny_tokenizer, tmp_path):
     assert prepared.report.train_samples == 453 and prepared.report.eval_samples == 50
     src = prepared.report.sources[0]
     assert (src.rows_read, src.rows_kept, src.rows_held_out, src.rows_used) == (503, 503, 50, 453)
-    split = lambda rows: {tuple(r["input_ids"][a:b]) for r in rows  # noqa: E731
-                          for a, b in zip(sample_starts(r["position_ids"]), [*sample_starts(r["position_ids"])[1:], len(r["input_ids"])])}
+
+    def split(rows):
+        samples = set()
+        for r in rows:
+            starts = sample_starts(r["position_ids"])
+            for a, b in zip(starts, [*starts[1:], len(r["input_ids"])], strict=True):
+                samples.add(tuple(r["input_ids"][a:b]))
+        return samples
+
     held_out, trained_on = split(evalset), split(train)
     assert len(held_out) == 50 and not held_out & trained_on
     assert len(evalset) >= 1 and prepared.eval_path.startswith(str(tmp_path))
@@ -46,7 +55,7 @@ def test_packed_rows_follow_the_contract(tiny_tokenizer, tmp_path):
         assert len(ids) == len(labels) == len(pos) <= 512
         starts = sample_starts(pos)
         samples += len(starts)
-        for a, b in zip(starts, [*starts[1:], len(ids)]):
+        for a, b in zip(starts, [*starts[1:], len(ids)], strict=False):
             assert pos[a:b] == list(range(b - a))  # restart per sample
             assert ids[a] == im_start and labels[a] == IGNORE  # every sample starts with the system header, untrained
             trained = [i for i in range(a, b) if labels[i] != IGNORE]
@@ -68,10 +77,13 @@ def test_same_content_reuses_cache_and_changes_rehash(tiny_tokenizer, tmp_path, 
     assert again.train_path == first.train_path and again.report == first.report
     assert again.eval_path is None
     monkeypatch.undo()
-    other = prepare_datasets(make_spec([{"path": "embedded:construction-faq"}], max_seq_len=256, eval_split=0.0),
-                             tiny_tokenizer, str(tmp_path))
+    other = prepare_datasets(
+        make_spec([{"path": "embedded:construction-faq"}], max_seq_len=256, eval_split=0.0), tiny_tokenizer, str(tmp_path)
+    )
     assert other.report.hash != first.report.hash
-    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == sorted([first.report.hash, other.report.hash])
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == sorted(
+        [first.report.hash, other.report.hash]
+    )
     assert max(len(r) for r in load_prepared(other.train_path)["input_ids"]) <= 256
 
 
@@ -79,7 +91,11 @@ def test_unpacked_rows_and_truncation(tiny_tokenizer, tmp_path):
     rows = [{"instruction": "What is a permit?", "output": "word " * 200}, {"instruction": "Hi", "output": "Hello there"}]
     path = tmp_path / "d.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows))
-    short = len(tiny_tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello there"}], tokenize=True)["input_ids"])
+    short = len(
+        tiny_tokenizer.apply_chat_template(
+            [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello there"}], tokenize=True
+        )["input_ids"]
+    )
     spec = make_spec([{"path": str(path)}], max_seq_len=short + 20, eval_split=0.0, packing=False, too_long="truncate")
     prepared = prepare_datasets(spec, tiny_tokenizer, str(tmp_path / "cache"))
     train = prepared.train()
@@ -94,10 +110,16 @@ def test_too_many_dropped_rows_fail_before_saving(tiny_tokenizer, tmp_path):
     spec = make_spec([{"path": str(path)}], max_seq_len=128, eval_split=0.0, max_dropped_fraction=0.5)
     with pytest.raises(DataQualityError, match=r"2 of 3 rows dropped \(66.7%\), more than data.max_dropped_fraction 50.0%") as e:
         prepare_datasets(spec, tiny_tokenizer, str(tmp_path / "cache"))
-    assert e.value.report.dropped["unparseable"].examples == [f"{path}:2 (invalid JSON: Unterminated string starting at at column 2)"]
+    assert e.value.report.dropped["unparseable"].examples == [
+        f"{path}:2 (invalid JSON: Unterminated string starting at at column 2)"
+    ]
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
-    assert check_data(make_spec([{"path": str(path)}], max_seq_len=128, eval_split=0.0, max_dropped_fraction=0.7),
-                      tiny_tokenizer).rows_kept == 1
+    assert (
+        check_data(
+            make_spec([{"path": str(path)}], max_seq_len=128, eval_split=0.0, max_dropped_fraction=0.7), tiny_tokenizer
+        ).rows_kept
+        == 1
+    )
 
 
 @pytest.mark.slow

@@ -18,15 +18,49 @@ from cluster.errors import UserError
 from cluster.spec import SourceSpec
 
 BUDGET = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-KEYS = st.sampled_from(["text", "prompt", "completion", "messages", "conversations", "instruction", "input", "output",
-                        "ideal", "chosen", "rejected", "label", "tools", "system", "role", "content", "from", "value",
-                        "tool_calls", "weight", "function", "name", "arguments", "x"])
+KEYS = st.sampled_from(
+    [
+        "text",
+        "prompt",
+        "completion",
+        "messages",
+        "conversations",
+        "instruction",
+        "input",
+        "output",
+        "ideal",
+        "chosen",
+        "rejected",
+        "label",
+        "tools",
+        "system",
+        "role",
+        "content",
+        "from",
+        "value",
+        "tool_calls",
+        "weight",
+        "function",
+        "name",
+        "arguments",
+        "x",
+    ]
+)
 ROLES = st.sampled_from(["system", "user", "assistant", "tool", "human", "gpt", "bot", "", None, 3])
 SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20)
-MESSAGE = st.fixed_dictionaries({"role": ROLES}, optional={"content": SCALARS, "tool_calls": st.lists(
-    st.dictionaries(KEYS, SCALARS | st.dictionaries(KEYS, SCALARS), max_size=3), max_size=2), "weight": SCALARS})
-VALUES = st.recursive(SCALARS | st.lists(MESSAGE, max_size=4),
-                      lambda inner: st.lists(inner, max_size=3) | st.dictionaries(KEYS, inner, max_size=4), max_leaves=12)
+MESSAGE = st.fixed_dictionaries(
+    {"role": ROLES},
+    optional={
+        "content": SCALARS,
+        "tool_calls": st.lists(st.dictionaries(KEYS, SCALARS | st.dictionaries(KEYS, SCALARS), max_size=3), max_size=2),
+        "weight": SCALARS,
+    },
+)
+VALUES = st.recursive(
+    SCALARS | st.lists(MESSAGE, max_size=4),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(KEYS, inner, max_size=4),
+    max_leaves=12,
+)
 RECORDS = st.dictionaries(KEYS, VALUES, max_size=6)
 
 
@@ -83,11 +117,28 @@ def _lines(chunks: list[bytes]) -> bytes:
     return b"\n".join(chunks)
 
 
-JSONISH = st.lists(st.one_of(
-    st.binary(max_size=40),
-    st.sampled_from([b'{"text": "ok"}', b'{"instruction": "q", "output": "a"}', b"[", b"]", b"{", b",", b'"', b"\\",
-                     b'{"a": NaN}', b'"\\ud800"', b"\xff\xfe", b"[" * 200]),
-), max_size=12)
+JSONISH = st.lists(
+    st.one_of(
+        st.binary(max_size=40),
+        st.sampled_from(
+            [
+                b'{"text": "ok"}',
+                b'{"instruction": "q", "output": "a"}',
+                b"[",
+                b"]",
+                b"{",
+                b",",
+                b'"',
+                b"\\",
+                b'{"a": NaN}',
+                b'"\\ud800"',
+                b"\xff\xfe",
+                b"[" * 200,
+            ]
+        ),
+    ),
+    max_size=12,
+)
 
 
 @BUDGET
@@ -112,13 +163,15 @@ def test_any_file_yields_records_or_drops(tmp_path_factory, parts, kind):
 
 
 @BUDGET
-@given(st.lists(st.sampled_from(['{"a": 1}', "[1, 2]", '"s"', "3", "{", "}", "[", "]", ",", '"\\"', " ", "\n", "nul"]),
-                max_size=30), st.integers(1, 8))
+@given(
+    st.lists(st.sampled_from(['{"a": 1}', "[1, 2]", '"s"', "3", "{", "}", "[", "]", ",", '"\\"', " ", "\n", "nul"]), max_size=30),
+    st.integers(1, 8),
+)
 @example(["}"], 1)  # found by hypothesis: a stray closing bracket made the scanner loop forever
 @example(['"\\"', "]"], 2)
 def test_array_scanner_always_ends(tokens, chunk):
     text = "[" + "".join(tokens)
-    items = list(iter_array(iter([text[i:i + chunk] for i in range(0, len(text), chunk)])))
+    items = list(iter_array(iter([text[i : i + chunk] for i in range(0, len(text), chunk)])))
     assert all(isinstance(line, int) and line >= 1 for line, _, _ in items)
 
 

@@ -12,8 +12,10 @@ from cluster.data.assemble import ContaminationError
 from cluster.data.render import IGNORE, render_text, windows
 from tests.cluster.data.test_prepare import make_spec
 
-WORDS = ("permit council facade scaffold architect budget neighbour licence inspection extension foundation roof "
-         "window concrete timber plumbing wiring insulation drainage survey").split()
+WORDS = (
+    "permit council facade scaffold architect budget neighbour licence inspection extension foundation roof "
+    "window concrete timber plumbing wiring insulation drainage survey"
+).split()
 
 
 def document(seed: int, words: int) -> str:
@@ -28,8 +30,8 @@ def test_windows_keep_every_token_once(overlap):
     assert all(len(w) <= 256 for w, _ in parts)
     trained = [t for _, labels in parts for t in labels if t != IGNORE]
     assert trained == ids  # every token trained exactly once, in order
-    for (prev, _), (nxt, labels) in zip(parts, parts[1:]):
-        assert nxt[:overlap] == prev[len(prev) - overlap:] and labels[:overlap] == [IGNORE] * overlap
+    for (prev, _), (nxt, labels) in zip(parts, parts[1:], strict=False):
+        assert nxt[:overlap] == prev[len(prev) - overlap :] and labels[:overlap] == [IGNORE] * overlap
     assert len(parts) == (4 if overlap == 0 else 5)
 
 
@@ -87,8 +89,9 @@ def test_near_duplicates_and_contamination(tiny_tokenizer, tmp_path):
     assert [e.split(" (")[0] for e in report.contamination_pairs.examples] == [f"train {train}:5 <-> eval {evalf}:1"]
     assert report.train_samples == 10  # warn: nothing dropped
 
-    dropped = check_data(make_spec([{"path": str(train)}], near_duplicates={"train": "drop", "contamination": "drop"},
-                                   **spec), tiny_tokenizer)
+    dropped = check_data(
+        make_spec([{"path": str(train)}], near_duplicates={"train": "drop", "contamination": "drop"}, **spec), tiny_tokenizer
+    )
     assert [e.split(" (")[0] for e in dropped.dropped["near duplicate"].examples] == [f"{train}:{n}" for n in (7, 8, 9, 10)]
     assert dropped.dropped["contamination"].examples == [f"{train}:5 (near eval {evalf}:1)"]
     assert dropped.train_samples == 5 and dropped.eval_samples == 2
@@ -101,9 +104,11 @@ def test_few_rows_warning_and_answer_distribution(tiny_tokenizer, tmp_path):
     path = tmp_path / "yn.jsonl"
     rows = [{"instruction": f"Is permit {i} approved?", "output": "Y" if i % 5 < 3 else "N"} for i in range(40)]
     path.write_text("\n".join(json.dumps(r) for r in rows))
-    report = check_data(make_spec([{"path": str(path)}], max_seq_len=128, eval_split=0.0, min_tokens=1,
-                                  near_duplicates=None), tiny_tokenizer)
+    report = check_data(
+        make_spec([{"path": str(path)}], max_seq_len=128, eval_split=0.0, min_tokens=1, near_duplicates=None), tiny_tokenizer
+    )
     assert report.answers == {"Y": 0.6, "N": 0.4}
-    assert report.warnings == ["only 40 training samples: with fewer than 50, few-shot prompting may serve better "
-                               "than fine-tuning."]
+    assert report.warnings == [
+        "only 40 training samples: with fewer than 50, few-shot prompting may serve better than fine-tuning."
+    ]
     assert "Most common answers: 'Y' 60%, 'N' 40%" in report.to_table()

@@ -10,12 +10,23 @@ from cluster.errors import UserError
 
 RECORDS = {
     "alpaca": {"instruction": "Hi", "input": "", "output": "Hello!", "system": "Be brief."},
-    "messages": {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
-                              {"role": "assistant", "content": "Hello!"}]},
-    "sharegpt": {"conversations": [{"from": "system", "value": "Be brief."}, {"from": "human", "value": "Hi"},
-                                   {"from": "gpt", "value": "Hello!"}]},
+    "messages": {
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello!"},
+        ]
+    },
+    "sharegpt": {
+        "conversations": [
+            {"from": "system", "value": "Be brief."},
+            {"from": "human", "value": "Hi"},
+            {"from": "gpt", "value": "Hello!"},
+        ]
+    },
 }
-# SmolLM2's tokenizer on "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n"
+# SmolLM2's tokenizer on
+# "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n"
 SMOL_IDS = [1, 9690, 198, 6077, 5453, 30, 2, 198, 1, 4093, 198, 26843, 2, 198, 1, 520, 9531, 198, 19556, 17, 2, 198]
 SMOL_TRAINED = (18, 21)  # "Hello", "!", "<|im_end|>"; the "\n" after <|im_end|> is template, not answer
 
@@ -50,8 +61,12 @@ def test_text_format_trains_every_token_and_ends_with_eos(smollm2_tokenizer):
 
 
 def test_multi_turn_masks_every_assistant_turn_only(smollm2_tokenizer):
-    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
-                {"role": "user", "content": "Again"}, {"role": "assistant", "content": "Yes"}]
+    messages = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "Again"},
+        {"role": "assistant", "content": "Yes"},
+    ]
     ids, labels = render_conversation(smollm2_tokenizer, messages)
     assert ids == smollm2_tokenizer.apply_chat_template(messages, tokenize=True)["input_ids"]
     texts = [smollm2_tokenizer.decode(ids[a:b]) for a, b in trained_spans(labels)]
@@ -73,7 +88,7 @@ def test_llama3_template_ids_and_mask(llama3_tokenizer, fmt):
     assert ids == tok.apply_chat_template(sample["messages"], tokenize=True)["input_ids"]
     bot, sh, eh, eot = tok.convert_tokens_to_ids(["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"])
     assert ids[0] == bot and ids[-1] == eot
-    (start, end), = trained_spans(labels)
+    ((start, end),) = trained_spans(labels)
     assert end == len(ids)  # the answer runs through <|eot_id|>, the last token
     assert tok.decode(ids[start:end]) == "Hello!<|eot_id|>"
     assert ids[start - 1] == tok("\n\n", add_special_tokens=False)["input_ids"][-1]
@@ -85,8 +100,10 @@ def test_template_without_end_of_turn_token_is_refused(tiny_tokenizer):
     import copy
 
     tok = copy.deepcopy(tiny_tokenizer)
-    tok.chat_template = "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n' }}{% endfor %}" \
-                        "{% if add_generation_prompt %}assistant: {% endif %}"
+    tok.chat_template = (
+        "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}assistant: {% endif %}"
+    )
     with pytest.raises(UserError, match="no end-of-turn special token"):
         render_conversation(tok, [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}])
 

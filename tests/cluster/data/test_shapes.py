@@ -15,26 +15,51 @@ from tests.cluster.data.test_render import SMOL_IDS, SMOL_TRAINED, trained_spans
 SYSTEM, USER, ANSWER = "Be brief.", "Hi", "Hello!"
 # Each renders to the same conversation as the old shapes: system, user "Hi", assistant "Hello!" (trained).
 SAME_CONVERSATION = {
-    "prompt_completion": {"prompt": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER}],
-                          "completion": [{"role": "assistant", "content": ANSWER}]},
+    "prompt_completion": {
+        "prompt": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER}],
+        "completion": [{"role": "assistant", "content": ANSWER}],
+    },
     "openai_evals": {"input": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER}], "ideal": ANSWER},
-    "messages": {"messages": [{"from": "system", "value": SYSTEM}, {"from": "human", "value": USER},
-                              {"from": "gpt", "value": ANSWER}]},
-    "sharegpt": {"conversations": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER},
-                                   {"role": "assistant", "content": ANSWER}]},
+    "messages": {
+        "messages": [{"from": "system", "value": SYSTEM}, {"from": "human", "value": USER}, {"from": "gpt", "value": ANSWER}]
+    },
+    "sharegpt": {
+        "conversations": [
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": USER},
+            {"role": "assistant", "content": ANSWER},
+        ]
+    },
 }
-WEATHER_TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city", "parameters": {
-    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
-TOOL_RECORD = {"tools": WEATHER_TOOLS, "messages": [
-    {"role": "user", "content": "Weather in Paris?"},
-    {"role": "assistant", "content": None, "tool_calls": [
-        {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
-    {"role": "tool", "tool_call_id": "c1", "content": "18 C"},
-    {"role": "assistant", "content": "It is 18 degrees in Paris."},
-    {"role": "user", "content": "Thanks"},
-    {"role": "assistant", "content": "You are welcome.", "weight": 0},
-    {"role": "user", "content": "Rain?"},
-    {"role": "assistant", "content": "No rain today."}]}
+WEATHER_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather in a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        },
+    }
+]
+TOOL_RECORD = {
+    "tools": WEATHER_TOOLS,
+    "messages": [
+        {"role": "user", "content": "Weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "18 C"},
+        {"role": "assistant", "content": "It is 18 degrees in Paris."},
+        {"role": "user", "content": "Thanks"},
+        {"role": "assistant", "content": "You are welcome.", "weight": 0},
+        {"role": "user", "content": "Rain?"},
+        {"role": "assistant", "content": "No rain today."},
+    ],
+}
 
 
 @pytest.mark.parametrize("fmt", sorted(SAME_CONVERSATION))
@@ -52,15 +77,20 @@ def test_new_shapes_llama3_exact_ids_and_mask(llama3_tokenizer, fmt):
     sample = to_sample(SAME_CONVERSATION[fmt], fmt, None)
     ids, labels = render_sample(tok, sample, special_ids(tok))
     assert ids == tok.apply_chat_template(sample["messages"], tokenize=True)["input_ids"]
-    (start, end), = trained_spans(labels)
+    ((start, end),) = trained_spans(labels)
     assert end == len(ids) and tok.decode(ids[start:end]) == "Hello!<|eot_id|>"
     assert ids[start - 1] == tok("\n\n", add_special_tokens=False)["input_ids"][-1]
 
 
 def test_conversational_prompt_completion_trains_only_the_completion(smollm2_tokenizer):
-    record = {"prompt": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
-                         {"role": "user", "content": "Again"}],
-              "completion": [{"role": "assistant", "content": "Yes"}]}
+    record = {
+        "prompt": [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello!"},
+            {"role": "user", "content": "Again"},
+        ],
+        "completion": [{"role": "assistant", "content": "Yes"}],
+    }
     sample = to_sample(record, "prompt_completion", None)
     ids, labels = render_sample(smollm2_tokenizer, sample, special_ids(smollm2_tokenizer))
     assert [smollm2_tokenizer.decode(ids[a:b]) for a, b in trained_spans(labels)] == ["Yes<|im_end|>"]
@@ -71,8 +101,18 @@ def test_string_prompt_completion_is_plain_text_like_trl(smollm2_tokenizer):
     sample = to_sample({"prompt": "Question: Hi\nAnswer:", "completion": " Hello!"}, "prompt_completion", None)
     ids, labels = render_sample(tok, sample, special_ids(tok))
     assert ids == [*tok("Question: Hi\nAnswer: Hello!")["input_ids"], tok.eos_token_id]
-    assert ids == [17872, 42, 21041, 198, 21350, 42, 38699, 17, 2]  # "Question", ":", " Hi", "\n", "Answer", ":", " Hello", "!", <|im_end|>
-    (start, end), = trained_spans(labels)
+    assert ids == [
+        17872,
+        42,
+        21041,
+        198,
+        21350,
+        42,
+        38699,
+        17,
+        2,
+    ]  # "Question", ":", " Hi", "\n", "Answer", ":", " Hello", "!", <|im_end|>
+    ((start, end),) = trained_spans(labels)
     assert tok.decode(ids[start:end]) == " Hello!<|im_end|>" and end == len(ids)
 
 
@@ -83,8 +123,11 @@ def test_tool_calls_train_the_call_never_the_result_or_schema(smollm2_tool_token
     ids, labels = render_sample(tok, sample, special_ids(tok))
     assert ids == tok.apply_chat_template(sample["messages"], tools=sample["tools"], tokenize=True)["input_ids"]
     trained = [tok.decode(ids[a:b]) for a, b in trained_spans(labels)]
-    assert trained == ['<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>',
-                       "It is 18 degrees in Paris.<|im_end|>", "No rain today.<|im_end|>"]  # weight: 0 turn masked
+    assert trained == [
+        '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>',
+        "It is 18 degrees in Paris.<|im_end|>",
+        "No rain today.<|im_end|>",
+    ]  # weight: 0 turn masked
     text = tok.decode(ids)
     assert "<tools>" in text and "18 C" in text and "You are welcome." in text  # rendered, but none of it trained
     assert all(v == IGNORE for v in labels[: ids.index(tok.convert_tokens_to_ids("<|im_start|>"), 1)])
@@ -100,12 +143,15 @@ def test_template_without_tool_support_is_refused(smollm2_tokenizer, tmp_path):
         check_data(make_spec([{"path": str(path)}], max_seq_len=512, eval_split=0.0), smollm2_tokenizer)
 
 
-@pytest.mark.parametrize("record,shape", [
-    ({"prompt": "Q", "chosen": "A", "rejected": "B"}, "preference"),
-    ({"chosen": [{"role": "user", "content": "Q"}], "rejected": [{"role": "user", "content": "Q"}]}, "preference"),
-    ({"prompt": "Q", "completion": "A", "label": False}, "unpaired_preference"),
-    ({"prompt": "Q"}, "prompt_only"),
-])
+@pytest.mark.parametrize(
+    "record,shape",
+    [
+        ({"prompt": "Q", "chosen": "A", "rejected": "B"}, "preference"),
+        ({"chosen": [{"role": "user", "content": "Q"}], "rejected": [{"role": "user", "content": "Q"}]}, "preference"),
+        ({"prompt": "Q", "completion": "A", "label": False}, "unpaired_preference"),
+        ({"prompt": "Q"}, "prompt_only"),
+    ],
+)
 def test_pair_shapes_are_detected_and_refused_for_sft_with_the_fix(record, shape):
     assert _signatures(record) == {shape}
     fix = "train.objective: dpo" if shape != "prompt_only" else "add a completion"
@@ -114,13 +160,18 @@ def test_pair_shapes_are_detected_and_refused_for_sft_with_the_fix(record, shape
 
 
 def test_field_and_role_mapping(smollm2_tokenizer):
-    mapped = apply_fields({"dialog": [{"speaker": "bot", "text": "x"}], "id": 3},
-                          {"messages": "dialog", "role": "speaker", "content": "text"})
+    mapped = apply_fields(
+        {"dialog": [{"speaker": "bot", "text": "x"}], "id": 3}, {"messages": "dialog", "role": "speaker", "content": "text"}
+    )
     assert mapped == {"messages": [{"role": "bot", "content": "x"}], "id": 3}
-    record = apply_fields({"question": "Hi", "answer": "Hello!", "sys": SYSTEM}, {"prompt": "question", "completion": "answer", "system": "sys"})
+    record = apply_fields(
+        {"question": "Hi", "answer": "Hello!", "sys": SYSTEM}, {"prompt": "question", "completion": "answer", "system": "sys"}
+    )
     assert set(record) == {"prompt", "completion", "system"}
-    convo = apply_fields({"turns": [{"who": "system", "say": SYSTEM}, {"who": "human", "say": USER}, {"who": "bot", "say": ANSWER}]},
-                         {"messages": "turns", "role": "who", "content": "say"})
+    convo = apply_fields(
+        {"turns": [{"who": "system", "say": SYSTEM}, {"who": "human", "say": USER}, {"who": "bot", "say": ANSWER}]},
+        {"messages": "turns", "role": "who", "content": "say"},
+    )
     sample = to_sample(convo, "messages", None, {"bot": "assistant"})
     ids, labels = render_sample(smollm2_tokenizer, sample, special_ids(smollm2_tokenizer))
     assert ids == SMOL_IDS and trained_spans(labels) == [SMOL_TRAINED]

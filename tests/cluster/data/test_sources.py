@@ -32,8 +32,13 @@ def write_all_kinds(folder):
 def test_every_source_kind_reads_the_same_records(tmp_path):
     write_all_kinds(tmp_path)
     expected = [{k: v for k, v in r.items()} for r in ROWS]
-    for name, first in [("d.jsonl", "d.jsonl:1"), ("d.json", "d.json:2"), ("d.parquet", "d.parquet:row 1"),
-                        ("d.csv", "d.csv:2"), ("disk", "disk:row 1")]:
+    for name, first in [
+        ("d.jsonl", "d.jsonl:1"),
+        ("d.json", "d.json:2"),
+        ("d.parquet", "d.parquet:row 1"),
+        ("d.csv", "d.csv:2"),
+        ("disk", "disk:row 1"),
+    ]:
         rows = read_source(SourceSpec(path=str(tmp_path / name)))
         assert [r.fields for r in rows.records] == expected, name
         assert rows.records[0].where == f"{tmp_path / name}".replace(str(tmp_path / name), str(tmp_path / first))
@@ -49,8 +54,9 @@ def test_every_source_kind_reads_the_same_records(tmp_path):
 
 
 def test_detection_reports_choice_and_rejects_unknown_or_ambiguous(tiny_tokenizer, tmp_path):
-    (tmp_path / "sg.jsonl").write_text(json.dumps({"conversations": [{"from": "human", "value": "Hi"},
-                                                                     {"from": "gpt", "value": "Hello there"}]}))
+    (tmp_path / "sg.jsonl").write_text(
+        json.dumps({"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello there"}]})
+    )
     report = check_data(make_spec([{"path": str(tmp_path / "sg.jsonl")}], max_seq_len=128, eval_split=0.0), tiny_tokenizer)
     assert (report.sources[0].format, report.sources[0].detected) == ("sharegpt", True)
     assert "format=sharegpt (detected)" in report.to_table()
@@ -71,12 +77,18 @@ def test_mixing_weights_become_row_counts(tiny_tokenizer, tmp_path):
     assert mix_counts([0, 50], [1, 1]) == [0, 50]
     general = tmp_path / "general.jsonl"
     general.write_text("\n".join(json.dumps({"text": f"General sentence number {i}."}) for i in range(40)))
-    spec = make_spec([{"path": "embedded:construction-faq", "weight": 0.85}, {"path": str(general), "weight": 0.15}],
-                     max_seq_len=512, eval_split=0.0)
+    spec = make_spec(
+        [{"path": "embedded:construction-faq", "weight": 0.85}, {"path": str(general), "weight": 0.15}],
+        max_seq_len=512,
+        eval_split=0.0,
+    )
     report = check_data(spec, tiny_tokenizer)
     assert [(s.format, s.rows_kept, s.rows_used) for s in report.sources] == [("alpaca", 503, 227), ("text", 40, 40)]
-    spec = make_spec([{"path": "embedded:construction-faq", "weight": 0.5}, {"path": str(general), "weight": 0.5}],
-                     max_seq_len=512, eval_split=0.0)
+    spec = make_spec(
+        [{"path": "embedded:construction-faq", "weight": 0.5}, {"path": str(general), "weight": 0.5}],
+        max_seq_len=512,
+        eval_split=0.0,
+    )
     report = check_data(spec, tiny_tokenizer)
     assert [s.rows_used for s in report.sources] == [40, 40] and report.train_samples == 80
 
@@ -88,9 +100,12 @@ def test_cli_data_check_prints_table_or_json_and_fails_on_threshold(tiny_model_d
 
     data = tmp_path / "d.jsonl"
     data.write_text(json.dumps(ROWS[0]) + "\n{broken\n")
-    spec = {"model": {"base": str(tiny_model_dir)}, "data": {"train": [{"path": str(data)}], "max_seq_len": 128,
-            "eval_split": 0.0, "max_dropped_fraction": 0.6}, "train": {"eval_steps": None},
-            "output": {"storage": str(tmp_path / "runs"), "name": "x"}}
+    spec = {
+        "model": {"base": str(tiny_model_dir)},
+        "data": {"train": [{"path": str(data)}], "max_seq_len": 128, "eval_split": 0.0, "max_dropped_fraction": 0.6},
+        "train": {"eval_steps": None},
+        "output": {"storage": str(tmp_path / "runs"), "name": "x"},
+    }
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
     assert main(["data", "check", str(tmp_path / "spec.yaml"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -154,8 +169,13 @@ def test_mapping_spec_problems_name_the_field():
 def test_mapped_keys_reach_the_report(tiny_tokenizer, tmp_path):
     path = tmp_path / "qa.csv"
     path.write_text("question,answer\nWhat is a permit?,A decision to build.\nHow long?\n")
-    spec = make_spec([{"path": str(path), "fields": {"prompt": "question", "completion": "answer"}}], max_seq_len=128,
-                     eval_split=0.0, max_dropped_fraction=1.0, near_duplicates=None)
+    spec = make_spec(
+        [{"path": str(path), "fields": {"prompt": "question", "completion": "answer"}}],
+        max_seq_len=128,
+        eval_split=0.0,
+        max_dropped_fraction=1.0,
+        near_duplicates=None,
+    )
     report = check_data(spec, tiny_tokenizer)
     assert report.sources[0].format == "prompt_completion" and report.rows_kept == 1
     assert report.dropped["missing field"].examples == [f"{path}:3 (no 'answer' (mapped to completion by fields:))"]

@@ -14,8 +14,12 @@ from tests.cluster.merge.checkpoints import lora_config, save_checkpoint
 def run_spec(base: Path, storage: Path, name: str = "eval-run", **evaluate) -> dict:
     """A LoRA spec on the embedded FAQ with a 5% eval split, short rows and short generations."""
     return {
-        "model": {"base": str(base), "method": "lora", "dtype": "float32",
-                  "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"}},
+        "model": {
+            "base": str(base),
+            "method": "lora",
+            "dtype": "float32",
+            "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"},
+        },
         "data": {"train": [{"path": "embedded:construction-faq"}], "eval_split": 0.05, "max_seq_len": 256, "num_proc": 1},
         "output": {"storage": str(storage), "name": name},
         "merge": {"enabled": True},

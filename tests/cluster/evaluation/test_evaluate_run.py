@@ -40,8 +40,12 @@ def test_tuned_beats_base_and_the_report_shows_both(run):
     assert report["generation_samples"] == 4 and len(report["samples"]) == 2
     sample = report["samples"][0]
     assert sample["prompt"].endswith("<|im_start|>assistant\n") and sample["reference"]
-    assert report["gate"] == {"metric": "eval_loss", "max_regression": 0.0, "worse_by": pytest.approx(
-        (tuned["eval_loss"] - base["eval_loss"]) / base["eval_loss"]), "passed": True}
+    assert report["gate"] == {
+        "metric": "eval_loss",
+        "max_regression": 0.0,
+        "worse_by": pytest.approx((tuned["eval_loss"] - base["eval_loss"]) / base["eval_loss"]),
+        "passed": True,
+    }
     md = (out / "report.md").read_text()
     assert "| eval loss | " in md and "better" in md and "## Sample 2" in md and "**passed**" in md
 

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 from cluster.evaluation.heldout import generation_samples, last_answer, split_samples
 
-I = -100
+M = -100
 
 
 def test_packed_rows_split_where_position_ids_restart():
-    row = {"input_ids": [1, 2, 3, 4, 5, 6, 7], "labels": [I, 2, 3, I, I, 6, 7], "position_ids": [0, 1, 2, 0, 1, 2, 3]}
-    assert split_samples(row) == [([1, 2, 3], [I, 2, 3]), ([4, 5, 6, 7], [I, I, 6, 7])]
-    assert split_samples({"input_ids": [1, 2], "labels": [I, 2]}) == [([1, 2], [I, 2])]
+    row = {"input_ids": [1, 2, 3, 4, 5, 6, 7], "labels": [M, 2, 3, M, M, 6, 7], "position_ids": [0, 1, 2, 0, 1, 2, 3]}
+    assert split_samples(row) == [([1, 2, 3], [M, 2, 3]), ([4, 5, 6, 7], [M, M, 6, 7])]
+    assert split_samples({"input_ids": [1, 2], "labels": [M, 2]}) == [([1, 2], [M, 2])]
 
 
 def test_the_last_trained_span_is_the_answer_and_everything_before_it_the_prompt():
     # two assistant turns: the prompt keeps the first answer as context
-    assert last_answer([1, 2, 3, 4, 5, 6], [I, 2, I, I, 5, 6]) == ([1, 2, 3, 4], [5, 6])
+    assert last_answer([1, 2, 3, 4, 5, 6], [M, 2, M, M, 5, 6]) == ([1, 2, 3, 4], [5, 6])
     assert last_answer([1, 2, 3], [1, 2, 3]) is None  # plain text: every token trained, no prompt
-    assert last_answer([1, 2], [I, I]) is None
+    assert last_answer([1, 2], [M, M]) is None
 
 
 def test_samples_from_the_tiny_tokenizer_round_trip(tiny_model_dir):
@@ -30,9 +30,12 @@ def test_samples_from_the_tiny_tokenizer_round_trip(tiny_model_dir):
     p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
     f_ids = tok(full, add_special_tokens=False)["input_ids"]
     answer_end = len(tok(full.rstrip("\n"), add_special_tokens=False)["input_ids"])  # through <|im_end|>
-    labels = [I] * len(p_ids) + f_ids[len(p_ids):answer_end] + [I] * (len(f_ids) - answer_end)
-    row = {"input_ids": f_ids + f_ids, "labels": labels + labels,
-           "position_ids": list(range(len(f_ids))) + list(range(len(f_ids)))}
+    labels = [M] * len(p_ids) + f_ids[len(p_ids) : answer_end] + [M] * (len(f_ids) - answer_end)
+    row = {
+        "input_ids": f_ids + f_ids,
+        "labels": labels + labels,
+        "position_ids": list(range(len(f_ids))) + list(range(len(f_ids))),
+    }
     samples = generation_samples([row], tok, limit=5)
     assert len(samples) == 2 and samples[0].prompt_ids == p_ids
     assert samples[0].reference == "Steel bars in concrete."

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from rouge_score import rouge_scorer
 import sacrebleu
+from rouge_score import rouge_scorer
 
 from cluster.evaluation.report import gate, markdown
 from cluster.evaluation.scoring import compliant, text_metrics
@@ -17,7 +17,7 @@ REFS = ["Always use a hard hat on the site.", "The slab cures for 28 days.", "Co
 def test_rouge_l_and_bleu_match_the_reference_libraries_offline():
     got = text_metrics(PREDS, REFS, EvaluateSpec())
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    expected_rouge = sum(scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(PREDS, REFS)) / 3
+    expected_rouge = sum(scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(PREDS, REFS, strict=False)) / 3
     assert got["rouge_l"] == pytest.approx(expected_rouge, abs=1e-12)
     assert got["bleu"] == pytest.approx(sacrebleu.corpus_bleu(PREDS, [REFS]).score, abs=1e-9)
     assert got["exact_match"] == 0.0 and got["format_compliance"] is None
@@ -40,8 +40,12 @@ def test_format_compliance_by_regex_and_json_schema():
 
 def test_gate_compares_in_the_right_direction():
     cfg = EvaluateSpec(max_regression=0.05)
-    assert gate({"eval_loss": 2.0}, {"eval_loss": 2.08}, cfg) == {"metric": "eval_loss", "max_regression": 0.05,
-                                                                  "worse_by": pytest.approx(0.04), "passed": True}
+    assert gate({"eval_loss": 2.0}, {"eval_loss": 2.08}, cfg) == {
+        "metric": "eval_loss",
+        "max_regression": 0.05,
+        "worse_by": pytest.approx(0.04),
+        "passed": True,
+    }
     assert gate({"eval_loss": 2.0}, {"eval_loss": 2.2}, cfg)["passed"] is False
     rouge = EvaluateSpec(max_regression=0.0, gate_metric="rouge_l")
     assert gate({"rouge_l": 0.4}, {"rouge_l": 0.5}, rouge)["passed"] is True
@@ -50,11 +54,26 @@ def test_gate_compares_in_the_right_direction():
 
 
 def test_markdown_table_marks_better_and_worse():
-    side = {"eval_loss": 2.0, "perplexity": 7.39, "rouge_l": 0.2, "bleu": 5.0, "exact_match": 0.0,
-            "format_compliance": None, "eval_tokens": 100, "model": "m"}
-    report = {"run": "r", "eval_rows": 3, "generation_samples": 2, "max_new_tokens": 8, "base": side,
-              "tuned": {**side, "eval_loss": 1.5, "rouge_l": 0.1}, "gate": gate(side, side, EvaluateSpec()),
-              "samples": [{"prompt": "q|x", "reference": "a", "base": "", "tuned": "a\nb"}]}
+    side = {
+        "eval_loss": 2.0,
+        "perplexity": 7.39,
+        "rouge_l": 0.2,
+        "bleu": 5.0,
+        "exact_match": 0.0,
+        "format_compliance": None,
+        "eval_tokens": 100,
+        "model": "m",
+    }
+    report = {
+        "run": "r",
+        "eval_rows": 3,
+        "generation_samples": 2,
+        "max_new_tokens": 8,
+        "base": side,
+        "tuned": {**side, "eval_loss": 1.5, "rouge_l": 0.1},
+        "gate": gate(side, side, EvaluateSpec()),
+        "samples": [{"prompt": "q|x", "reference": "a", "base": "", "tuned": "a\nb"}],
+    }
     md = markdown(report)
     assert "| eval loss | 2.0000 | 1.5000 | -0.5000 better |" in md
     assert "| ROUGE-L | 0.2000 | 0.1000 | -0.1000 worse |" in md
@@ -68,14 +87,19 @@ def test_markdown_table_marks_better_and_worse():
 
 
 def _spec(evaluate: dict) -> dict:
-    return {"model": {"base": "org/model"}, "data": {"train": [{"path": "embedded:construction-faq"}]},
-            "output": {"name": "x"}, "evaluate": evaluate}
+    return {
+        "model": {"base": "org/model"},
+        "data": {"train": [{"path": "embedded:construction-faq"}]},
+        "output": {"name": "x"},
+        "evaluate": evaluate,
+    }
 
 
 def test_spec_rejects_bad_regex_schema_and_ungateable_format():
     with pytest.raises(SpecError) as err:
-        validate_spec(_spec({"format_regex": "(unclosed", "json_schema": {"type": "nope"}, "gate_metric": "bleu",
-                             "max_regression": 0.1}))
+        validate_spec(
+            _spec({"format_regex": "(unclosed", "json_schema": {"type": "nope"}, "gate_metric": "bleu", "max_regression": 0.1})
+        )
     text = str(err.value)
     assert "evaluate.format_regex: not a valid regular expression" in text
     assert "evaluate.json_schema: not a valid JSON schema" in text

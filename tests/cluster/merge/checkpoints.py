@@ -20,8 +20,11 @@ def spec_dict(base: Path, method: str, name: str = "merge-test", **model) -> dic
     model_section = {"base": str(base), "method": method, "dtype": "float32", **model}
     if method != "full":
         model_section.setdefault("lora", {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"})
-    return {"model": model_section, "data": {"train": [{"path": "embedded:construction-faq"}]},
-            "output": {"storage": str(base.parent), "name": name}}
+    return {
+        "model": model_section,
+        "data": {"train": [{"path": "embedded:construction-faq"}]},
+        "output": {"storage": str(base.parent), "name": name},
+    }
 
 
 def sample_ids(vocab_size: int, seed: int = 1, length: int = 32) -> torch.Tensor:
@@ -50,8 +53,13 @@ def lora_config(spec: dict):
     from peft import LoraConfig
 
     lora = spec["model"]["lora"]
-    return LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-                      target_modules=lora["target_modules"], task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=lora["r"],
+        lora_alpha=lora["alpha"],
+        lora_dropout=lora["dropout"],
+        target_modules=lora["target_modules"],
+        task_type="CAUSAL_LM",
+    )
 
 
 def save_checkpoint(model, tokenizer, folder: Path, spec: dict, step: int, extra: dict | None = None) -> Path:
@@ -60,9 +68,18 @@ def save_checkpoint(model, tokenizer, folder: Path, spec: dict, step: int, extra
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     adapter = getattr(model, "peft_config", {}).get("default")
-    write_manifest(folder, "checkpoint", spec=spec, base_model=spec["model"]["base"], method=spec["model"]["method"],
-                   dtype=spec["model"]["dtype"], step=step, metrics={"train_loss": 1.0},
-                   adapter_config=adapter.to_dict() if adapter is not None else None, **(extra or {}))
+    write_manifest(
+        folder,
+        "checkpoint",
+        spec=spec,
+        base_model=spec["model"]["base"],
+        method=spec["model"]["method"],
+        dtype=spec["model"]["dtype"],
+        step=step,
+        metrics={"train_loss": 1.0},
+        adapter_config=adapter.to_dict() if adapter is not None else None,
+        **(extra or {}),
+    )
     return folder
 
 
@@ -75,12 +92,25 @@ def zero3_checkpoint(model_dir: Path, folder: Path, spec: dict) -> dict:
     with socket.socket() as s:  # a free port for the one-rank process group
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    done = subprocess.run([sys.executable, str(HERE / "zero3_checkpoint.py"), str(model_dir), str(folder), str(logits_file)],
-                          capture_output=True, text=True, timeout=600, env={**os.environ, "MASTER_PORT": str(port)})
+    done = subprocess.run(
+        [sys.executable, str(HERE / "zero3_checkpoint.py"), str(model_dir), str(folder), str(logits_file)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "MASTER_PORT": str(port)},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     from transformers import AutoTokenizer
 
     AutoTokenizer.from_pretrained(model_dir).save_pretrained(folder)
-    write_manifest(folder, "checkpoint", spec=spec, base_model=spec["model"]["base"], method="full",
-                   dtype=spec["model"]["dtype"], step=4, metrics={})
+    write_manifest(
+        folder,
+        "checkpoint",
+        spec=spec,
+        base_model=spec["model"]["base"],
+        method="full",
+        dtype=spec["model"]["dtype"],
+        step=4,
+        metrics={},
+    )
     return torch.load(logits_file)

@@ -29,8 +29,7 @@ def lora_run(tiny_model_dir, tmp_path_factory):
     ids = sample_ids(model.config.vocab_size, seed=7)
     with torch.no_grad():
         expected = model(input_ids=ids).logits
-    ckpt = save_checkpoint(model, AutoTokenizer.from_pretrained(tiny_model_dir), run / "checkpoint_00000006",
-                           spec, step=6)
+    ckpt = save_checkpoint(model, AutoTokenizer.from_pretrained(tiny_model_dir), run / "checkpoint_00000006", spec, step=6)
     return {"run": run, "ckpt": ckpt, "ids": ids, "expected": expected, "losses": losses}
 
 
@@ -50,8 +49,9 @@ def test_streaming_export_equals_the_in_memory_merge(lora_run, tmp_path, monkeyp
     spec = JobSpec.model_validate(json.loads((lora_run["ckpt"] / "manifest.json").read_text())["spec"])
     in_memory = merged_model(lora_run["ckpt"], spec)
     monkeypatch.setattr("cluster.merge.export.merged_model", lambda *a: pytest.fail("merged in memory, not streaming"))
-    streamed = AutoModelForCausalLM.from_pretrained(merge_checkpoint(str(lora_run["ckpt"]), out_uri=str(tmp_path / "s")),
-                                                    dtype=torch.float32)
+    streamed = AutoModelForCausalLM.from_pretrained(
+        merge_checkpoint(str(lora_run["ckpt"]), out_uri=str(tmp_path / "s")), dtype=torch.float32
+    )
     want = in_memory.state_dict()
     assert set(streamed.state_dict()) == set(want)
     for name, tensor in streamed.state_dict().items():
@@ -67,15 +67,22 @@ def test_export_describes_itself(lora_run):
     manifest = json.loads((export / "manifest.json").read_text())
     assert manifest["kind"] == "export" and manifest["method"] == "lora" and manifest["step"] == 6
     assert manifest["source_checkpoint"] == str(lora_run["ckpt"]) and manifest["merged_into"] is None
-    assert {"model.safetensors.index.json", "config.json", "generation_config.json", "tokenizer.json", "chat_template.jinja"} <= set(manifest["files"])
+    assert {
+        "model.safetensors.index.json",
+        "config.json",
+        "generation_config.json",
+        "tokenizer.json",
+        "chat_template.jinja",
+    } <= set(manifest["files"])
     assert verify(export, manifest) == []
     umask = os.umask(0)
     os.umask(umask)
     assert export.stat().st_mode & 0o777 == 0o777 & ~umask  # not the owner-only mode of a temporary folder
     assert (export / "manifest.json").stat().st_mode & 0o777 == 0o666 & ~umask
     tok = AutoTokenizer.from_pretrained(export)
-    assert "<|im_start|>assistant" in tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
-                                                              add_generation_prompt=True)
+    assert "<|im_start|>assistant" in tok.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+    )
 
 
 def test_merge_is_idempotent_and_rebuilds_a_damaged_export(lora_run):

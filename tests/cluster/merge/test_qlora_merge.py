@@ -22,8 +22,11 @@ def _repacked(model) -> int:
     """Linear4bit layers whose weights a no-grad forward left in the CPU-only packed layout."""
     import bitsandbytes as bnb
 
-    return sum(getattr(m.weight.quant_state, "packing_format_for_cpu", False)
-               for m in model.modules() if isinstance(m, bnb.nn.Linear4bit))
+    return sum(
+        getattr(m.weight.quant_state, "packing_format_for_cpu", False)
+        for m in model.modules()
+        if isinstance(m, bnb.nn.Linear4bit)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -42,15 +45,29 @@ def qlora_run(tiny_model_dir, tmp_path_factory):
     quantized = load_quantized_base(JobSpec.model_validate(spec), torch.float32)
     model = get_peft_model(prepare_model_for_kbit_training(quantized, use_gradient_checkpointing=False), lora_config(spec))
     losses = train_adapter(model, lr=2e-3)
-    ckpt = save_checkpoint(model, AutoTokenizer.from_pretrained(tiny_model_dir), run / "checkpoint_00000006",
-                           spec, step=6, extra={"quantization": spec["model"]["quantization"]})
+    ckpt = save_checkpoint(
+        model,
+        AutoTokenizer.from_pretrained(tiny_model_dir),
+        run / "checkpoint_00000006",
+        spec,
+        step=6,
+        extra={"quantization": spec["model"]["quantization"]},
+    )
     ids = sample_ids(model.config.vocab_size, seed=7).to(model.device)  # the model is on a GPU when there is one
     expected = model(input_ids=ids).logits.detach().float()  # grad enabled: the layout and kernel training used
     with torch.no_grad():  # the forward that repacks 4-bit weights on AVX512-BF16 CPUs
         noise = (model(input_ids=ids).logits.float() - expected).abs().max().item()
     ids, expected = ids.cpu(), expected.cpu()
-    return {"run": run, "ckpt": ckpt, "spec": spec, "model": model, "ids": ids, "expected": expected,
-            "losses": losses, "noise": noise}
+    return {
+        "run": run,
+        "ckpt": ckpt,
+        "spec": spec,
+        "model": model,
+        "ids": ids,
+        "expected": expected,
+        "losses": losses,
+        "noise": noise,
+    }
 
 
 def _max_diff(export: str, run: dict) -> float:
@@ -91,8 +108,10 @@ def test_default_export_reproduces_the_4bit_model_and_original_does_not(qlora_ru
     default = merge_checkpoint(str(qlora_run["run"]))
     original = merge_checkpoint(str(qlora_run["run"]), into="original", out_uri=str(tmp_path / "original"))
     d_default, d_original = _max_diff(default, qlora_run), _max_diff(original, qlora_run)
-    print(f"\nQLoRA max abs logit diff vs 4-bit base + adapter: dequantized {d_default:.4f}, original {d_original:.4f}, "
-          f"4-bit model's own no-grad vs grad path {qlora_run['noise']:.4f}")
+    print(
+        f"\nQLoRA max abs logit diff vs 4-bit base + adapter: dequantized {d_default:.4f}, original {d_original:.4f}, "
+        f"4-bit model's own no-grad vs grad path {qlora_run['noise']:.4f}"
+    )
     assert d_default <= 5e-3
     assert d_original > 10 * d_default  # quantization error the adapter was trained to live with
     manifests = [json.loads((p / "manifest.json").read_text()) for p in (qlora_run["run"] / "export", tmp_path / "original")]

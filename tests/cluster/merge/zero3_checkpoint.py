@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+
 import torch
 
 
@@ -16,12 +17,17 @@ def main(model_dir: str, ckpt_dir: str, logits_file: str) -> None:
     import deepspeed
     from transformers import AutoModelForCausalLM
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ.get("MASTER_PORT", "29533"),
-                      RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ.get("MASTER_PORT", "29533"), RANK="0", LOCAL_RANK="0", WORLD_SIZE="1"
+    )
     deepspeed.init_distributed(dist_backend="gloo")
-    config = {"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1,
-              "zero_optimization": {"stage": 3, "stage3_gather_16bit_weights_on_model_save": False},
-              "bf16": {"enabled": False}, "fp16": {"enabled": False}}
+    config = {
+        "train_micro_batch_size_per_gpu": 1,
+        "gradient_accumulation_steps": 1,
+        "zero_optimization": {"stage": 3, "stage3_gather_16bit_weights_on_model_save": False},
+        "bf16": {"enabled": False},
+        "fp16": {"enabled": False},
+    }
     torch.manual_seed(0)
     # Loaded whole, then partitioned by deepspeed.initialize (zero.Init trips over torch 2.13's Parameter.__new__).
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)

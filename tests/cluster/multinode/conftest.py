@@ -44,17 +44,35 @@ class Cluster:
         import psutil  # noqa: F401  (kill_raylet needs it; fail early if missing)
 
         name = f"node{len(self.nodes)}"
-        args = ["ray", "start", "--block", f"--num-cpus={cpus}", "--node-ip-address=127.0.0.1", "--disable-usage-stats",
-                f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}",
-                f"--runtime-env-agent-port={free_port()}"]
+        args = [
+            "ray",
+            "start",
+            "--block",
+            f"--num-cpus={cpus}",
+            "--node-ip-address=127.0.0.1",
+            "--disable-usage-stats",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
+        ]
         if not self.nodes:
-            args += ["--head", f"--port={self.port}", "--include-dashboard=false", f"--ray-client-server-port={free_port()}",
-                     f"--temp-dir={self.root / 'ray'}"]
+            args += [
+                "--head",
+                f"--port={self.port}",
+                "--include-dashboard=false",
+                f"--ray-client-server-port={free_port()}",
+                f"--temp-dir={self.root / 'ray'}",
+            ]
         else:
             args += [f"--address={self.address}"]
         log = open(self.root / f"{name}.log", "w")  # noqa: SIM115 - the node writes to it after this returns
-        proc = subprocess.Popen([str(Path(sys.executable).parent / args[0]), *args[1:]], env=self.node_env(name),
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / args[0]), *args[1:]],
+            env=self.node_env(name),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.nodes.append((name, proc))
         self.wait_for_nodes(live or sum(1 for _, p in self.nodes if p.poll() is None))
         return name
@@ -123,8 +141,9 @@ def s3_endpoint():
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
     try:
-        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="x", aws_secret_access_key="x",
-                     region_name="us-east-1").create_bucket(Bucket=BUCKET)
+        boto3.client(
+            "s3", endpoint_url=endpoint, aws_access_key_id="x", aws_secret_access_key="x", region_name="us-east-1"
+        ).create_bucket(Bucket=BUCKET)
         yield endpoint
     finally:
         server.stop()
@@ -134,10 +153,21 @@ def s3_endpoint():
 def two_nodes(s3_endpoint):
     """A Ray head and one more node, each with 2 CPUs and its own TMPDIR and cache; stopped by pid at the end."""
     root = Path(tempfile.mkdtemp(prefix="rfmn-", dir="/tmp"))  # short: Ray's socket paths live under it
-    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
-           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
-           "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": s3_endpoint, "FSSPEC_S3_ENDPOINT_URL": s3_endpoint}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "OMP_NUM_THREADS": "1",
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "FSSPEC_S3_ENDPOINT_URL": s3_endpoint,
+    }
     env.pop("RAY_ADDRESS", None)
     cluster = Cluster(root, env)
     try:
@@ -153,5 +183,6 @@ def s3fs_client(endpoint: str):
     """An s3fs filesystem on the test's S3 server (not cached, so no other test's server is reused)."""
     import s3fs
 
-    return s3fs.S3FileSystem(key="x", secret="x", client_kwargs={"endpoint_url": endpoint, "region_name": "us-east-1"},
-                             skip_instance_cache=True)
+    return s3fs.S3FileSystem(
+        key="x", secret="x", client_kwargs={"endpoint_url": endpoint, "region_name": "us-east-1"}, skip_instance_cache=True
+    )

@@ -28,11 +28,27 @@ def _spec(model_dir: Path, name: str, **cluster) -> dict:
     return {
         "model": {"base": str(model_dir), "method": "full", "dtype": "float32"},
         "data": {"train": [{"path": "embedded:construction-faq"}], "max_seq_len": 256},
-        "train": {"max_steps": STEPS, "learning_rate": 3e-4, "lr_scheduler": "constant", "warmup_steps": 0,
-                  "gradient_checkpointing": False, "logging_steps": 1, "micro_batch_size": 4, "eval_steps": None, "save_steps": SAVE,
-                  "keep_checkpoints": 2},
-        "cluster": {"num_workers": 2, "gpus_per_worker": 0, "cpus_per_worker": 1, "deepspeed": "zero3",
-                    "placement": "spread", "max_failures": 2, **cluster},
+        "train": {
+            "max_steps": STEPS,
+            "learning_rate": 3e-4,
+            "lr_scheduler": "constant",
+            "warmup_steps": 0,
+            "gradient_checkpointing": False,
+            "logging_steps": 1,
+            "micro_batch_size": 4,
+            "eval_steps": None,
+            "save_steps": SAVE,
+            "keep_checkpoints": 2,
+        },
+        "cluster": {
+            "num_workers": 2,
+            "gpus_per_worker": 0,
+            "cpus_per_worker": 1,
+            "deepspeed": "zero3",
+            "placement": "spread",
+            "max_failures": 2,
+            **cluster,
+        },
         "output": {"storage": f"s3://{BUCKET}/runs", "name": name},
     }
 
@@ -45,10 +61,14 @@ class Drivers:
 
     def start(self, spec_path: Path) -> tuple[subprocess.Popen, Path]:
         log = self.folder / f"driver-{len(self.procs)}.log"
-        proc = subprocess.Popen([sys.executable, "-m", "jobs.finetune", str(spec_path), "--address", self.cluster.address],
-                                cwd=REPO, env={**self.cluster.node_env("driver"), "RAY_ADDRESS": self.cluster.address},
-                                stdout=open(log, "w"),  # noqa: SIM115 - the driver writes to it
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jobs.finetune", str(spec_path), "--address", self.cluster.address],
+            cwd=REPO,
+            env={**self.cluster.node_env("driver"), "RAY_ADDRESS": self.cluster.address},
+            stdout=open(log, "w"),  # noqa: SIM115 - the driver writes to it
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.procs.append(proc)
         return proc, log
 
@@ -122,20 +142,31 @@ def _losses(history: list[dict]) -> dict[int, float]:
 
 def _one_process_losses(cluster, spec: dict, train_path: str, tmp: Path) -> dict[int, float]:
     """The same global batch in one process on one node, without Ray: one worker accumulating two micro-batches."""
-    single = {**spec, "cluster": {**spec["cluster"], "num_workers": 1},
-              "train": {**spec["train"], "gradient_accumulation_steps": 2},
-              "output": {"storage": str(tmp / "single"), "name": "single"}}
+    single = {
+        **spec,
+        "cluster": {**spec["cluster"], "num_workers": 1},
+        "train": {**spec["train"], "gradient_accumulation_steps": 2},
+        "output": {"storage": str(tmp / "single"), "name": "single"},
+    }
     cfg = tmp / "loop-config.json"
     cfg.write_text(json.dumps(loop_config(validate_spec(single), train_path, None)))
     code = "import json,sys; from cluster.training.loop import train_loop; train_loop(json.load(open(sys.argv[1])))"
-    proc = subprocess.run([sys.executable, "-c", code, str(cfg)], cwd=REPO, env=cluster.node_env("single"),
-                          capture_output=True, text=True, timeout=900, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(cfg)],
+        cwd=REPO,
+        env=cluster.node_env("single"),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return _losses(json.loads((tmp / "single" / "single" / "log_history.json").read_text()))
 
 
-def test_zero3_on_two_nodes_survives_driver_loss_and_a_damaged_checkpoint(two_nodes, drivers, s3_endpoint,
-                                                                         tiny_model_dir, tmp_path):
+def test_zero3_on_two_nodes_survives_driver_loss_and_a_damaged_checkpoint(
+    two_nodes, drivers, s3_endpoint, tiny_model_dir, tmp_path
+):
     fs = s3fs_client(s3_endpoint)
     run = f"{BUCKET}/runs/zero3"
     spec = _spec(tiny_model_dir, "zero3")
@@ -287,8 +318,11 @@ def test_elastic_run_grows_back_when_a_node_returns(two_nodes, drivers, s3_endpo
         fs.invalidate_cache()
         manifest = json.loads(fs.cat(f"{run}/checkpoint_{steps:08d}/manifest.json"))
         assert manifest["world_size"] == 2 and len(manifest["nodes"]) == 2
-        assert manifest["resumed_from"] == {"checkpoint": f"s3://{run}/checkpoint_{grown[0]}", "world_size": 1,
-                                            "resharded_for": 2}
+        assert manifest["resumed_from"] == {
+            "checkpoint": f"s3://{run}/checkpoint_{grown[0]}",
+            "world_size": 1,
+            "resharded_for": 2,
+        }
     finally:
         if two_nodes.alive_nodes() < 2:
             two_nodes.add_node(live=2)

@@ -9,8 +9,18 @@ from cluster.spec import validate_spec
 
 @pytest.fixture
 def spec():
-    def build(base: str, method: str = "lora", seq: int = 512, mb: int = 1, r: int = 16, workers: int = 1,
-              deepspeed: str = "none", offload: bool = False, checkpointing: bool = True, **plan):
+    def build(
+        base: str,
+        method: str = "lora",
+        seq: int = 512,
+        mb: int = 1,
+        r: int = 16,
+        workers: int = 1,
+        deepspeed: str = "none",
+        offload: bool = False,
+        checkpointing: bool = True,
+        **plan,
+    ):
         data = {
             "model": {"base": base, "method": method, "dtype": "bfloat16"},
             "data": {"train": [{"path": "train.jsonl"}], "max_seq_len": seq},

@@ -10,12 +10,14 @@ from cluster.spec import validate_spec
 
 
 def tiny_spec(model_dir, **model) -> object:
-    return validate_spec({
-        "model": {"base": str(model_dir), **model},
-        "data": {"train": [{"path": "embedded:construction-faq"}], "max_seq_len": 64},
-        "cluster": {"num_workers": 1, "gpus_per_worker": 0},
-        "output": {"name": "plan-test"},
-    })
+    return validate_spec(
+        {
+            "model": {"base": str(model_dir), **model},
+            "data": {"train": [{"path": "embedded:construction-faq"}], "max_seq_len": 64},
+            "cluster": {"num_workers": 1, "gpus_per_worker": 0},
+            "output": {"name": "plan-test"},
+        }
+    )
 
 
 def nbytes(tensors) -> int:

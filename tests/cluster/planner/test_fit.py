@@ -102,8 +102,9 @@ def test_gpu_type_from_the_connected_ray_cluster(spec, monkeypatch):
     from types import SimpleNamespace
 
     # What ray.cluster_resources() reports on a cluster of H100 nodes; the planner only reads it, never connects.
-    ray = SimpleNamespace(is_initialized=lambda: True,
-                          cluster_resources=lambda: {"CPU": 128.0, "GPU": 8.0, "accelerator_type:H100": 1.0})
+    ray = SimpleNamespace(
+        is_initialized=lambda: True, cluster_resources=lambda: {"CPU": 128.0, "GPU": 8.0, "accelerator_type:H100": 1.0}
+    )
     monkeypatch.setitem(sys.modules, "ray", ray)
     plan = make_plan(spec(LLAMA_70B, method="full", deepspeed="zero3", workers=8))
     assert plan.gpu.name == "H100-80GB" and plan.fits is False

@@ -20,8 +20,15 @@ def small_llama(tmp_path_factory):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     out = tmp_path_factory.mktemp("small-llama")
-    config = LlamaConfig(vocab_size=32000, hidden_size=1024, intermediate_size=4096, num_hidden_layers=16,
-                         num_attention_heads=16, num_key_value_heads=4, tie_word_embeddings=False)
+    config = LlamaConfig(
+        vocab_size=32000,
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=16,
+        num_attention_heads=16,
+        num_key_value_heads=4,
+        tie_word_embeddings=False,
+    )
     LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(out)
     return out
 
@@ -30,13 +37,15 @@ def small_llama(tmp_path_factory):
 def test_peak_memory_within_10_percent(small_llama, method):
     from cluster.model.load import load_model
 
-    spec = validate_spec({
-        "model": {"base": str(small_llama), "method": method, "dtype": "bfloat16"},
-        "data": {"train": [{"path": "train.jsonl"}], "max_seq_len": 1024},
-        "train": {"micro_batch_size": 2, "gradient_checkpointing": True},
-        "cluster": {"num_workers": 1, "gpus_per_worker": 1},
-        "output": {"name": "gpu-memory"},
-    })
+    spec = validate_spec(
+        {
+            "model": {"base": str(small_llama), "method": method, "dtype": "bfloat16"},
+            "data": {"train": [{"path": "train.jsonl"}], "max_seq_len": 1024},
+            "train": {"micro_batch_size": 2, "gradient_checkpointing": True},
+            "cluster": {"num_workers": 1, "gpus_per_worker": 1},
+            "output": {"name": "gpu-memory"},
+        }
+    )
     predicted = make_plan(spec, gpu="H100-80GB").memory.allocated
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
@@ -60,6 +69,7 @@ def test_peak_memory_within_10_percent(small_llama, method):
         opt.step()
         opt.zero_grad(set_to_none=True)
     measured = torch.cuda.max_memory_allocated()
-    print(f"{method}: predicted {predicted / 2**30:.2f} GiB, measured {measured / 2**30:.2f} GiB, "
-          f"ratio {predicted / measured:.3f}")
+    print(
+        f"{method}: predicted {predicted / 2**30:.2f} GiB, measured {measured / 2**30:.2f} GiB, ratio {predicted / measured:.3f}"
+    )
     assert abs(predicted - measured) <= 0.10 * measured

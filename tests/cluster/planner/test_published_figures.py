@@ -12,12 +12,15 @@ from cluster.planner.gpus import GiB
 LLAMA_8B, LLAMA_70B = "meta-llama/Llama-3.1-8B-Instruct", "meta-llama/Llama-3.1-70B-Instruct"
 
 
-@pytest.mark.parametrize("base, published", [
-    (LLAMA_8B, 8_030_261_248),             # model cards' safetensors parameter counts
-    (LLAMA_70B, 70_553_706_496),
-    ("Qwen/Qwen2.5-7B-Instruct", 7_615_616_512),
-    ("mistralai/Mistral-7B-v0.1", 7_241_732_096),
-])
+@pytest.mark.parametrize(
+    "base, published",
+    [
+        (LLAMA_8B, 8_030_261_248),  # model cards' safetensors parameter counts
+        (LLAMA_70B, 70_553_706_496),
+        ("Qwen/Qwen2.5-7B-Instruct", 7_615_616_512),
+        ("mistralai/Mistral-7B-v0.1", 7_241_732_096),
+    ],
+)
 def test_parameter_counts_match_the_model_cards(spec, base, published):
     assert make_plan(spec(base, method="full")).counts.total == published
 

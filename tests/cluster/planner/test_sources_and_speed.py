@@ -11,12 +11,19 @@ from cluster.planner import find_gpu, gpu_from_cluster_resources, make_plan
 from cluster.planner.architectures import load_config, table_key
 
 
-@pytest.mark.parametrize("hub_id, key", [
-    ("meta-llama/Llama-3.1-8B-Instruct", "llama-3.1-8b"), ("meta-llama/Meta-Llama-3.1-70B", "llama-3.1-70b"),
-    ("meta-llama/Llama-3.3-70B-Instruct", "llama-3.1-70b"), ("huggyllama/llama-65b", "llama-65b"),
-    ("meta-llama/Llama-2-70b-chat-hf", "llama-2-70b"), ("Qwen/Qwen2.5-72B-Instruct", "qwen2.5-72b"),
-    ("mistralai/Mistral-7B-Instruct-v0.3", "mistral-7b-v0.3"), ("someone/unknown-model", None),
-])
+@pytest.mark.parametrize(
+    "hub_id, key",
+    [
+        ("meta-llama/Llama-3.1-8B-Instruct", "llama-3.1-8b"),
+        ("meta-llama/Meta-Llama-3.1-70B", "llama-3.1-70b"),
+        ("meta-llama/Llama-3.3-70B-Instruct", "llama-3.1-70b"),
+        ("huggyllama/llama-65b", "llama-65b"),
+        ("meta-llama/Llama-2-70b-chat-hf", "llama-2-70b"),
+        ("Qwen/Qwen2.5-72B-Instruct", "qwen2.5-72b"),
+        ("mistralai/Mistral-7B-Instruct-v0.3", "mistral-7b-v0.3"),
+        ("someone/unknown-model", None),
+    ],
+)
 def test_hub_ids_map_to_the_built_in_table(hub_id, key):
     assert table_key(hub_id) == key
 

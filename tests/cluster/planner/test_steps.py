@@ -32,8 +32,12 @@ def test_the_streaming_merge_of_a_70b_qlora_needs_a_few_gib_and_the_in_memory_on
 def test_evaluate_on_a_gpu_cluster_asks_for_one_gpu_with_the_model(spec):
     request = _plan(spec, evaluate={"enabled": True}, cluster={"gpus_per_worker": 1}).evaluate
     assert request.num_gpus == 1 and request.gpu_memory > 141e9  # the bf16 model alone: no single GPU holds it
-    small = make_plan(with_changes(spec("meta-llama/Llama-3.1-8B-Instruct"),
-                                   {"evaluate": {"enabled": True}, "cluster": {"gpus_per_worker": 1}}), gpu="H100-80GB")
+    small = make_plan(
+        with_changes(
+            spec("meta-llama/Llama-3.1-8B-Instruct"), {"evaluate": {"enabled": True}, "cluster": {"gpus_per_worker": 1}}
+        ),
+        gpu="H100-80GB",
+    )
     assert 16e9 < small.evaluate.gpu_memory < 30 * GiB  # 8B in bfloat16, a row's logits, the CUDA context
     check_placement(small, [HEAD, GPU_WORKER])
 

@@ -19,8 +19,9 @@ def build_rows(model_dir: Path, n: int, max_len: int, packed: bool) -> list[dict
     records = [json.loads(line) for line in open(embedded_data_path("construction-faq"), encoding="utf-8")][:n]
     samples = []
     for r in records:
-        prompt = tok.apply_chat_template([{"role": "user", "content": r["instruction"]}], add_generation_prompt=True,
-                                         tokenize=False)
+        prompt = tok.apply_chat_template(
+            [{"role": "user", "content": r["instruction"]}], add_generation_prompt=True, tokenize=False
+        )
         p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
         a_ids = tok(r["output"] + "<|im_end|>", add_special_tokens=False)["input_ids"]
         ids = (p_ids + a_ids)[:max_len]
@@ -60,9 +61,17 @@ def tiny_spec(model_dir: Path, storage: Path, name: str, **sections) -> dict:
     spec = {
         "model": {"base": str(model_dir), "method": "lora", "dtype": "float32", "lora": {"r": 8, "alpha": 16, "dropout": 0.0}},
         "data": {"train": [{"path": "embedded:construction-faq"}], "max_seq_len": 256},
-        "train": {"max_steps": 10, "learning_rate": 1e-3, "lr_scheduler": "constant", "warmup_steps": 0,
-                  "gradient_checkpointing": False, "logging_steps": 1, "eval_steps": 5, "save_steps": 5,
-                  "keep_checkpoints": 2},
+        "train": {
+            "max_steps": 10,
+            "learning_rate": 1e-3,
+            "lr_scheduler": "constant",
+            "warmup_steps": 0,
+            "gradient_checkpointing": False,
+            "logging_steps": 1,
+            "eval_steps": 5,
+            "save_steps": 5,
+            "keep_checkpoints": 2,
+        },
         "cluster": {"num_workers": 2, "gpus_per_worker": 0, "cpus_per_worker": 1, "max_failures": 1},
         "output": {"storage": str(storage), "name": name},
     }
@@ -85,8 +94,9 @@ def ray_local():
     import ray
 
     os.environ["RAY_TRAIN_ENABLE_PRINT_PATCH"] = "0"
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2,
-             _node_ip_address="127.0.0.1", address="local")
+    ray.init(
+        num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2, _node_ip_address="127.0.0.1", address="local"
+    )
     yield
     ray.shutdown()
 
@@ -110,6 +120,11 @@ def run_single_process(config: dict, tmp: Path) -> None:
     cfg = tmp / "loop-config.json"
     cfg.write_text(json.dumps(config))
     code = "import json,sys; from cluster.training.loop import train_loop; train_loop(json.load(open(sys.argv[1])))"
-    proc = subprocess.run([sys.executable, "-c", code, str(cfg)], cwd=Path(__file__).resolve().parents[3],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(cfg)],
+        cwd=Path(__file__).resolve().parents[3],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -18,8 +18,16 @@ def write_pairs(path: Path, n: int, rejected: str | None = None) -> Path:
     recs = faq_records(n)
     with open(path, "w", encoding="utf-8") as f:
         for i, r in enumerate(recs):
-            f.write(json.dumps({"prompt": r["instruction"], "chosen": r["output"],
-                                "rejected": rejected or recs[(i + 1) % len(recs)]["output"]}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "prompt": r["instruction"],
+                        "chosen": r["output"],
+                        "rejected": rejected or recs[(i + 1) % len(recs)]["output"],
+                    }
+                )
+                + "\n"
+            )
     return path
 
 

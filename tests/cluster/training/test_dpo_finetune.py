@@ -19,12 +19,29 @@ def test_dpo_job_trains_merges_and_reports_preference_metrics(ray_local, tiny_mo
     # rejected is always the same evasive answer, which a random tiny model learns to avoid within a few steps
     pairs = str(write_pairs(tmp_path / "pairs.jsonl", 40, rejected="I am not sure, please ask someone else."))
     data = {"train": [{"path": pairs}], "eval_split": 0.2}
-    spec = tiny_spec(tiny_model_dir, tmp_path, "dpo-job", data=data, cluster={"num_workers": 1},
-                     train={"objective": "dpo", "max_steps": 8, "eval_steps": 4, "save_steps": 8,
-                            "learning_rate": 5e-3, "micro_batch_size": 2},
-                     merge={"enabled": True},
-                     evaluate={"enabled": True, "max_samples": 2, "max_new_tokens": 4,
-                               "gate_metric": "preference_accuracy", "max_regression": 0.5})
+    spec = tiny_spec(
+        tiny_model_dir,
+        tmp_path,
+        "dpo-job",
+        data=data,
+        cluster={"num_workers": 1},
+        train={
+            "objective": "dpo",
+            "max_steps": 8,
+            "eval_steps": 4,
+            "save_steps": 8,
+            "learning_rate": 5e-3,
+            "micro_batch_size": 2,
+        },
+        merge={"enabled": True},
+        evaluate={
+            "enabled": True,
+            "max_samples": 2,
+            "max_new_tokens": 4,
+            "gate_metric": "preference_accuracy",
+            "max_regression": 0.5,
+        },
+    )
     record = finetune(validate_spec(spec), address="local")
 
     run = tmp_path / "dpo-job"

@@ -17,9 +17,11 @@ def test_generation_equal_to_the_reference_is_skipped(tiny_model_dir):
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     prompt = json.dumps([{"role": "user", "content": "What is ROT?"}])
-    answered = [{"where": "faq.jsonl:1", "prompt": prompt, "reference": "A deduction.", "generation": " a  DEDUCTION. "},
-                {"where": "faq.jsonl:2", "prompt": prompt, "reference": "A deduction.", "generation": ""},
-                {"where": "faq.jsonl:3", "prompt": prompt, "reference": "A tax deduction on labour.", "generation": "Paint."}]
+    answered = [
+        {"where": "faq.jsonl:1", "prompt": prompt, "reference": "A deduction.", "generation": " a  DEDUCTION. "},
+        {"where": "faq.jsonl:2", "prompt": prompt, "reference": "A deduction.", "generation": ""},
+        {"where": "faq.jsonl:3", "prompt": prompt, "reference": "A tax deduction on labour.", "generation": "Paint."},
+    ]
     report = PairsReport(source="faq.jsonl", out="pairs.jsonl", model="m")
     pairs = to_pairs(answered, tok, report)
     assert [p["source"] for p in pairs] == ["faq.jsonl:3"]
@@ -42,14 +44,20 @@ def test_pairs_are_generated_on_ray_data_and_read_by_dpo(ray_local, smollm2_dir,
     rows = [{"instruction": r["instruction"], "output": r["output"]} for r in faq_records(6)]
     sft.write_text("".join(json.dumps(r) + "\n" for r in rows) + json.dumps({"instruction": "A question nobody answered"}) + "\n")
     out = tmp_path / "pairs.jsonl"
-    spec = tiny_spec(tiny_model_dir, tmp_path, "pairs", data={"train": [{"path": str(out)}], "eval_split": 0.0},
-                     train={"objective": "dpo", "eval_steps": None}, cluster={"num_workers": 1})
+    spec = tiny_spec(
+        tiny_model_dir,
+        tmp_path,
+        "pairs",
+        data={"train": [{"path": str(out)}], "eval_split": 0.0},
+        train={"objective": "dpo", "eval_steps": None},
+        cluster={"num_workers": 1},
+    )
     spec = validate_spec({**spec, "model": {**spec["model"], "base": "embedded:smollm2-135m-instruct"}})
     report = build_pairs(spec, str(sft), str(out), max_new_tokens=8, batch_size=4)
 
     pairs = [json.loads(line) for line in out.read_text().splitlines()]
     assert [p["source"] for p in pairs] == [f"{sft}:{i}" for i in range(1, 7)]
-    assert all(p["chosen"][0]["content"] == r["output"] for p, r in zip(pairs, rows))
+    assert all(p["chosen"][0]["content"] == r["output"] for p, r in zip(pairs, rows, strict=False))
     assert report.dropped["missing field"].examples == [f"{sft}:7 (no 'output' (alpaca needs instruction and output))"]
     assert all(p["rejected"][0]["content"] and p["rejected"] != p["chosen"] for p in pairs)
     assert json.loads((tmp_path / "pairs.jsonl.report.json").read_text())["pairs_kept"] == 6

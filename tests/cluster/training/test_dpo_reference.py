@@ -19,15 +19,19 @@ def dpo_trainer(tiny_model_dir, tmp_path_factory, one_torch_thread):
     from cluster.model.load import load_tokenizer
 
     tmp = tmp_path_factory.mktemp("dpo-ref")
-    spec_dict = tiny_spec(tiny_model_dir, tmp, "dpo-ref", data={"train": [{"path": str(write_pairs(tmp / "p.jsonl", 24))}],
-                                                              "eval_split": 0.0},
-                          train={"objective": "dpo", "max_steps": 3, "eval_steps": None, "save_steps": 100,
-                                 "learning_rate": 5e-3},
-                          cluster={"num_workers": 1})
+    spec_dict = tiny_spec(
+        tiny_model_dir,
+        tmp,
+        "dpo-ref",
+        data={"train": [{"path": str(write_pairs(tmp / "p.jsonl", 24))}], "eval_split": 0.0},
+        train={"objective": "dpo", "max_steps": 3, "eval_steps": None, "save_steps": 100, "learning_rate": 5e-3},
+        cluster={"num_workers": 1},
+    )
     spec = validate_spec(spec_dict)
     train_path, _ = prepared(spec_dict, tmp / "data")
-    trainer = build_objective_trainer(spec, load_tokenizer(spec), None, False, 0, tmp / "hf", load_prepared(train_path),
-                                      None, eval_on_start=False, callbacks=[])
+    trainer = build_objective_trainer(
+        spec, load_tokenizer(spec), None, False, 0, tmp / "hf", load_prepared(train_path), None, eval_on_start=False, callbacks=[]
+    )
     return trainer
 
 
@@ -64,8 +68,7 @@ def test_reference_log_probs_are_the_base_models(dpo_trainer, tiny_model_dir):
         logps = torch.log_softmax(logits, -1).gather(-1, target.clamp(min=0)[..., None])[..., 0]
         per_seq = (logps * (target != -100)).sum(-1)
         policy = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
-        policy_seq = (torch.log_softmax(policy, -1).gather(-1, target.clamp(min=0)[..., None])[..., 0]
-                      * (target != -100)).sum(-1)
+        policy_seq = (torch.log_softmax(policy, -1).gather(-1, target.clamp(min=0)[..., None])[..., 0] * (target != -100)).sum(-1)
     expected_chosen, expected_rejected = per_seq.chunk(2)
     torch.testing.assert_close(ref_chosen, expected_chosen, rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(ref_rejected, expected_rejected, rtol=1e-5, atol=1e-4)

@@ -18,8 +18,13 @@ pytestmark = pytest.mark.slow
 
 def test_dpo_resumes_after_worker_failure_with_the_same_final_loss(ray_local, tiny_model_dir, tmp_path):
     data = {"train": [{"path": str(write_pairs(tmp_path / "pairs.jsonl", 48))}], "eval_split": 0.1}
-    spec = tiny_spec(tiny_model_dir, tmp_path, "dpo", data=data,
-                     train={"objective": "dpo", "eval_steps": 5, "save_steps": 5, "learning_rate": 5e-3})
+    spec = tiny_spec(
+        tiny_model_dir,
+        tmp_path,
+        "dpo",
+        data=data,
+        train={"objective": "dpo", "eval_steps": 5, "save_steps": 5, "learning_rate": 5e-3},
+    )
     train_path, eval_path = prepared(spec, tmp_path / "data")
     fit(validate_spec(spec), train_path, eval_path)
     faulty = {**spec, "output": {"storage": str(tmp_path), "name": "dpo-faulty"}}
@@ -39,8 +44,7 @@ def test_dpo_resumes_after_worker_failure_with_the_same_final_loss(ray_local, ti
 def test_warm_starts_continue_the_model_and_record_lineage(ray_local, tiny_model_dir, tiny_data, tmp_path):
     a = tiny_spec(tiny_model_dir, tmp_path, "sft-a")
     fit(validate_spec(a), tiny_data["train_path"], tiny_data["eval_path"])
-    b = tiny_spec(tiny_model_dir, tmp_path, "sft-b", model={"init_from": str(tmp_path / "sft-a")},
-                  train={"max_steps": 5})
+    b = tiny_spec(tiny_model_dir, tmp_path, "sft-b", model={"init_from": str(tmp_path / "sft-a")}, train={"max_steps": 5})
     fit(validate_spec(b), tiny_data["train_path"], tiny_data["eval_path"])
     # B's evaluation before its first step scores A's final weights on the same eval rows
     assert eval_losses(tmp_path / "sft-b")[0] == pytest.approx(eval_losses(tmp_path / "sft-a")[-1], rel=1e-5)
@@ -50,9 +54,14 @@ def test_warm_starts_continue_the_model_and_record_lineage(ray_local, tiny_model
 
     # DPO continuing B's adapter: the reference is B, so the first DPO loss is exactly log 2 (policy == reference)
     pairs = {"train": [{"path": str(write_pairs(tmp_path / "pairs.jsonl", 24))}], "eval_split": 0.0}
-    c = tiny_spec(tiny_model_dir, tmp_path, "dpo-c", data=pairs,
-                  model={"init_from": str(tmp_path / "sft-b" / "checkpoint_00000005")},
-                  train={"objective": "dpo", "max_steps": 2, "eval_steps": None, "save_steps": 2})
+    c = tiny_spec(
+        tiny_model_dir,
+        tmp_path,
+        "dpo-c",
+        data=pairs,
+        model={"init_from": str(tmp_path / "sft-b" / "checkpoint_00000005")},
+        train={"objective": "dpo", "max_steps": 2, "eval_steps": None, "save_steps": 2},
+    )
     fit(validate_spec(c), prepared(c, tmp_path / "data")[0], None)
     assert log_losses(tmp_path / "dpo-c")[1] == pytest.approx(math.log(2), rel=1e-4)
     lineage_c = read_manifest(str(tmp_path / "dpo-c" / "checkpoint_00000002"))["lineage"]

@@ -20,10 +20,20 @@ STEPS, SAVE, FAIL = 8, 4, 6
 
 def _spec(model_dir, storage, workers: int) -> dict:
     """Global batch 2: two workers with one micro-batch each, or one worker accumulating two."""
-    spec = tiny_spec(model_dir, storage, "elastic", model={"method": "full"},
-                     cluster={"deepspeed": "zero3", "num_workers": workers, "max_failures": 0},
-                     train={"max_steps": STEPS, "save_steps": SAVE, "eval_steps": None, "learning_rate": 3e-4,
-                            "gradient_accumulation_steps": 2 // workers})
+    spec = tiny_spec(
+        model_dir,
+        storage,
+        "elastic",
+        model={"method": "full"},
+        cluster={"deepspeed": "zero3", "num_workers": workers, "max_failures": 0},
+        train={
+            "max_steps": STEPS,
+            "save_steps": SAVE,
+            "eval_steps": None,
+            "learning_rate": 3e-4,
+            "gradient_accumulation_steps": 2 // workers,
+        },
+    )
     del spec["model"]["lora"]
     return spec
 
@@ -37,8 +47,7 @@ def uninterrupted(ray_local, tiny_model_dir, tiny_data, tmp_path_factory) -> dic
 
 
 @pytest.mark.parametrize("first,then", [(2, 1), (1, 2)])
-def test_zero3_checkpoint_resumes_on_another_worker_count(uninterrupted, tiny_model_dir, tiny_data, tmp_path,
-                                                          first, then):
+def test_zero3_checkpoint_resumes_on_another_worker_count(uninterrupted, tiny_model_dir, tiny_data, tmp_path, first, then):
     from ray.train import TrainingFailedError
 
     env = {"RAYFIT_FAIL_AT_STEP": str(FAIL)}
@@ -63,10 +72,15 @@ def test_zero3_checkpoint_resumes_on_another_worker_count(uninterrupted, tiny_mo
 
 
 def test_gradient_accumulation_keeps_the_global_batch():
-    spec = validate_spec({"model": {"base": "x"}, "data": {"train": [{"path": "embedded:construction-faq"}]},
-                          "train": {"micro_batch_size": 2, "gradient_accumulation_steps": 3},
-                          "cluster": {"num_workers": 8, "min_workers": 3, "gpus_per_worker": 0},
-                          "output": {"storage": "/tmp/runs", "name": "elastic"}})
+    spec = validate_spec(
+        {
+            "model": {"base": "x"},
+            "data": {"train": [{"path": "embedded:construction-faq"}]},
+            "train": {"micro_batch_size": 2, "gradient_accumulation_steps": 3},
+            "cluster": {"num_workers": 8, "min_workers": 3, "gpus_per_worker": 0},
+            "output": {"storage": "/tmp/runs", "name": "elastic"},
+        }
+    )
     assert for_world(spec, 8) == (spec, None)
     four, line = for_world(spec, 4)
     assert four.train.gradient_accumulation_steps == 6 and line.endswith("global batch 48 rows")

@@ -27,8 +27,7 @@ def _spec(tmp_path, model_dir, gpus: int = 0, **sections):
 
 
 def test_spec_refuses_gpu_levers_on_a_cpu_cluster(tmp_path, tiny_model_dir):
-    spec = _spec(tmp_path, tiny_model_dir, train={"liger_kernel": True},
-                 model={"attn_implementation": "flash_attention_2"})
+    spec = _spec(tmp_path, tiny_model_dir, train={"liger_kernel": True}, model={"attn_implementation": "flash_attention_2"})
     with pytest.raises(SpecError) as e:
         validate_spec(spec)
     assert "train.liger_kernel: liger-kernel needs a CUDA GPU and the liger-kernel package" in str(e.value)
@@ -38,8 +37,9 @@ def test_spec_refuses_gpu_levers_on_a_cpu_cluster(tmp_path, tiny_model_dir):
 
 
 def test_worker_refuses_levers_it_cannot_run(tmp_path, tiny_model_dir):
-    spec = validate_spec(_spec(tmp_path, tiny_model_dir, gpus=1, train={"liger_kernel": True},
-                               model={"attn_implementation": "flash_attention_2"}))
+    spec = validate_spec(
+        _spec(tmp_path, tiny_model_dir, gpus=1, train={"liger_kernel": True}, model={"attn_implementation": "flash_attention_2"})
+    )
     with pytest.raises(UserError, match="liger-kernel needs a CUDA GPU.*this worker has no CUDA GPU"):
         check_levers(spec, on_gpu=False)
     problems = lever_problems(spec, on_gpu=False, model_type="llama")
@@ -76,14 +76,17 @@ def test_liger_lever_patches_the_model_the_trainer_steps(tmp_path, tiny_model_di
             tok, model = load_tokenizer(spec), load_model(spec)
             args = sft_args(spec, Path({str(tmp_path)!r}) / "hf", None, on_gpu=False, has_eval=False)
             rows = Dataset.from_list([{{"input_ids": [5, 6, 7], "labels": [5, 6, 7], "position_ids": [0, 1, 2]}}])
-            trainer = SFTTrainer(model=model, args=args, train_dataset=rows, processing_class=tok, data_collator=make_collator(tok))
+            trainer = SFTTrainer(
+                model=model, args=args, train_dataset=rows, processing_class=tok, data_collator=make_collator(tok)
+            )
             try:
                 trainer.train()  # the Trainer patches the model as training starts; Triton then fails on a CPU
                 error = "none"
             except Exception as e:
                 error = type(e).__name__
             layer = model.get_base_model().model.layers[0]
-            print(liger, layer.input_layernorm._get_name(), layer.mlp._get_name(), modeling_llama.apply_rotary_pos_emb.__module__, error)
+            rope = modeling_llama.apply_rotary_pos_emb.__module__
+            print(liger, layer.input_layernorm._get_name(), layer.mlp._get_name(), rope, error)
     """)
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -114,8 +117,16 @@ def _train(tmp_path, model_dir, data, name, **train):
 
     spec = _spec(tmp_path / name, model_dir, train={"max_steps": 4, **train})
     probe = Probe()
-    train_loop({"spec": spec, "run": str(tmp_path / name / "run"), "train_path": data["train_path"],
-                "eval_path": None, "scratch": str(tmp_path / name / "scratch")}, callbacks=(probe,))
+    train_loop(
+        {
+            "spec": spec,
+            "run": str(tmp_path / name / "run"),
+            "train_path": data["train_path"],
+            "eval_path": None,
+            "scratch": str(tmp_path / name / "scratch"),
+        },
+        callbacks=(probe,),
+    )
     return probe
 
 
@@ -170,7 +181,15 @@ def _train_gpu(tmp_path, model_dir, data) -> tuple[list[float], list[float]]:
         spec = _spec(spec_dir, model_dir, gpus=1, train={"max_steps": 4, "liger_kernel": liger})
         from cluster.training.loop import train_loop
 
-        train_loop({"spec": spec, "run": str(spec_dir / "run"), "train_path": data["train_path"], "eval_path": None,
-                    "scratch": str(spec_dir / "scratch")}, callbacks=(probe,))
+        train_loop(
+            {
+                "spec": spec,
+                "run": str(spec_dir / "run"),
+                "train_path": data["train_path"],
+                "eval_path": None,
+                "scratch": str(spec_dir / "scratch"),
+            },
+            callbacks=(probe,),
+        )
         out.append(probe.losses)
     return out[0], out[1]

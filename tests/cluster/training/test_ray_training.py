@@ -15,9 +15,18 @@ from tests.cluster.training.conftest import eval_losses, log_losses, tiny_spec
 pytestmark = pytest.mark.slow
 
 ADAPTER_FILES = {
-    "README.md", "adapter_config.json", "adapter_model.safetensors", "chat_template.jinja", "optimizer.pt",
-    "rng_state_0.pth", "rng_state_1.pth", "scheduler.pt", "tokenizer.json", "tokenizer_config.json",
-    "trainer_state.json", "training_args.bin",
+    "README.md",
+    "adapter_config.json",
+    "adapter_model.safetensors",
+    "chat_template.jinja",
+    "optimizer.pt",
+    "rng_state_0.pth",
+    "rng_state_1.pth",
+    "scheduler.pt",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "trainer_state.json",
+    "training_args.bin",
 }
 
 
@@ -66,8 +75,12 @@ def test_qlora_on_two_workers(ray_local, tiny_model_dir, tiny_data, tmp_path):
     spec = tiny_spec(tiny_model_dir, tmp_path, "qlora", model={"method": "qlora"}, cluster={"max_failures": 0})
     _fit(spec, tiny_data)
     manifest = _assert_adapter_checkpoint(tmp_path / "qlora" / "checkpoint_00000010", spec, 10, "qlora")
-    assert manifest["quantization"] == {"quant_type": "nf4", "double_quant": True, "compute_dtype": "bfloat16",
-                                        "storage_dtype": "uint8"}
+    assert manifest["quantization"] == {
+        "quant_type": "nf4",
+        "double_quant": True,
+        "compute_dtype": "bfloat16",
+        "storage_dtype": "uint8",
+    }
     evals = eval_losses(tmp_path / "qlora")
     assert evals[-1] < evals[0]
 

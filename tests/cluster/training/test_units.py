@@ -8,16 +8,19 @@ import pytest
 import torch
 
 from cluster.manifest import MANIFEST
-from cluster.spec import SpecError, validate_spec
 from cluster.run_folder import CheckpointInfo, best, checkpoint_dir_name, checkpoints, newest
+from cluster.spec import SpecError, validate_spec
 from cluster.training.checkpoints import latest_metrics
 from cluster.training.collator import IGNORE, make_collator
 from cluster.training.deepspeed_config import deepspeed_config
 
 
 def _spec(**sections):
-    base = {"model": {"base": "org/model", "method": "full", "dtype": "bfloat16"},
-            "data": {"train": [{"path": "data.jsonl"}]}, "output": {"name": "run"}}
+    base = {
+        "model": {"base": "org/model", "method": "full", "dtype": "bfloat16"},
+        "data": {"train": [{"path": "data.jsonl"}]},
+        "output": {"name": "run"},
+    }
     for k, v in sections.items():
         base[k] = {**base.get(k, {}), **v}
     return validate_spec(base)
@@ -27,8 +30,10 @@ def test_packed_rows_become_one_padding_free_row(tiny_model_dir):
     from transformers import AutoTokenizer
 
     collate = make_collator(AutoTokenizer.from_pretrained(tiny_model_dir))
-    rows = [{"input_ids": [5, 6, 7, 8], "labels": [5, 6, 7, 8], "position_ids": [0, 1, 0, 1]},
-            {"input_ids": [9, 10], "labels": [-100, 10], "position_ids": [0, 1]}]
+    rows = [
+        {"input_ids": [5, 6, 7, 8], "labels": [5, 6, 7, 8], "position_ids": [0, 1, 0, 1]},
+        {"input_ids": [9, 10], "labels": [-100, 10], "position_ids": [0, 1]},
+    ]
     batch = collate(rows)
     assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 9, 10]]
     assert batch["position_ids"].tolist() == [[0, 1, 0, 1, 0, 1]]
@@ -54,8 +59,10 @@ def test_no_deepspeed_means_no_config():
 
 
 def test_zero3_with_offload_on_gpu():
-    spec = _spec(cluster={"deepspeed": "zero3", "offload_optimizer": True, "offload_params": True},
-                 train={"micro_batch_size": 2, "gradient_accumulation_steps": 4, "max_grad_norm": 0.5})
+    spec = _spec(
+        cluster={"deepspeed": "zero3", "offload_optimizer": True, "offload_params": True},
+        train={"micro_batch_size": 2, "gradient_accumulation_steps": 4, "max_grad_norm": 0.5},
+    )
     cfg = deepspeed_config(spec, world_size=8, on_gpu=True)
     assert cfg["train_batch_size"] == 64 and cfg["train_micro_batch_size_per_gpu"] == 2
     assert cfg["gradient_accumulation_steps"] == 4 and cfg["gradient_clipping"] == 0.5
@@ -165,9 +172,11 @@ def test_resume_skips_incomplete_and_altered_checkpoints_with_a_reason(tmp_path)
     said: list[str] = []
     uri, local = resume_point([str(old), str(cut), str(new)], tmp_path / "cache", say=said.append)
     assert uri == str(old) and local == old
-    assert said == [f"[rayfit] skipping checkpoint {cut}: no manifest.json (its save was cut short)",
-                    f"[rayfit] skipping checkpoint {new}: 1 file(s) differ from its manifest.json "
-                    "(global_step/zero_pp_rank_1_optim_states.pt: missing)"]
+    assert said == [
+        f"[rayfit] skipping checkpoint {cut}: no manifest.json (its save was cut short)",
+        f"[rayfit] skipping checkpoint {new}: 1 file(s) differ from its manifest.json "
+        "(global_step/zero_pp_rank_1_optim_states.pt: missing)",
+    ]
     (old / "global_step" / "zero_pp_rank_0_optim_states.pt").write_bytes(b"rank0-99")  # same size, other bytes
     assert resume_point([str(old)], tmp_path / "cache", say=said.append) is None
     assert "zero_pp_rank_0_optim_states.pt: checksum differs" in said[-1]
@@ -184,8 +193,11 @@ def test_manifest_of_several_nodes_lists_each_file_once():
 
 
 def test_best_checkpoint_prefers_lowest_eval_loss_then_newest():
-    cks = [CheckpointInfo("a", 1, {"eval_loss": 2.0}), CheckpointInfo("b", 2, {"eval_loss": 1.0}),
-           CheckpointInfo("c", 3, {"eval_loss": 1.0})]
+    cks = [
+        CheckpointInfo("a", 1, {"eval_loss": 2.0}),
+        CheckpointInfo("b", 2, {"eval_loss": 1.0}),
+        CheckpointInfo("c", 3, {"eval_loss": 1.0}),
+    ]
     assert best(cks).uri == "c"
     assert best([CheckpointInfo("a", 1), CheckpointInfo("b", 2)]).uri == "b"
     assert best([]) is None

@@ -37,13 +37,15 @@ def test_parameters_are_partitioned_at_load(ray_local, tiny_model_dir, tmp_path)
     from ray.train.torch import TorchConfig, TorchTrainer
     from safetensors import safe_open
 
-    spec = tiny_spec(tiny_model_dir, tmp_path, "probe", model={"method": "full", "lora": None},
-                     cluster={"deepspeed": "zero3"})
+    spec = tiny_spec(tiny_model_dir, tmp_path, "probe", model={"method": "full", "lora": None}, cluster={"deepspeed": "zero3"})
     del spec["model"]["lora"]
-    TorchTrainer(_partition_probe, train_loop_config={"spec": spec, "out": str(tmp_path)},
-                 torch_config=TorchConfig(backend="gloo"),
-                 scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
-                 run_config=RunConfig(storage_path=str(tmp_path), name="probe")).fit()
+    TorchTrainer(
+        _partition_probe,
+        train_loop_config={"spec": spec, "out": str(tmp_path)},
+        torch_config=TorchConfig(backend="gloo"),
+        scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
+        run_config=RunConfig(storage_path=str(tmp_path), name="probe"),
+    ).fit()
     with safe_open(str(tiny_model_dir / "model.safetensors"), "pt") as f:
         on_disk = {k: math.prod(f.get_slice(k).get_shape()) for k in f.keys()}
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
@@ -55,15 +57,24 @@ def test_parameters_are_partitioned_at_load(ray_local, tiny_model_dir, tmp_path)
 
 
 def test_two_workers_match_one_process(ray_local, tiny_model_dir, tiny_data, tmp_path):
-    spec = tiny_spec(tiny_model_dir, tmp_path, "zero3-2w", model={"method": "full"}, cluster={"deepspeed": "zero3"},
-                     train={"eval_steps": None, "save_steps": 10, "learning_rate": 3e-4})
+    spec = tiny_spec(
+        tiny_model_dir,
+        tmp_path,
+        "zero3-2w",
+        model={"method": "full"},
+        cluster={"deepspeed": "zero3"},
+        train={"eval_steps": None, "save_steps": 10, "learning_rate": 3e-4},
+    )
     del spec["model"]["lora"]
     fit(validate_spec(spec), tiny_data["train_path"], None)
 
     # the same global batch in one process without Ray: one worker accumulating both workers' micro-batches
-    single = {**spec, "cluster": {**spec["cluster"], "num_workers": 1},
-              "train": {**spec["train"], "gradient_accumulation_steps": 2},
-              "output": {"storage": str(tmp_path), "name": "zero3-1p"}}
+    single = {
+        **spec,
+        "cluster": {**spec["cluster"], "num_workers": 1},
+        "train": {**spec["train"], "gradient_accumulation_steps": 2},
+        "output": {"storage": str(tmp_path), "name": "zero3-1p"},
+    }
     run_single_process(loop_config(validate_spec(single), tiny_data["train_path"], None), tmp_path)
 
     two, one = log_losses(tmp_path / "zero3-2w"), log_losses(tmp_path / "zero3-1p")

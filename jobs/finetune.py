@@ -15,6 +15,7 @@ import sys
 from cluster import storage
 from cluster.errors import run_main
 from cluster.noise import runtime_env
+from cluster.run_folder import run_uri
 from cluster.spec import JobSpec, SpecError, load_spec
 
 
@@ -23,13 +24,26 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
 
     def body() -> None:
-        finetune(load_spec(args.spec), args.address)
+        if args.service_job is None:
+            finetune(load_spec(args.spec), args.address)
+            return
+        from cluster.service.driver import ServiceRun, load_job_spec
+
+        service = ServiceRun(args.service_job)
+        spec = load_job_spec(args.spec)
+        try:
+            finetune(spec, args.address, service)
+        except BaseException as e:  # the service shows why (a stopped job is marked by the app instead)
+            if not isinstance(e, KeyboardInterrupt | SystemExit):
+                service.failed(e, run_uri(spec))
+            raise
 
     return run_main(body)
 
 
-def finetune(spec: JobSpec, address: str | None = None) -> dict:
-    """Each step of the job in order; returns the final run record (also written to {run}/run.json)."""
+def finetune(spec: JobSpec, address: str | None = None, service=None) -> dict:
+    """Each step of the job in order; returns the final run record (also written to {run}/run.json). `service` (a
+    cluster.service.driver.ServiceRun) is told each step when the job came from the fine-tuning API."""
     import ray
 
     from cluster.data import prepare_datasets
@@ -43,6 +57,8 @@ def finetune(spec: JobSpec, address: str | None = None) -> dict:
 
     run = run_uri(spec)
     _connect(address, spec)
+    if service:
+        service.status("running", "Job started: checking data.")
     before = check_same_run(spec)
     _say(
         f"run {run}"
@@ -55,18 +71,25 @@ def finetune(spec: JobSpec, address: str | None = None) -> dict:
     data = prepare_datasets(spec, load_tokenizer(spec), part(run, "data"))
     storage.write_text(part(run, DATA_REPORT), data.report.to_json())
     print(data.report.to_table(), flush=True)
+    if service:
+        service.data_report(data.report)
     _say(f"data: {data.train_path} (eval: {data.eval_path})")
     plan = make_plan(spec, dataset_tokens=data.report.train_tokens)
     _say("plan:\n" + format_plan(plan))
+    if service:
+        service.plan(plan, format_plan(plan))
     check_fit(plan, spec)
     check_placement(plan, ray.nodes())  # before any GPU time: some node must be able to merge and evaluate
     write_run_record(spec, "running", plan=plan.to_json())
     try:
-        result = fit(spec, data.train_path, data.eval_path)
+        result = fit(spec, data.train_path, data.eval_path, service.worker_env() if service else None)
     except Exception as e:
         write_run_record(spec, "failed", error=f"{type(e).__name__}: {e}"[:2000])
         raise
     record = write_run_record(spec, "trained", result, plan=plan.to_json())
+    if service and service.pause_requested():
+        service.paused()
+        return write_run_record(spec, "paused", result, plan=plan.to_json())
     shown = {k: round(v, 4) for k, v in record["metrics"].items() if k in ("step", "train_loss", "eval_loss")}
     _say(f"best checkpoint {record['best_checkpoint']} {shown}")
     if spec.merge.enabled:
@@ -78,7 +101,10 @@ def finetune(spec: JobSpec, address: str | None = None) -> dict:
         print(markdown(record["evaluation"]).split("\n## Sample")[0].rstrip(), flush=True)
         _say(f"evaluation {part(run, 'eval')}")
     extra = {k: record[k] for k in ("export", "evaluation") if k in record}
-    return write_run_record(spec, "succeeded", result, plan=plan.to_json(), **extra)
+    final = write_run_record(spec, "succeeded", result, plan=plan.to_json(), **extra)
+    if service:
+        service.succeeded(final)
+    return final
 
 
 def _connect(address: str | None, spec: JobSpec) -> None:
@@ -119,6 +145,12 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("RAY_ADDRESS"),
         help="Ray cluster address (default: RAY_ADDRESS, else a running local Ray, else a new local one); "
         "'local' always starts a new local Ray",
+    )
+    p.add_argument(
+        "--service-job",
+        default=None,
+        metavar="URI",
+        help="{storage}/jobs/{job-id} of a fine-tuning API job: report status, events and the published model there",
     )
     return p
 

@@ -31,9 +31,15 @@ def resolve_model(uri: str) -> str:
 
 
 def adapter_uri(args: ServeArgs, name: str) -> str | None:
-    """Where adapter `name` lives: listed in args, or a sub-folder of adapter_root; None when unknown."""
+    """Where adapter `name` lives: listed in args, published by the fine-tuning service (`ft:` names, looked up in
+    `storage` on first use), or a sub-folder of adapter_root; None when unknown."""
     if name in args.adapters:
         return args.adapters[name]
+    if args.storage and name.startswith("ft:"):
+        from cluster.service.published import adapter_uri as published_uri
+        from cluster.service.store import Store
+
+        return published_uri(Store(args.storage), name)
     if args.adapter_root is None or not NAME.match(name):
         return None
     candidate = storage.join(args.adapter_root, name)

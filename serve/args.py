@@ -27,6 +27,21 @@ class ApiKeyArgs(Section):
     models: list[str] | None = Field(
         None, description="Models (base name or adapter names) this key may use and see in /v1/models; null: all."
     )
+    tenant: str | None = Field(
+        None,
+        description="Tenant whose files, jobs and fine-tuned models this key sees (keys may share one); "
+        "default: the environment variable's or the file's name.",
+    )
+    max_concurrent_jobs: int | None = Field(
+        None, ge=0, description="Unfinished fine-tuning jobs this tenant may have at once (429 beyond); null: no limit."
+    )
+    max_stored_bytes: int | None = Field(
+        None, ge=0, description="Bytes of uploaded files this tenant may keep (429 beyond); null: no limit."
+    )
+
+    def tenant_name(self) -> str:
+        """The tenant this key belongs to."""
+        return self.tenant or self.env or Path(self.file or "default").name
 
     def problems(self) -> list[Problem]:
         """Exactly one source per key."""
@@ -75,7 +90,7 @@ class VllmArgs(Section):
         None,
         ge=1,
         description="Adapters in one batch (vLLM's max_loras); null: the listed adapters, at least 1, "
-        "8 when adapter_root is set.",
+        "8 when adapter_root or storage is set.",
     )
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="Share of GPU memory vLLM may take.")
     cpu_kv_cache_gib: float = Field(1, gt=0, description="KV cache size on CPU in GiB (VLLM_CPU_KVCACHE_SPACE).")
@@ -90,6 +105,31 @@ class VllmArgs(Section):
         default_factory=dict,
         description="Extra vLLM engine arguments (AsyncEngineArgs field names), passed as they are; they win over ours.",
     )
+
+
+class FinetuneArgs(Section):
+    """The fine-tuning API (served when `storage` is set): which bases may be tuned, and how jobs are run."""
+
+    bases: dict[str, str | dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Base name -> template spec (a YAML path or a mapping: workers, GPUs, DeepSpeed, defaults) its jobs "
+        "start from; empty: the served base with jobs/specs/demo-cpu.yaml.",
+    )
+    ray_address: str | None = Field(
+        None,
+        description="Ray job server the jobs are submitted to (http://HEAD:8265); default: RAY_API_SERVER_ADDRESS, "
+        "else this cluster's dashboard.",
+    )
+    runtime_env: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Ray runtime_env of every job (e.g. {working_dir: .} or env_vars with PYTHONPATH); empty: the "
+        "image's code, as `ray job submit` without --working-dir.",
+    )
+    entrypoint_num_cpus: float = Field(
+        0.5, ge=0, description="CPUs a job's driver holds; jobs wait in Ray's queue until the cluster has them."
+    )
+    max_upload_bytes: int = Field(512 * 1024**2, ge=1, description="Largest file POST /v1/files accepts, in bytes.")
+    reconcile_s: float = Field(5, gt=0, description="Seconds between checks of unfinished jobs against Ray.")
 
 
 class ServeArgs(Section):
@@ -137,6 +177,12 @@ class ServeArgs(Section):
     num_gpus: float = Field(0, ge=0, description="GPUs per replica when tensor_parallel_size is 1; 0 on CPU.")
     api_keys: list[ApiKeyArgs] = Field(default_factory=list, description="Accepted API keys; empty: no auth.")
     vllm: VllmArgs = Field(default_factory=VllmArgs, description="vLLM engine settings.")
+    storage: str | None = Field(
+        None,
+        description="Folder, shared mount, s3:// or gs:// URI of the fine-tuning service's files, jobs and models; "
+        "set, the same endpoint also serves OpenAI's files and fine_tuning.jobs routes (docs/service.md).",
+    )
+    finetune: FinetuneArgs = Field(default_factory=FinetuneArgs, description="The fine-tuning API (with storage).")
 
     def base_name(self) -> str:
         """The name clients use for the base model."""
@@ -180,6 +226,16 @@ class ServeArgs(Section):
                     )
         if self.autoscaling:
             found += [p.within("autoscaling") for p in self.autoscaling.problems()]
+        for name in self.finetune.bases:
+            if name != self.base_name():
+                found.append(
+                    Problem(
+                        f"finetune.bases.{name}",
+                        f"{name!r} is not the base this app serves ({self.base_name()!r}), so its adapters could not "
+                        "be answered here.",
+                        f"use {self.base_name()!r}, or run another app (`serve run ... model={name} storage=...`).",
+                    )
+                )
         if self.vllm.tensor_parallel_size > 1 and self.num_gpus:
             found.append(
                 Problem(

@@ -19,6 +19,9 @@ class Key:
     digest: bytes
     models: frozenset[str] | None
     source: str
+    tenant: str = "default"
+    max_concurrent_jobs: int | None = None
+    max_stored_bytes: int | None = None
 
 
 def load_keys(entries: list[ApiKeyArgs]) -> list[Key]:
@@ -35,7 +38,8 @@ def load_keys(entries: list[ApiKeyArgs]) -> list[Key]:
             missing.append(source)
             continue
         models = frozenset(entry.models) if entry.models is not None else None
-        keys.append(Key(hashlib.sha256(value.encode()).digest(), models, source))
+        limits = {"max_concurrent_jobs": entry.max_concurrent_jobs, "max_stored_bytes": entry.max_stored_bytes}
+        keys.append(Key(hashlib.sha256(value.encode()).digest(), models, source, entry.tenant_name(), **limits))
     if missing:
         raise UserError(
             f"API keys not found: {', '.join(missing)}. Fix: set each environment variable on the Ray "

@@ -23,9 +23,11 @@ from serve.adapters import adapter_dir, adapter_uri, resolve_model, root_names
 from serve.args import parse_args
 from serve.auth import Key, find_key, load_keys, may_use
 from serve.openai_protocol import ApiError
+from serve.service_routes import router
 
 logger = logging.getLogger("ray.serve")
 app = FastAPI(title="rayfit", description="OpenAI-compatible serving of a base model and its LoRA adapters (vLLM).")
+app.include_router(router)  # the fine-tuning API (serve/service_routes.py): 404 unless the app has `storage`
 
 
 @app.exception_handler(ApiError)
@@ -82,6 +84,16 @@ class OpenAIServer:
         self.capacity = self.args.max_ongoing_requests + self.args.max_queued_requests
         self.active = 0
         self.loading: dict[str, asyncio.Lock] = {}
+        self.service = None
+        if self.args.storage:
+            from serve.service import check_binding
+            from serve.service_jobs import FineTuneService
+            from serve.service_routes import use_service
+
+            check_binding(self.args)
+            self.service = FineTuneService(self.args, self.keys)
+            use_service(self.service)
+            self.reconciler = asyncio.get_running_loop().create_task(self.service.reconcile_forever())
         logger.info("rayfit: serving %s as %r with vLLM (LoRA ranks %s)", model_path, self.base, ranks or "none")
 
     def __del__(self):
@@ -102,6 +114,8 @@ class OpenAIServer:
         found = await asyncio.to_thread(root_names, self.args)
         cards = [oai.model_card(self.base, "rayfit")]
         cards += [oai.model_card(name, "rayfit", parent=self.base) for name in dict.fromkeys([*self.args.adapters, *found])]
+        if self.service is not None:
+            return {"object": "list", "data": [c for c in cards if may_use(key, c["id"])] + self.service.cards(key)}
         return {"object": "list", "data": [c for c in cards if may_use(key, c["id"])]}
 
     @app.post("/v1/chat/completions")
@@ -132,8 +146,7 @@ class OpenAIServer:
         streaming = False
         try:
             body = oai.parse_request(schema, await _body(request))
-            body.model = body.model or self.base
-            await self._route(body.model, key)
+            body.model = await self._route(body.model or self.base, key)
             result = await self._call(getattr(self.state, serving), method, body, request)
             if hasattr(result, "error"):
                 raise oai.from_vllm_error(result)
@@ -173,10 +186,14 @@ class OpenAIServer:
             )
         return key
 
-    async def _route(self, model: str, key: Key | None) -> None:
-        """Check the key may use `model`, and load it into vLLM if it is an adapter not loaded yet. 403 comes before
-        404, so a key learns nothing of models it may not use."""
-        if not may_use(key, model):
+    async def _route(self, model: str, key: Key | None) -> str:
+        """The model to run for `model` (an alias resolves to its target, once per request), loaded into vLLM if it is
+        an adapter not loaded yet. 403 comes before 404, so a key learns nothing of models it may not use; a
+        fine-tuned model of another tenant is a 404, like one that does not exist."""
+        owned = await asyncio.to_thread(self.service.route, model, key) if self.service is not None else None
+        if owned is not None:
+            model = owned
+        elif not may_use(key, model):
             raise ApiError(
                 403,
                 f"this API key may not use model {model!r}.",
@@ -186,10 +203,11 @@ class OpenAIServer:
             )
         models = self.state.openai_serving_models
         if model == self.base or model in models.lora_requests:
-            return
+            return model
         async with self.loading.setdefault(model, asyncio.Lock()):
             if model not in models.lora_requests:
                 await self._load(model)
+        return model
 
     async def _load(self, name: str) -> None:
         from vllm.entrypoints.serve.lora.protocol import LoadLoRAAdapterRequest

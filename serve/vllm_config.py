@@ -36,13 +36,13 @@ def _rank(uri: str) -> int:
 
 def lora_sizes(args: ServeArgs, ranks: dict[str, int]) -> dict[str, Any]:
     """enable_lora, max_lora_rank (the adapters' largest, rounded up to a vLLM rank), max_loras and max_cpu_loras."""
-    if not args.adapters and args.adapter_root is None:
+    if not args.adapters and args.adapter_root is None and args.storage is None:
         return {}
     rank = args.vllm.max_lora_rank or max(ranks.values(), default=DEFAULT_LORA_RANK)
     fitted = next((r for r in VLLM_LORA_RANKS if r >= rank), None)
     if fitted is None:
         raise UserError(f"LoRA rank {rank} is above vLLM's largest ({VLLM_LORA_RANKS[-1]}). Fix: serve a merged export.")
-    max_loras = args.vllm.max_loras or max(len(args.adapters), 8 if args.adapter_root else 1)
+    max_loras = args.vllm.max_loras or max(len(args.adapters), 8 if args.adapter_root or args.storage else 1)
     return {
         "enable_lora": True,
         "max_lora_rank": fitted,

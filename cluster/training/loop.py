@@ -16,6 +16,7 @@ from cluster import storage
 from cluster.manifest import read_manifest
 from cluster.model.load import load_tokenizer, train_dtype
 from cluster.run_folder import local_copy, resume_point
+from cluster.service.training_hooks import metrics_sink, service_callbacks
 from cluster.spec import JobSpec, validate_spec
 from cluster.training.callbacks import CheckpointReporter, FaultInjection, RunArtifacts, barrier, node_leader
 from cluster.training.deepspeed_config import deepspeed_config
@@ -80,11 +81,12 @@ def train_loop(config: dict[str, Any], callbacks: tuple = ()) -> dict[str, Any]:
         eval_on_start=resume is None,
         callbacks=[
             CheckpointReporter(spec, run, dtype, under_ray, rank, leader, _resumed_from(resume, reshard, world)),
-            ProgressLog(rank),
+            ProgressLog(rank, sink=metrics_sink(rank)),
             RunArtifacts(run, rank, f"{spec.output.name}: {spec.model.method} of {spec.model.base}"),
             FaultInjection(run, rank),
             *_early_stopping(spec),
             *([OwnStepCounters()] if reshard else []),
+            *service_callbacks(rank),
             *callbacks,
         ],
     )

@@ -34,8 +34,9 @@ def progress_line(step: int, total: int, logs: dict, tokens_per_s: float | None,
 class ProgressLog(TrainerCallback):
     """Rank 0 prints one progress line per log event: losses, learning rate, tokens/s of the whole group, elapsed, ETA."""
 
-    def __init__(self, rank: int):
+    def __init__(self, rank: int, sink=None):
         self.rank = rank
+        self.sink = sink  # also given each step's numbers (a service job's metrics events, cluster/service)
         self.start: tuple[float, int] | None = None  # (time, step) when this process began training
         self.last: tuple[float, int] | None = None  # (time, tokens seen) at the last train log
 
@@ -55,3 +56,5 @@ class ProgressLog(TrainerCallback):
         done = step - self.start[1]  # steps this process ran (a resumed run starts mid-way)
         eta = elapsed / done * (state.max_steps - step) if done > 0 and state.max_steps else None
         print(progress_line(step, state.max_steps, logs, rate, elapsed, eta), file=sys.stdout, flush=True)
+        if self.sink is not None:
+            self.sink(step, state.max_steps, logs, rate, seen, eta)

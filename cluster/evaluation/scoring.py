@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import math
-import re
 from functools import cache
 from pathlib import Path
 
@@ -84,17 +82,16 @@ def normalize(text: str) -> str:
 
 
 def compliant(answer: str, cfg: EvaluateSpec) -> bool:
-    """Whether an answer fully matches the spec's format regex and satisfies its JSON schema (each when given)."""
-    if cfg.format_regex is not None and re.fullmatch(cfg.format_regex, answer.strip(), flags=re.DOTALL) is None:
-        return False
-    if cfg.json_schema is not None:
-        import jsonschema
+    """Whether an answer fully matches the spec's format regex and satisfies its JSON schema (each when given).
 
-        try:
-            jsonschema.validate(json.loads(answer), cfg.json_schema)
-        except (ValueError, jsonschema.ValidationError):
-            return False
-    return True
+    The rules are the regex and json_schema graders' own (cluster/graders/), so rewards and compliance agree.
+    """
+    from cluster.graders.json_schema import conforms
+    from cluster.graders.regex import full_match
+
+    if cfg.format_regex is not None and not full_match(cfg.format_regex, answer):
+        return False
+    return cfg.json_schema is None or conforms(answer, cfg.json_schema)
 
 
 def text_metrics(answers: list[str], references: list[str], cfg: EvaluateSpec) -> dict:

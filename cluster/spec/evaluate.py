@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 from pydantic import Field
@@ -39,23 +38,14 @@ class EvaluateSpec(Section):
     )
 
     def problems(self) -> list[Problem]:
-        out = []
-        if self.format_regex is not None:
-            try:
-                re.compile(self.format_regex)
-            except re.error as e:
-                out.append(
-                    Problem("format_regex", f"not a valid regular expression ({e}).", "fix the pattern (Python re syntax).")
-                )
-        if self.json_schema is not None:
-            import jsonschema
+        from cluster.graders.json_schema import schema_problem
+        from cluster.graders.regex import pattern_problem
 
-            try:
-                jsonschema.validators.validator_for(self.json_schema).check_schema(self.json_schema)
-            except jsonschema.SchemaError as e:
-                out.append(
-                    Problem("json_schema", f"not a valid JSON schema ({e.message}).", "fix the schema (see json-schema.org).")
-                )
+        found = [
+            pattern_problem("format_regex", self.format_regex) if self.format_regex is not None else None,
+            schema_problem("json_schema", self.json_schema) if self.json_schema is not None else None,
+        ]
+        out = [p for p in found if p]
         if self.gate_metric == "format_compliance" and self.format_regex is None and self.json_schema is None:
             out.append(
                 Problem(

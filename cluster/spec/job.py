@@ -10,6 +10,7 @@ from cluster.spec.base import Problem, Section, SpecError
 from cluster.spec.compute import ClusterSpec
 from cluster.spec.data import DataSpec
 from cluster.spec.evaluate import EvaluateSpec
+from cluster.spec.grpo import grpo_problems
 from cluster.spec.merge import MergeSpec
 from cluster.spec.model import ModelSpec
 from cluster.spec.output import OutputSpec
@@ -102,11 +103,19 @@ def _levers_need_a_gpu(s: JobSpec) -> list[Problem]:
     return out
 
 
+def _grpo_batch(s: JobSpec) -> list[Problem]:
+    if s.train.objective != "grpo":
+        return []
+    t = s.train
+    return grpo_problems(t.grpo, t.micro_batch_size, t.gradient_accumulation_steps, s.cluster.num_workers)
+
+
 CROSS_RULES: list[CrossRule] = [
     (("model", "cluster"), _qlora_zero3),
     (("evaluate", "data"), _eval_needs_data),
     (("train", "data"), _eval_steps_need_data),
     (("train", "model", "cluster"), _levers_need_a_gpu),
+    (("train", "cluster"), _grpo_batch),
 ]
 SECTIONS = ("model", "data", "train", "cluster", "output", "merge", "evaluate", "plan")
 

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from cluster.spec.base import Problem, Section
 
-Objective = Literal["sft", "dpo", "kto"]
+Objective = Literal["sft", "dpo", "kto", "grpo"]
 # TRL 1.16's DPOConfig.loss_type values (trl/trainer/dpo_config.py); several may be combined with loss_weights.
 DpoLoss = Literal[
     "sigmoid",

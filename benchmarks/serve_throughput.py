@@ -297,7 +297,7 @@ def main() -> None:
 
 
 def ray_llm_app(model: Path, max_len: int, eager: bool):
-    """The same model through Ray Serve LLM's build_openai_app (settings from shared/VERIFIED.md)."""
+    """The same model through Ray Serve LLM's build_openai_app (settings from docs/platform-notes.md)."""
     from ray.serve.llm import LLMConfig, build_openai_app
 
     config = LLMConfig(

@@ -9,7 +9,7 @@ import os
 import sys
 
 # Progress bars repeat the data report's counts line by line in job logs; Ray's print patch floods worker logs with
-# bytecode listings (shared/VERIFIED.md); tokenizers warns about forking after its threads started.
+# bytecode listings (docs/platform-notes.md); tokenizers warns about forking after its threads started.
 PROCESS_ENV = {
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
     "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
@@ -20,7 +20,7 @@ PROCESS_ENV = {
 # package (which downloads from a hub) on CPUs with AVX512-BF16; the slow path it falls back to is the tested one.
 # Ray Train logs every report of every rank at INFO (the metrics dict); rayfit prints one progress line instead.
 # Its placement-group cleaner warns once a second that it cannot query the state API when the dashboard is off (a
-# local run starts Ray without it; shared/VERIFIED.md): it keeps monitoring, and a real failure still logs an error.
+# local run starts Ray without it; docs/platform-notes.md): it keeps monitoring, and a real failure still logs an error.
 # That logger is named by its file's path (getLogger(__file__)), so RunConfig's LoggingConfig does not reach it.
 QUIET_LOGGERS = {
     "bitsandbytes.backends.cpu.ops": logging.ERROR,

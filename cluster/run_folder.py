@@ -105,13 +105,13 @@ def resume_point(candidates: list[str], cache: Path, say=print) -> tuple[str, Pa
     """
     for uri in sorted(candidates, key=lambda u: step_of(u) or -1, reverse=True):
         if not is_complete(uri):
-            say(f"[rayfit] skipping checkpoint {uri}: no {MANIFEST} (its save was cut short)")
+            say(f"rayfit: skipping checkpoint {uri}: no {MANIFEST} (its save was cut short)")
             continue
         local = local_copy(uri, cache)
         bad = verify(local)
         if bad:
             say(
-                f"[rayfit] skipping checkpoint {uri}: {len(bad)} file(s) differ from its {MANIFEST} "
+                f"rayfit: skipping checkpoint {uri}: {len(bad)} file(s) differ from its {MANIFEST} "
                 f"({'; '.join(bad[:3])}{'; ...' if len(bad) > 3 else ''})"
             )
             continue
@@ -163,7 +163,8 @@ def find_checkpoint(uri: str) -> tuple[str, dict]:
     if chosen is None:
         raise UserError(
             f"{uri} has no {MANIFEST} and no complete {PREFIX}NNNNNNNN/ folder (one with a {MANIFEST}). "
-            "Fix: give a run folder written by `python -m jobs.finetune`, or one of its checkpoint folders; "
+            "Fix: give a run folder written by `rayfit finetune` (or `python -m jobs.finetune`), or one of its checkpoint "
+            "folders; "
             "a checkpoint without manifest.json was interrupted while saving."
         )
     return chosen.uri, read_manifest(chosen.uri)

@@ -1,4 +1,4 @@
-"""`python -m jobs.finetune SPEC.yaml`: load spec -> check data -> plan -> fit -> run.json -> merge -> evaluate.
+"""`rayfit finetune SPEC.yaml` (`python -m jobs.finetune`): spec -> check data -> plan -> fit -> run.json -> merge -> evaluate.
 
 The driver orchestrates; training runs on Ray Train workers, merge and evaluation as Ray tasks sized by the planner.
 
@@ -20,25 +20,29 @@ from cluster.spec import JobSpec, SpecError, load_spec
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run a fine-tuning job end to end; user errors print one line and exit non-zero."""
-    args = _parser().parse_args(argv)
+    """Run a fine-tuning job end to end; user errors print one line and exit non-zero (what `ray job submit` runs)."""
+    parser = argparse.ArgumentParser(prog="python -m jobs.finetune", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    return run_main(lambda: run(args))
 
-    def body() -> None:
-        if args.service_job is None:
-            finetune(load_spec(args.spec), args.address)
-            return
-        from cluster.service.driver import ServiceRun, load_job_spec
 
-        service = ServiceRun(args.service_job)
-        spec = load_job_spec(args.spec)
-        try:
-            finetune(spec, args.address, service)
-        except BaseException as e:  # the service shows why (a stopped job is marked by the app instead)
-            if not isinstance(e, KeyboardInterrupt | SystemExit):
-                service.failed(e, run_uri(spec))
-            raise
+def run(args: argparse.Namespace) -> int:
+    """The job for parsed arguments: `rayfit finetune` and `python -m jobs.finetune` both end here."""
+    if args.service_job is None:
+        finetune(load_spec(args.spec), args.address)
+        return 0
+    from cluster.service.driver import ServiceRun, load_job_spec
 
-    return run_main(body)
+    service = ServiceRun(args.service_job)
+    spec = load_job_spec(args.spec)
+    try:
+        finetune(spec, args.address, service)
+    except BaseException as e:  # the service shows why (a stopped job is marked by the app instead)
+        if not isinstance(e, KeyboardInterrupt | SystemExit):
+            service.failed(e, run_uri(spec))
+        raise
+    return 0
 
 
 def finetune(spec: JobSpec, address: str | None = None, service=None) -> dict:
@@ -134,11 +138,11 @@ def _connect(address: str | None, spec: JobSpec) -> None:
 
 
 def _say(message: str) -> None:
-    print(f"[rayfit] {message}", flush=True)
+    print(f"rayfit: {message}", flush=True)
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m jobs.finetune", description=__doc__.splitlines()[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The job's arguments, shared by `rayfit finetune` and `python -m jobs.finetune`."""
     p.add_argument("spec", help="the job spec (YAML)")
     p.add_argument(
         "--address",
@@ -152,7 +156,6 @@ def _parser() -> argparse.ArgumentParser:
         metavar="URI",
         help="{storage}/jobs/{job-id} of a fine-tuning API job: report status, events and the published model there",
     )
-    return p
 
 
 if __name__ == "__main__":

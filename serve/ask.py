@@ -16,7 +16,12 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: parse, serve, ask, print, shut down."""
-    parser = argparse.ArgumentParser(prog="python -m serve.ask", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m serve.ask",
+        description=__doc__.splitlines()[0],
+        epilog='example:\n  rayfit ask ~/rayfit-runs/demo-cpu/export "What is a bygglov?"   (= python -m serve.ask ...)',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("model_uri", help="base model or export: folder, s3://..., org/name or embedded:smollm2-135m-instruct")
     parser.add_argument("prompt", help="the user message")
     parser.add_argument("--adapter", action="append", default=[], metavar="NAME=URI", help="a LoRA adapter to serve")
@@ -79,7 +84,7 @@ def ask(
     for uri in adapters.values():
         adapter_dir(uri)
     target = model or (next(iter(adapters)) if adapters else parsed.base_name())
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # see shared/VERIFIED.md: a stray token file breaks local clients
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # see docs/platform-notes.md: a stray token file breaks local clients
     port = free_port()
     ray.init(num_cpus=num_cpus, include_dashboard=False, object_store_memory=200 * 1024**2, log_to_driver=False)
     try:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-# Tests never reach a hub, and Ray Train workers' print patch floods logs (shared/VERIFIED.md).
+# Tests never reach a hub, and Ray Train workers' print patch floods logs (docs/platform-notes.md).
 # One Ray auth mode for every in-process Ray session of the test run: a driver process that started Ray with token
 # auth (the default) and later starts another local Ray with auth disabled gets every actor of the second one
 # cancelled before it runs ("The actor never ran"). Tests that need token auth start their head in a subprocess.

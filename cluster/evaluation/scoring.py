@@ -19,7 +19,7 @@ def eval_loss(model, rows) -> dict:
     """Token-weighted mean cross-entropy over the trained tokens of every eval row, and its perplexity.
 
     Packed rows go in one at a time with their position_ids and use_cache=False, the only way samples in a row
-    never attend to each other (shared/VERIFIED.md).
+    never attend to each other (docs/platform-notes.md).
     """
     device = next(model.parameters()).device
     total, count = 0.0, 0
@@ -72,7 +72,7 @@ def _stop_ids(model, tokenizer) -> list[int]:
 def _metric(name: str):
     import evaluate
 
-    # Local metric modules: evaluate.load("rouge") would fetch a script from a hub (shared/VERIFIED.md).
+    # Local metric modules: evaluate.load("rouge") would fetch a script from a hub (docs/platform-notes.md).
     return evaluate.load(str(METRICS_DIR / f"{name}.py"))
 
 

@@ -1,6 +1,6 @@
 """The 4-bit base a QLoRA adapter was trained against: its weights dequantized, from a live model or one at a time.
 
-The trap (shared/VERIFIED.md): on CPUs with AVX512-BF16 a no-grad forward repacks `Linear4bit` weights into a
+The trap (docs/platform-notes.md): on CPUs with AVX512-BF16 a no-grad forward repacks `Linear4bit` weights into a
 CPU-only layout, after which `dequantize_4bit`, `model.dequantize()` and PEFT merges return garbage. Calling a
 module's `state_dict()` converts the layout back, so `dequantized_weights` does that first for every layer: the
 result is right whatever ran on the model before. The streaming merge (`fourbit_layers` + `roundtrip`) never runs

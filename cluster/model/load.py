@@ -67,7 +67,7 @@ def load_model(
     live = _zero3_live(ds_config)  # must stay referenced until from_pretrained returns
     model = AutoModelForCausalLM.from_pretrained(source or resolve_base(spec.model.base), **kwargs)
     del live
-    # Packed rows are only correct with the cache off (shared/VERIFIED.md); training never needs the cache.
+    # Packed rows are only correct with the cache off (docs/platform-notes.md); training never needs the cache.
     model.config.use_cache = False
     if spec.model.method == "full":
         return model

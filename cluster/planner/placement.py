@@ -56,9 +56,9 @@ def _refusal(request: StepRequest, nodes: list[dict]) -> str:
     )
     fix = (
         "add a node (worker group) with more memory, or set merge.enabled: false and merge later with "
-        "`python -m jobs.merge` on a machine that holds it"
+        "`rayfit merge RUN` on a machine that holds it"
         if request.step == "merge"
-        else "add a node with more memory, or set evaluate.enabled: false and evaluate later with `python -m jobs.evaluate`"
+        else "add a node with more memory, or set evaluate.enabled: false and evaluate later with `rayfit evaluate RUN`"
     )
     return (
         f"plan: the {request.step} task needs {need} ({request.how}), but {have} "

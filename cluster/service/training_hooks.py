@@ -63,7 +63,7 @@ class PauseWhenAsked(TrainerCallback):
             control.should_save = True
             control.should_training_stop = True
             if self.rank == 0:
-                print(f"[rayfit] pause requested: checkpointing at step {state.global_step} and stopping", flush=True)
+                print(f"rayfit: pause requested: checkpointing at step {state.global_step} and stopping", flush=True)
         return control
 
 

@@ -83,7 +83,7 @@ class CheckpointReporter(TrainerCallback):
             self._report_and_describe(folder, name, dest, step, metrics)
         if self.rank == 0:
             print(
-                f"[rayfit] checkpoint step {step} -> {dest}: training paused {time.perf_counter() - start:.2f} s "
+                f"rayfit: checkpoint step {step} -> {dest}: training paused {time.perf_counter() - start:.2f} s "
                 f"({self.spec.cluster.checkpoint_upload} upload)",
                 flush=True,
             )

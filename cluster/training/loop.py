@@ -49,12 +49,12 @@ def train_loop(config: dict[str, Any], callbacks: tuple = ()) -> dict[str, Any]:
     on_gpu = spec.cluster.use_gpu and torch.cuda.is_available()
     run_spec, resized = for_world(spec, world)  # the spec as this many workers run it (elastic runs)
     if resized and rank == 0:
-        print(f"[rayfit] {resized}", flush=True)
+        print(f"rayfit: {resized}", flush=True)
     ds_config = deepspeed_config(run_spec, world, on_gpu)
     resume, resume_local, reshard = _resume_point(config, scratch, rank, leader, world, ds_config is not None, under_ray)
     if resume and _finished(manifest := read_manifest(str(resume_local)), spec):  # the node's verified copy
         if rank == 0:
-            print(f"[rayfit] {resume} already completes this run; nothing to train", flush=True)
+            print(f"rayfit: {resume} already completes this run; nothing to train", flush=True)
         return {"log_history": [], "global_step": manifest["step"]}
     check_levers(spec, on_gpu)
     if ds_config:
@@ -97,7 +97,7 @@ def train_loop(config: dict[str, Any], callbacks: tuple = ()) -> dict[str, Any]:
         trainer = prepare_trainer(trainer)
     if resume and rank == 0:
         written = f" (written by {reshard} worker{'s' * (reshard != 1)}; resharded for {world})" if reshard else ""
-        print(f"[rayfit] resuming from {resume}{written}", flush=True)
+        print(f"rayfit: resuming from {resume}{written}", flush=True)
     trainer.train(resume_from_checkpoint=str(resume_local) if resume else None)
     barrier()  # every rank is done with the node-local copies (checkpoints are already in storage)
     if leader:

@@ -28,7 +28,7 @@ def progress_line(step: int, total: int, logs: dict, tokens_per_s: float | None,
     parts.append(f"{_duration(elapsed)} elapsed")
     if eta is not None:
         parts.append(f"ETA {_duration(eta)}")
-    return "[rayfit] " + " | ".join(parts)
+    return "rayfit: " + " | ".join(parts)
 
 
 class ProgressLog(TrainerCallback):

@@ -69,7 +69,7 @@ def load_start_model(spec: JobSpec, ds_config: dict | None, on_gpu: bool, device
         raise UserError(
             f"model.init_from {spec.model.init_from}: a {method} checkpoint of {manifest.get('base_model')} "
             f"cannot start a {spec.model.method} run of {spec.model.base}. Fix: continue with the same "
-            "model.base and method, or merge the run (rayfit merge) and use the export as model.base."
+            "model.base and method, or merge the run (`rayfit merge RUN`) and use the export as model.base."
         )
     folder = str(local_copy(uri))
     if method == "full":

@@ -61,7 +61,7 @@ def test_finetune_job_end_to_end(tiny_model_dir, tmp_path):
     assert json.loads((Path(record["export"]) / "manifest.json").read_text())["kind"] == "export"
     assert (run / "eval" / "report.json").is_file() and (run / "data_report.json").is_file()
     assert (run / "loss.png").is_file() and list((run / "data").iterdir())
-    assert "[rayfit] plan:" in proc.stdout
+    assert "rayfit: plan:" in proc.stdout
 
 
 def test_spec_errors_are_one_message_without_traceback(tmp_path):

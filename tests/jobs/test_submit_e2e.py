@@ -45,7 +45,7 @@ def local_head(auth: dict[str, str]):
     """A local Ray head with the dashboard (the job server) on a free port; stopped, with all it started, after."""
     temp = Path(tempfile.mkdtemp(prefix="rfe2e-", dir="/tmp"))  # short: Ray's unix socket paths must stay < 108 chars
     gcs, dashboard, client, agent = free_ports(4)
-    # One RAY_AUTH_MODE for the head and every client (shared/VERIFIED.md); .venv first so the job's `python` is ours.
+    # One RAY_AUTH_MODE for the head and every client (docs/platform-notes.md); .venv first so the job's `python` is ours.
     env = {
         **os.environ,
         **auth,
@@ -228,7 +228,7 @@ def test_ray_job_submit_and_rayfit_submit_both_run_the_finetune(head, cli, tiny_
         monkeypatch.chdir(wd)
         code, stdout, stderr = cli("logs", job_id, "--follow")
         assert code == 0, stdout[-4000:] + stderr[-2000:]
-        assert f"job {job_id} SUCCEEDED" in stderr and "[rayfit] best checkpoint" in stdout
+        assert f"job {job_id} SUCCEEDED" in stderr and "rayfit: best checkpoint" in stdout
         assert cli("status", job_id)[1].strip() == f"{job_id} SUCCEEDED"
         listed = cli("list")[1]
         assert any(

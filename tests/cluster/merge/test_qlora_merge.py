@@ -1,5 +1,5 @@
 """QLoRA merge: into the dequantized 4-bit base the export reproduces 4-bit base + adapter, even after the
-no-grad forward that repacks 4-bit weights on AVX512-BF16 CPUs (shared/VERIFIED.md)."""
+no-grad forward that repacks 4-bit weights on AVX512-BF16 CPUs (docs/platform-notes.md)."""
 
 from __future__ import annotations
 

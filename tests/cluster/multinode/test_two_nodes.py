@@ -133,7 +133,7 @@ def _assert_same_losses(history: list[dict], expected: dict[int, float]) -> None
 
 
 def _trained_steps(out: str) -> list[int]:
-    return sorted({int(s) for s in re.findall(rf"\[rayfit\] step (\d+)/{STEPS}\b", out)})
+    return sorted({int(s) for s in re.findall(rf"rayfit: step (\d+)/{STEPS}\b", out)})
 
 
 def _losses(history: list[dict]) -> dict[int, float]:

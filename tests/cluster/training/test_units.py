@@ -173,8 +173,8 @@ def test_resume_skips_incomplete_and_altered_checkpoints_with_a_reason(tmp_path)
     uri, local = resume_point([str(old), str(cut), str(new)], tmp_path / "cache", say=said.append)
     assert uri == str(old) and local == old
     assert said == [
-        f"[rayfit] skipping checkpoint {cut}: no manifest.json (its save was cut short)",
-        f"[rayfit] skipping checkpoint {new}: 1 file(s) differ from its manifest.json "
+        f"rayfit: skipping checkpoint {cut}: no manifest.json (its save was cut short)",
+        f"rayfit: skipping checkpoint {new}: 1 file(s) differ from its manifest.json "
         "(global_step/zero_pp_rank_1_optim_states.pt: missing)",
     ]
     (old / "global_step" / "zero_pp_rank_0_optim_states.pt").write_bytes(b"rank0-99")  # same size, other bytes

@@ -155,3 +155,16 @@ def test_files_and_jobs_print_their_fields():
     assert "error             eval_regression: ROUGE-L fell 0.16 -> 0.02" in shown
     assert "rayfit.ray_job_id ftjob-1-1" in shown
     assert "fine_tuned_model" not in shown  # absent fields are left out, not printed as None
+
+
+def test_the_demo_prints_both_answers_side_by_side():
+    from jobs.cli.demo import side_by_side
+
+    text = side_by_side("What is a bygglov?", "base", "A kind of boat.", "ft:base:faq:ftjob-1", "A building permit. " * 5, 30)
+    lines = text.strip().splitlines()
+    assert lines[0] == "Q: What is a bygglov?"
+    assert lines[1] == ""
+    assert lines[2].split(" | ") == ["base".ljust(30), "ft:base:faq:ftjob-1"]
+    assert lines[4] == f"{'A kind of boat.':<30} | A building permit. A building"
+    assert all(len(line.split(" | ")[0]) == 30 for line in lines[4:])  # the right column starts at one place
+    assert " ".join(line.split(" | ")[1] for line in lines[4:]).split() == ("A building permit. " * 5).split()

@@ -4,6 +4,7 @@ fields rejected), built-in kinds with kubernetes-validate, and the specs, Ray co
 from __future__ import annotations
 
 import copy
+import os
 import re
 import shlex
 import shutil
@@ -20,8 +21,9 @@ from cluster.storage import shared_storage_problems
 from tests.k8s.crd_schema import crd_errors, load_crd_validators
 
 REPO = Path(__file__).resolve().parents[2]
-CRD_DIR = REPO.parent / "shared" / "kuberay-crds"
-BUILDS = ["base", "overlays/dev-cpu", "overlays/gpu-70b"]
+CRD_DIR = Path(os.environ.get("RAYFIT_KUBERAY_CRDS", REPO.parent / "shared" / "kuberay-crds"))
+BUILDS = ["base", "overlays/dev-cpu", "overlays/gpu-70b", "overlays/service"]
+KINDS = {"overlays/service": {"RayService"}}  # the service submits its jobs itself: no RayJob, no standalone RayCluster
 K8S_VERSION = "1.33"
 IMAGE_ROOT = "/home/ray/rayfit"  # WORKDIR of the Dockerfile: where the repo lives in the image
 
@@ -66,7 +68,7 @@ def pod_templates(obj: dict) -> list[dict]:
 @pytest.mark.parametrize("build", BUILDS)
 def test_kuberay_objects_match_the_crd_schemas(build, builds, validators):
     objs = [o for o in builds[build] if o["apiVersion"].startswith("ray.io/")]
-    assert {o["kind"] for o in objs} == {"RayCluster", "RayJob", "RayService"}
+    assert {o["kind"] for o in objs} == KINDS.get(build, {"RayCluster", "RayJob", "RayService"})
     for obj in objs:
         assert obj["apiVersion"] == "ray.io/v1"
         assert crd_errors(validators, obj) == [], f"{build}: {obj['kind']}/{obj['metadata']['name']}"
@@ -170,10 +172,12 @@ def build_serve_config(config: dict, model_dir: Path) -> list:
 def test_rayservice_serve_config_goes_through_the_real_builder(build, builds, tmp_path):
     service = next(o for o in builds[build] if o["kind"] == "RayService")
     [args] = build_serve_config(yaml.safe_load(service["spec"]["serveConfigV2"]), tmp_path)
-    for template in pod_templates(service):  # key files: a Secret mounted in every pod
-        mounts = [m["mountPath"] for m in template["spec"]["containers"][0].get("volumeMounts", [])]
+    for template in pod_templates(service):  # keys: a Secret mounted, or set by secretKeyRef, in every pod
+        container = template["spec"]["containers"][0]
+        mounts = [m["mountPath"] for m in container.get("volumeMounts", [])]
+        from_secrets = {e["name"] for e in container.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}
         for key in args.api_keys:
-            assert key.file and any(key.file.startswith(m + "/") for m in mounts), key
+            assert (key.file and any(key.file.startswith(m + "/") for m in mounts)) or key.env in from_secrets, key
     gpus = [
         g["template"]["spec"]["containers"][0]["resources"]["limits"].get("nvidia.com/gpu", "0")
         for g in service["spec"]["rayClusterConfig"].get("workerGroupSpecs", [])

@@ -13,6 +13,7 @@ from cluster.data.assemble import finish
 from cluster.data.pipeline import check_threshold, read_all, tokenize
 from cluster.data.report import DataReport
 from cluster.embedded import cache_root
+from cluster.errors import UserError
 from cluster.spec import JobSpec
 
 # Bump when the tokenized output of the same inputs changes (rendering, masking, packing), so old caches are not reused.
@@ -68,6 +69,12 @@ def prepare_datasets(spec: JobSpec, tokenizer, cache_dir: str) -> PreparedData:
     UserError for unreadable sources, and DataQualityError (a UserError with `.report`) when more rows are dropped
     than data.max_dropped_fraction allows; nothing is saved then.
     """
+    if spec.train.objective == "grpo":
+        from cluster.data.prompts import check_prompts
+        from cluster.spec.grpo import TRAINING_PENDING
+
+        check_prompts(spec)
+        raise UserError(TRAINING_PENDING)
     if spec.train.objective != "sft":  # DPO/KTO rows stay text: TRL's trainers template and tokenize them
         from cluster.data.preference_prepare import prepare_preferences
 
@@ -88,6 +95,10 @@ def prepare_datasets(spec: JobSpec, tokenizer, cache_dir: str) -> PreparedData:
 
 def check_data(spec: JobSpec, tokenizer=None) -> DataReport:
     """Run every data check without saving anything; raises DataQualityError when too many rows are dropped."""
+    if spec.train.objective == "grpo":  # prompts and their reference fields; TRL's GRPOTrainer tokenizes
+        from cluster.data.prompts import check_prompts
+
+        return check_prompts(spec)
     if tokenizer is None:
         from cluster.model.load import load_tokenizer
 

@@ -80,7 +80,7 @@ class Generator:
     """A Ray Data actor: loads the run's starting model once, answers batches of prompts greedily."""
 
     def __init__(self, spec: dict[str, Any], max_new_tokens: int):
-        from cluster.evaluation.run import load_base, load_tuned
+        from cluster.evaluation.models import load_base, load_tuned
         from cluster.model.load import load_tokenizer
         from cluster.spec import validate_spec
 

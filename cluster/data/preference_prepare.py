@@ -14,11 +14,11 @@ import random
 from pydantic import Field
 
 from cluster import storage
+from cluster.data.cache import PreparedData, cached, content_hash, save
 from cluster.data.drops import Drop
 from cluster.data.mixing import choose, mix_counts, split_eval
 from cluster.data.pipeline import check_threshold
 from cluster.data.preference import BadRow, bad_row_drop, normalise
-from cluster.data.prepare import PreparedData, _cached, _save, content_hash
 from cluster.data.report import DataReport, SourceSummary
 from cluster.data.sources import read_source
 from cluster.errors import UserError
@@ -137,16 +137,16 @@ def prepare_preferences(spec: JobSpec, tokenizer, cache_dir: str) -> PreparedDat
     rows, report, digests = read_preferences(spec)
     key = content_hash(spec, tokenizer, digests)
     target = storage.join(storage.normalize(cache_dir), key)
-    cached = _cached(target)
-    if cached is not None:
-        return PreparedData(cached.train_path, cached.eval_path, PreferenceReport.model_validate(cached.report.model_dump()))
+    found = cached(target)
+    if found is not None:
+        return PreparedData(found.train_path, found.eval_path, PreferenceReport.model_validate(found.report.model_dump()))
     train, held = _check(rows, spec, tokenizer, report)
     report.hash = key
     columns = ["prompt", "chosen", "rejected"] if spec.train.objective == "dpo" else ["prompt", "completion", "label"]
     keep = [*columns, "where"]
     train_ds = Dataset.from_list([{k: r[k] for k in keep} for r in train])
     eval_ds = Dataset.from_list([{k: r[k] for k in keep} for r in held]) if held else None
-    _save(target, train_ds, eval_ds, report)
+    save(target, train_ds, eval_ds, report)
     return PreparedData(storage.join(target, "train"), storage.join(target, "eval") if held else None, report)
 
 

@@ -11,7 +11,8 @@ ROUGE-L and BLEU are local `evaluate.Metric` modules in metrics/, loaded by path
 """
 
 from cluster.evaluation.heldout import generation_samples, load_eval_rows
-from cluster.evaluation.run import evaluate_run, load_base, load_tuned
+from cluster.evaluation.models import load_base, load_tuned
+from cluster.evaluation.run import evaluate_run
 from cluster.evaluation.scoring import eval_loss, generate, text_metrics
 
 __all__ = [

@@ -80,7 +80,7 @@ def preference_scores(start: list[tuple], model: list[tuple], beta: float) -> di
 
 def evaluate_preference_run(spec: JobSpec, tuned_uri: str, out_uri: str, cache_dir: str | None = None) -> dict:
     """Score the starting and tuned models on held-out pairs; write report.json/.md and chart.png like SFT runs."""
-    from cluster.evaluation.run import load_base, load_tuned
+    from cluster.evaluation.models import load_base, load_tuned
     from cluster.model.load import load_tokenizer
     from cluster.training.warm_start import resolve_init
 

@@ -9,13 +9,10 @@ import time
 import torch
 
 from cluster import storage
-from cluster.errors import UserError
 from cluster.evaluation.heldout import Sample, generation_samples, load_eval_rows
+from cluster.evaluation.models import load_base, load_tuned
 from cluster.evaluation.report import enforce_gate, gate, write_report
 from cluster.evaluation.scoring import eval_loss, generate, text_metrics
-from cluster.manifest import read_manifest
-from cluster.merge.export import verified_copy
-from cluster.merge.weights import merged_model, spec_as_trained
 from cluster.model import load
 from cluster.spec import JobSpec
 
@@ -61,37 +58,6 @@ def evaluate_run(spec: JobSpec, tuned_uri: str, out_uri: str, cache_dir: str | N
     write_report(report, out_uri)
     enforce_gate(report, out_uri)
     return report
-
-
-def eval_dtype(spec: JobSpec) -> torch.dtype:
-    """The dtype both models are scored in: the spec's on GPU, float32 on CPU (as training there)."""
-    return load.train_dtype(spec, torch.cuda.is_available())
-
-
-def load_base(spec: JobSpec):
-    """The untuned base model in the evaluation dtype, at the spec's revision."""
-    return _ready(load.load_base(spec, eval_dtype(spec)))
-
-
-def load_tuned(uri: str, spec: JobSpec):
-    """The tuned model: an export loads as it is; a checkpoint is merged in memory the way the spec merges.
-
-    Either is refused (UserError naming the file) when its files do not match its manifest's checksums."""
-    uri = storage.normalize(uri)
-    manifest = read_manifest(uri)
-    if manifest.get("kind") not in ("export", "checkpoint"):
-        raise UserError(f"{uri} is a rayfit {manifest.get('kind')!r}; evaluation takes an export or a checkpoint.")
-    folder = verified_copy(uri, manifest)
-    if manifest["kind"] == "export":
-        model = load.load_folder_model(folder, eval_dtype(spec), spec)
-    else:
-        model = merged_model(folder, spec_as_trained(manifest), spec.merge.into).to(eval_dtype(spec))
-    return _ready(model)
-
-
-def _ready(model):
-    model.eval()
-    return model.to("cuda") if torch.cuda.is_available() else model
 
 
 def _score(model, tokenizer, rows, samples: list[Sample], spec: JobSpec) -> tuple[dict, list[str]]:

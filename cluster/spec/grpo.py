@@ -9,6 +9,14 @@ from pydantic import Field
 from cluster.graders.grading import Grader
 from cluster.spec.base import Problem, Section
 
+# Said by the finetune job (before any worker starts) and by the worker's trainer choice, so a GRPO spec never
+# trains as another objective: graders, data checks and the spec are in place; the GRPOTrainer run is not yet.
+TRAINING_PENDING = (
+    "train.objective: grpo: the spec, its graders and the data pass their checks, but GRPO training on Ray Train "
+    "workers is not part of this rayfit version yet. Fix: try the graders with `rayfit graders run SPEC`, check the "
+    "data with `rayfit data check SPEC`, and train with objective sft, dpo or kto meanwhile."
+)
+
 # TRL 1.16's GRPOConfig.loss_type values (trl/trainer/grpo_config.py).
 GrpoLoss = Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo"]
 

@@ -36,6 +36,11 @@ def build_objective_trainer(
     from peft import PeftModel
 
     objective = spec.train.objective
+    if objective == "grpo":
+        from cluster.errors import UserError
+        from cluster.spec.grpo import TRAINING_PENDING
+
+        raise UserError(TRAINING_PENDING)
     if objective == "sft":
         from trl import SFTTrainer
 

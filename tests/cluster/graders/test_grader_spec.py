@@ -101,3 +101,19 @@ def test_grpo_settings_need_objective_grpo_and_luspo_is_named():
     spec["train"]["objective"] = "sft"
     assert "objective is 'sft'" in problems(spec)["train.grpo"]
     assert "sequence-level importance sampling" in problems(grpo(loss_type="luspo"))["train.grpo.loss_type"]
+
+
+def test_a_grader_problem_in_a_yaml_spec_names_its_line(tmp_path):
+    import yaml
+
+    from cluster.spec import load_spec
+
+    spec = grpo(graders=[EXACT, {"type": "regex", "name": "r", "pattern": "(unclosed"}])
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    (problem,) = err.value.problems
+    pattern_line = next(n for n, text in enumerate(path.read_text().splitlines(), 1) if "(unclosed" in text)
+    assert problem.field == "train.grpo.graders.1.pattern" and problem.line == pattern_line
+    assert f"train.grpo.graders.1.pattern (line {pattern_line}): not a valid regular expression" in str(err.value)

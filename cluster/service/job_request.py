@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -18,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from cluster.spec import SpecError, validate_spec
 
 Auto = Literal["auto"]
+_BRANCH = re.compile(r"^(literal\[.*\]|int|float|str|bool|function-.*|dict\[.*\]|list\[.*\])$")  # union branches in a loc
 SERVICE_OWNED = ("output", "data.train", "data.eval", "model.base", "model.init_from", "model.trust_remote_code")
 
 
@@ -99,8 +101,9 @@ def parse_request(body: Any) -> JobRequest:
         return JobRequest.model_validate(body)
     except ValidationError as e:
         errors = e.errors(include_url=False)
-        first = errors[0]
-        loc = [str(x) for x in first["loc"] if not str(x).startswith(("literal[", "int", "float", "function"))]
+        # A value that is neither "auto" nor a valid number fails both union branches: the number's error says more.
+        first = next((err for err in errors if err["type"] != "literal_error"), errors[0])
+        loc = [str(x) for x in first["loc"] if isinstance(x, int) or not _BRANCH.match(str(x))]
         param = ".".join(loc) or None
         if first["type"] == "extra_forbidden":
             raise BadRequest(f"unknown parameter {param!r}.", param, "unknown_parameter") from None

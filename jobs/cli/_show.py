@@ -143,7 +143,8 @@ def event_line(event: Any) -> str:
     if data.get("type") == "metrics" and isinstance(data.get("data"), dict):
         return f"{stamp}  {progress(data['data'])}"
     level = "" if data.get("level") in (None, "info") else f"[{data['level']}] "
-    return f"{stamp}  {level}{data.get('message', '')}"
+    message = str(data.get("message", "")).replace("\n", "\n" + " " * (len(stamp) + 2))  # the plan is a block
+    return f"{stamp}  {level}{message}"
 
 
 def models_table(models: list[Any]) -> str:

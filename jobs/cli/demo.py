@@ -110,8 +110,17 @@ def run(args) -> int:
 
 def start_ray(num_cpus: int, dashboard: int, attempts: int = 2) -> None:
     """A private local Ray with its dashboard (Ray's job server, which the app submits jobs to, and Serve's REST
-    API). Ray gives its raylet 30 s to register, which a busy machine can miss: then once more, after cleaning up."""
+    API). Ray gives its raylet 30 s to register, which a busy machine can miss: then once more, after cleaning up.
+
+    Its own temp dir: Ray's job supervisor gives each job's driver the address found in `<temp dir>/ray_current_cluster`,
+    which any other local Ray on the machine using the default /tmp/ray overwrites.
+    """
+    import tempfile
+
     import ray
+
+    temp = tempfile.mkdtemp(prefix="rfdemo-", dir="/tmp")  # short: Ray's socket paths must stay under 108 characters
+    say(f"Ray's logs: {temp}/session_latest/logs")
 
     for attempt in range(attempts):
         try:
@@ -121,6 +130,7 @@ def start_ray(num_cpus: int, dashboard: int, attempts: int = 2) -> None:
                 include_dashboard=True,
                 dashboard_host="127.0.0.1",
                 dashboard_port=dashboard,
+                _temp_dir=temp,
                 object_store_memory=300 * 1024**2,
                 log_to_driver=False,
             )

@@ -127,6 +127,8 @@ def test_metrics_events_print_as_progress_and_others_as_messages():
          "message": "Job failed: eval_regression", "type": "message"}
     )  # fmt: skip
     assert event_line(status) == "16:51:20  [warn] Job failed: eval_regression"
+    plan = FineTuningJobEvent.model_validate({**status.model_dump(), "level": "info", "message": "Plan:\nmodel  tiny"})
+    assert event_line(plan) == "16:51:20  Plan:\n          model  tiny"  # a block stays under its first line
     assert progress({"step": 5, "total_steps": None, "valid_loss": 2.0}) == "step 5/None | valid_loss 2.0000"
 
 

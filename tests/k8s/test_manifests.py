@@ -20,7 +20,7 @@ from cluster.storage import shared_storage_problems
 from tests.k8s.crd_schema import crd_errors, load_crd_validators
 
 REPO = Path(__file__).resolve().parents[2]
-CRD_DIR = REPO.parent / "shared" / "kuberay-crds"
+CRD_DIR = Path(__file__).resolve().parent / "kuberay-crds"  # KubeRay v1.7.0 CRDs, vendored (SOURCE.txt)
 BUILDS = ["base", "overlays/dev-cpu", "overlays/gpu-70b"]
 K8S_VERSION = "1.33"
 IMAGE_ROOT = "/home/ray/rayfit"  # WORKDIR of the Dockerfile: where the repo lives in the image

@@ -123,7 +123,7 @@ def main() -> None:
     boto3.client(
         "s3", endpoint_url=endpoint, aws_access_key_id="x", aws_secret_access_key="x", region_name="us-east-1"
     ).create_bucket(Bucket="bench")
-    results = {}
+    results, raw = {}, []
     with tempfile.TemporaryDirectory(prefix="rf-upload-") as tmp:
         if args.model == "tiny":
             sys.path.insert(0, str(REPO))
@@ -138,15 +138,19 @@ def main() -> None:
             stalls = run(mode, model, args.steps, endpoint, Path(tmp))
             results[mode] = statistics.median(stalls)
             print(json.dumps({"mode": mode, "stall_s": stalls, "median_s": results[mode]}), flush=True)
+            raw.append({"mode": mode, "stall_s": stalls})
     server.shutdown()
-    print(
-        json.dumps(
-            {
-                "sync_median_s": results["sync"],
-                "async_median_s": results["async"],
-                "async_over_sync": round(results["async"] / results["sync"], 3),
-            }
-        )
+    from benchmarks.results import write_results
+
+    write_results(
+        f"checkpoint_upload-{args.model}",
+        runs=raw,
+        summary={
+            "sync_median_s": results["sync"],
+            "async_median_s": results["async"],
+            "async_over_sync": round(results["async"] / results["sync"], 3),
+            "rate_mb_s": args.rate_mb_s,
+        },
     )
 
 

@@ -108,11 +108,18 @@ def main() -> None:
         + (f"; near-duplicate pass (MinHash LSH) {near_s:.1f} s ({n / near_s:,.0f} rows/s)" if near_s else "")
         + "\n"
     )
-    print("| render + tokenize | median s | rows/s | runs (s) |")
-    print("|---|---|---|---|")
+    from benchmarks.results import table, write_results
+
+    rows = []
     for name, ts in times.items():
         med = statistics.median(ts)
-        print(f"| {name} | {med:.1f} | {n / med:,.0f} | {', '.join(f'{x:.1f}' for x in ts)} |")
+        rows.append([name, f"{med:.1f}", f"{n / med:,.0f}", ", ".join(f"{x:.1f}" for x in ts)])
+    write_results(
+        f"data_prepare-{args.rows}",
+        runs=[{"config": name, "seconds": ts} for name, ts in times.items()],
+        summary={"rows": args.rows, "read_and_checks_s": read_s, "near_duplicates_s": near_s or None},
+        tables={"prepare": table(["render + tokenize", "median s", "rows/s", "runs (s)"], rows)},
+    )
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@
 Each run is rayfit's `train_loop` in a fresh process without Ray (one worker, no DeepSpeed), reading its own peak
 resident memory (ru_maxrss) at the end. SFT reads the FAQ tokenized and packed into 256-token rows; DPO reads the
 FAQ as pairs (chosen = the answer, rejected = the next question's answer), 2 sequences per pair, max_length 256.
-Runs alternate SFT, DPO, SFT, DPO so that load on a shared machine hits both alike; medians are printed as Markdown.
+Runs alternate SFT, DPO, SFT, DPO so that load on a shared machine hits both alike; medians and every run go to
+benchmarks/results/dpo_memory.json (table `memory`).
 """
 
 from __future__ import annotations
@@ -111,11 +112,18 @@ def main() -> None:
                 peaks[objective].append(result["maxrss_kib"] / 1024**2)
                 print(f"{objective}: peak {peaks[objective][-1]:.2f} GiB, losses {result['losses']}", file=sys.stderr)
     sft, dpo = statistics.median(peaks["sft"]), statistics.median(peaks["dpo"])
-    print("| objective | peak RSS (GiB, median) | runs |")
-    print("|---|---:|---|")
-    print(f"| LoRA-SFT (packed 256-token rows) | {sft:.2f} | {', '.join(f'{p:.2f}' for p in peaks['sft'])} |")
-    print(f"| LoRA-DPO (pairs, 2 x up to 256 tokens) | {dpo:.2f} | {', '.join(f'{p:.2f}' for p in peaks['dpo'])} |")
-    print(f"\nDPO / SFT = {dpo / sft:.2f}x")
+    from benchmarks.results import table, write_results
+
+    rows = [
+        ["LoRA-SFT (packed 256-token rows)", f"{sft:.2f}", ", ".join(f"{p:.2f}" for p in peaks["sft"])],
+        ["LoRA-DPO (pairs, 2 x up to 256 tokens)", f"{dpo:.2f}", ", ".join(f"{p:.2f}" for p in peaks["dpo"])],
+    ]
+    write_results(
+        "dpo_memory",
+        runs=[{"objective": o, "peak_gib": peaks[o]} for o in peaks],
+        summary={"sft_gib": sft, "dpo_gib": dpo, "dpo_over_sft": round(dpo / sft, 3), "steps": args.steps},
+        tables={"memory": table(["objective", "peak RSS (GiB, median)", "runs"], rows)},
+    )
 
 
 if __name__ == "__main__":

@@ -149,6 +149,7 @@ def main() -> None:
     shards = len(list(base.glob("model-*.safetensors")))
     base_bytes = sum(f.stat().st_size for f in base.glob("*.safetensors"))
     results = {"shards": shards, "base_bytes": base_bytes, "dtype": args.dtype}
+    all_runs: list[dict] = []
     for method in args.methods.split(","):
         ckpt = checkpoint(base, method, args.dtype, work / f"{method}-run" / "checkpoint_00000001")
         runs: dict[str, list] = {"streaming": [], "in_memory": []}
@@ -172,7 +173,10 @@ def main() -> None:
             }
         results[method] = summary
         print(json.dumps({method: summary}), flush=True)
-    print(json.dumps({"summary": results}))
+        all_runs += [{"method": method, "how": how, **v} for how, values in runs.items() for v in values]
+    from benchmarks.results import write_results
+
+    write_results("merge_memory", runs=all_runs, summary=results)
     subprocess.run(["rm", "-rf", str(work)], check=False)
 
 

@@ -4,7 +4,8 @@
 
 For each seed: train a LoRA adapter a few steps on the NF4 base, run a no-grad forward (the 4-bit layout trap),
 merge both ways with cluster.merge, and compare logits with the 4-bit model + adapter (grad-enabled forward, the
-path training used). Prints one JSON line per seed and the medians.
+path training used). Prints one JSON line per seed; writes the seeds and medians to
+benchmarks/results/merge_qlora-MODEL-INPUTS-DTYPE.json (table `merge`, which docs/benchmarks.md quotes).
 """
 
 from __future__ import annotations
@@ -110,10 +111,18 @@ def main() -> None:
         for k in ("max_abs", "mean_abs", "top1_agree", "merge_s")
     }
     med["fourbit_own_noise"] = statistics.median(r["fourbit_own_noise"] for r in rows)
-    print(
-        json.dumps(
-            {"model": args.model, "inputs": args.inputs, "compute_dtype": args.compute_dtype, "seeds": args.seeds, "median": med}
-        )
+    from benchmarks.results import table, write_results
+
+    header = ["model, inputs, 4-bit compute dtype", "seeds", "max abs logit diff: dequantized (default)", "max abs: original"]
+    header += ["mean abs: dequantized / original", "top-1 token agreement: dequantized / original", "4-bit own noise"]
+    row = [f"{args.model}, {args.inputs} ids, {args.compute_dtype}", args.seeds, f"{med['dequantized_max_abs']:.2g}"]
+    row += [f"{med['original_max_abs']:.3f}", f"{med['dequantized_mean_abs']:.2g} / {med['original_mean_abs']:.3f}"]
+    row += [f"{med['dequantized_top1_agree']:.0%} / {med['original_top1_agree']:.0%}", f"{med['fourbit_own_noise']:.2g}"]
+    write_results(
+        f"merge_qlora-{args.model}-{args.inputs}-{args.compute_dtype}",
+        runs=rows,
+        summary={"model": args.model, "inputs": args.inputs, "compute_dtype": args.compute_dtype, "median": med},
+        tables={"merge": table(header, [row])},
     )
 
 

@@ -2,7 +2,8 @@
 
     .venv/bin/python -m benchmarks.ray_overhead [--runs 3] [--steps 30]
 
-Prints a Markdown table: loop tokens/s (tokens over the Trainer's own train_runtime) and end-to-end wall time
+Writes benchmarks/results/ray_overhead.json (table `overhead`, which docs/benchmarks.md quotes): loop tokens/s
+(tokens over the Trainer's own train_runtime) and end-to-end wall time
 (model load, Trainer setup and the checkpoint included, plus Ray's worker start for the Ray case); median of runs.
 """
 
@@ -77,14 +78,20 @@ def main() -> None:
             results[label]["wall"].append(time.perf_counter() - start)
             results[label]["rate"].append(_loop_rate(root / "runs" / name))
     ray.shutdown()
-    print(
-        f"\n{args.steps} steps of full fine-tuning, 2-layer Llama (hidden 128), packed 256-token rows, "
-        f"median of {args.runs} runs\n"
+    from benchmarks.results import table, write_results
+
+    def spread(values: list[float], fmt: str) -> str:
+        return f"{statistics.median(values):{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
+
+    rows = [[label, spread(r["rate"], ".0f"), spread(r["wall"], ".1f")] for label, r in results.items()]
+    header = ["variant", "loop tokens/s, median (min-max)", "end-to-end wall s, median (min-max)"]
+    write_results(
+        "ray_overhead",
+        runs=[{"variant": label, **r} for label, r in results.items()],
+        summary={"steps": args.steps, "runs": args.runs},
+        tables={"overhead": table(header, rows)},
+        notes="full fine-tune of the 2-layer tiny Llama (hidden 128), packed 256-token rows",
     )
-    print("| variant | loop tokens/s | end-to-end wall s |\n|---|---|---|")
-    for label, r in results.items():
-        print(f"| {label} | {statistics.median(r['rate']):.0f} | {statistics.median(r['wall']):.1f} |")
-    print("\nraw:", json.dumps(results))
 
 
 if __name__ == "__main__":

@@ -76,6 +76,12 @@ def table(header: list[str], rows: list[list[Any]]) -> dict[str, Any]:
     return {"header": [str(h) for h in header], "rows": [[str(c) for c in row] for row in rows]}
 
 
+def markdown(t: dict[str, Any]) -> str:
+    """A table as the Markdown lines the docs hold (the separator row is not compared by tests/docs)."""
+    lines = [t["header"], ["---"] * len(t["header"]), *t["rows"]]
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+
+
 def write_results(
     name: str,
     *,
@@ -101,6 +107,8 @@ def write_results(
     }
     if notes:
         record["notes"] = notes
+    for table_name, t in record["tables"].items():
+        print(f"\n<!-- results: benchmarks/results/{name}.json table: {table_name} -->\n{markdown(t)}")
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
     tmp.replace(out)

@@ -314,17 +314,21 @@ def report(results: dict[str, list[dict]], opts) -> None:
     """Medians per case, and the ratios the issue asks for."""
     keys = ["requests_per_s", "tokens_per_s", "p50_s", "p95_s", "ttft_p50_s"]
     med = {case: {k: statistics.median(r[k] for r in runs) for k in keys} for case, runs in results.items()}
-    print(
-        f"\n| case ({opts.clients} clients x {opts.requests} requests, max_tokens {opts.max_tokens}, greedy, fp32) "
-        "| req/s | output tok/s | p50 s | p95 s | TTFT p50 s | runs (tok/s) |"
+    from benchmarks.results import table, write_results
+
+    header = [f"case ({opts.clients} clients x {opts.requests} requests, max_tokens {opts.max_tokens}, greedy, fp32)"]
+    header += ["req/s", "output tok/s", "p50 s", "p95 s", "TTFT p50 s", "runs (tok/s)"]
+    rows = [
+        [case, f"{m['requests_per_s']:.2f}", f"{m['tokens_per_s']:.1f}", f"{m['p50_s']:.2f}", f"{m['p95_s']:.2f}"]
+        + [f"{m['ttft_p50_s']:.3f}", ", ".join(str(r["tokens_per_s"]) for r in results[case])]
+        for case, m in med.items()
+    ]
+    write_results(
+        "serve_throughput",
+        runs=[{"case": case, **run} for case, runs in results.items() for run in runs],
+        summary=med,
+        tables={"serve": table(header, rows)},
     )
-    print("|---|---:|---:|---:|---:|---:|---|")
-    for case, m in med.items():
-        runs = ", ".join(str(r["tokens_per_s"]) for r in results[case])
-        print(
-            f"| {case} | {m['requests_per_s']:.2f} | {m['tokens_per_s']:.1f} | {m['p50_s']:.2f} | {m['p95_s']:.2f} "
-            f"| {m['ttft_p50_s']:.3f} | {runs} |"
-        )
     if "rayfit" in med and "bare vllm serve" in med:
         ratio = med["rayfit"]["tokens_per_s"] / med["bare vllm serve"]["tokens_per_s"]
         print(f"\nrayfit / bare vllm serve (output tok/s): {ratio:.2f}")

@@ -191,6 +191,9 @@ def main() -> None:
     device = torch.cuda.get_device_name() if on_gpu else "CPU (smoke: tiny shapes, float32)"
     flops = {m: flops_per_token(s, m, lengths) for m, s in run["shapes"].items()}
     print(format_table(results, device, flops, on_gpu))
+    from benchmarks.results import write_results
+
+    write_results("gpu" if on_gpu else "gpu-smoke", runs=results, summary={"device": device, "flops_per_token": flops})
     total = time.perf_counter() - started
     print(f"\n[bench] {len(results)} cases in {total:.0f} s; JSON in {args.out}")
     Path(args.out).write_text(

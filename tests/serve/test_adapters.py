@@ -70,3 +70,27 @@ def test_a_tampered_adapter_is_refused_naming_the_file_and_its_neighbour_still_s
     (plain / "adapter_model.bin").write_bytes(b"pickle")
     with pytest.raises(UserError, match=r"holds pickle weights \(adapter_model\.bin\)"):
         adapter_dir(str(plain))
+
+
+def test_an_adapter_on_s3_is_downloaded_checked_and_served_from_a_local_copy(tmp_path, moto_s3):
+    """adapter_dir with an s3:// URI against a moto S3 server: the local copy holds the same bytes; a tampered
+    object in S3 is refused naming the file."""
+    moto_s3.create_bucket(Bucket="adapters")
+    for name in ("good", "bad"):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8}))
+        (folder / "adapter_model.safetensors").write_bytes(bytes(range(256)) * 4)
+        write_manifest(folder, "checkpoint", spec={}, base_model="b", method="lora", metrics={})
+        for f in folder.iterdir():
+            body = f.read_bytes()
+            if name == "bad" and f.name == "adapter_model.safetensors":
+                body = body[:100] + bytes([body[100] ^ 1]) + body[101:]
+            moto_s3.put_object(Bucket="adapters", Key=f"runs/{name}/{f.name}", Body=body)
+
+    local = adapter_dir("s3://adapters/runs/good")
+    assert local.is_dir() and not str(local).startswith("s3:")
+    for f in (tmp_path / "good").iterdir():
+        assert (local / f.name).read_bytes() == f.read_bytes(), f.name
+    with pytest.raises(UserError, match=r"adapter s3://adapters/runs/bad.*adapter_model\.safetensors"):
+        adapter_dir("s3://adapters/runs/bad")

@@ -58,6 +58,9 @@ def test_70b_full_finetune_needs_offload_on_8_gpus_and_fits_16_with_zero3(spec):
     assert offloaded.fits and offloaded.memory.host_offload == 16 * 70_553_706_496 // 8
     assert make_plan(spec(LLAMA_70B, method="full", seq=1024, deepspeed="zero3", workers=16), gpu="H100-80GB").fits
     assert make_plan(spec(LLAMA_70B, method="full", seq=4096, deepspeed="zero3", workers=32), gpu="H100-80GB").fits
+    # docs/planner.md: at 4,096 tokens 19 GPUs are the fewest that fit (the shipped spec takes 24, three 8-GPU nodes)
+    assert make_plan(spec(LLAMA_70B, method="full", seq=4096, deepspeed="zero3", workers=19), gpu="H100-80GB").fits
+    assert not make_plan(spec(LLAMA_70B, method="full", seq=4096, deepspeed="zero3", workers=18), gpu="H100-80GB").fits
 
 
 @pytest.mark.parametrize("base", ["huggyllama/llama-65b", "meta-llama/Llama-2-70b-hf"])

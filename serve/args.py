@@ -82,8 +82,8 @@ class VllmArgs(Section):
     enforce_eager: bool = Field(False, description="Skip torch.compile and graph capture: starts in seconds, decodes slower.")
     tool_call_parser: str | None = Field(
         None,
-        description="vLLM tool parser for `tool_choice: auto` (e.g. hermes, llama3_json); null: only named or "
-        "required tool choice (structured output) is served.",
+        description="vLLM tool parser that turns the model's tool-call text into `tool_calls` (e.g. hermes, "
+        "llama3_json); null: requests with `tools` and a tool_choice other than none get a 400 naming this arg.",
     )
     accelerator_type: str | None = Field(None, description="Ray accelerator type to schedule on (e.g. A10G, H100).")
     engine_kwargs: dict[str, Any] = Field(

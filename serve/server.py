@@ -146,6 +146,7 @@ class OpenAIServer:
         streaming = False
         try:
             body = oai.parse_request(schema, await _body(request))
+            oai.check_tool_choice(body, self.args.vllm.tool_call_parser)
             body.model = await self._route(body.model or self.base, key)
             result = await self._call(getattr(self.state, serving), method, body, request)
             if hasattr(result, "error"):

@@ -49,7 +49,7 @@ def finish(loaded: Loaded, data: DataSpec, ds: Dataset, tokenizer) -> tuple[Data
         per_source = [[i for i in group if wheres[i] not in held_docs] for group in per_source]
         eval_idx = held
     for k, s in enumerate(report.eval_sources):
-        s.rows_kept = s.rows_used = sum(1 for i in eval_idx if src[i] == n_train_src + k)
+        s.rows_kept = s.rows_used = len({wheres[i] for i in eval_idx if src[i] == n_train_src + k})
     counts = mix_counts([len(g) for g in per_source], [s.weight for s in data.train])
     train_idx = []
     for k, (group, count) in enumerate(zip(per_source, counts, strict=True)):

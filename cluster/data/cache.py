@@ -18,7 +18,7 @@ from cluster.embedded import cache_root
 from cluster.spec import JobSpec
 
 # Bump when the tokenized output of the same inputs changes (rendering, masking, packing), so old caches are not reused.
-PIPELINE_VERSION = "2"
+PIPELINE_VERSION = "3"
 REPORT = "report.json"  # written last: a cache folder is complete iff it exists
 
 

@@ -149,6 +149,7 @@ def tokenize(loaded: Loaded, data: DataSpec, tokenizer) -> Dataset:
         "specials": sorted(special_ids(tokenizer)),
         "max_seq_len": data.max_seq_len,
         "overlap": data.window_overlap,
+        "min_tokens": data.min_tokens,
     }
     if _ray_running():
         from cluster.data.ray_tokenize import tokenize_on_ray
@@ -192,7 +193,7 @@ def apply_length_policy(ds: Dataset, data: DataSpec, report: DataReport) -> Data
         }
     report.documents_split = sum(w == 0 for w in cols[4])
     report.windows = sum(w >= 0 for w in cols[4])
-    for i, (n, trained, where, error, _) in enumerate(zip(*cols, strict=True)):
+    for i, (n, trained, where, error, w) in enumerate(zip(*cols, strict=True)):
         if error is not None:
             report.add_drop(Drop("template error", where, error))
             continue
@@ -201,7 +202,7 @@ def apply_length_policy(ds: Dataset, data: DataSpec, report: DataReport) -> Data
                 report.add_drop(Drop("too long", where, f"{n} tokens > data.max_seq_len {data.max_seq_len}"))
                 continue
             trained = sum(label != IGNORE for label in ds[i]["labels"][: data.max_seq_len])
-        if trained < data.min_tokens:
+        if trained < data.min_tokens and w <= 0:  # a later window is part of a document trained well past min_tokens
             report.add_drop(Drop("too short", where, f"{trained} trained tokens < data.min_tokens {data.min_tokens}"))
             continue
         truncated += n > data.max_seq_len

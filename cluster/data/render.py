@@ -146,20 +146,27 @@ def render_sample(tokenizer, sample: dict, specials: set[int]) -> tuple[list[int
     return render_conversation(tokenizer, sample["messages"], specials, sample.get("train"), sample.get("tools"))
 
 
-def windows(ids: list[int], size: int, overlap: int) -> list[tuple[list[int], list[int]]]:
+def windows(ids: list[int], size: int, overlap: int, min_tokens: int = 1) -> list[tuple[list[int], list[int]]]:
     """A long document as consecutive windows of at most `size` tokens, each starting `overlap` tokens before the
-    previous one ended; every token is trained exactly once (the repeated ones are context only)."""
-    out, start = [], 0
+    previous one ended; every token is trained exactly once (the repeated ones are context only).
+
+    A tail that would hold fewer than `min_tokens` new tokens is not a window of its own scraps: the last window
+    is the document's last `size` tokens, the ones trained before it repeated as context, so no token is lost.
+    """
+    out, start, trained_to = [], 0, 0
     while True:
+        if start and len(ids) - trained_to < min_tokens:
+            start = max(len(ids) - size, 0)
         chunk = ids[start : start + size]
-        repeated = overlap if start else 0
+        repeated = trained_to - start
         out.append((chunk, [IGNORE] * repeated + chunk[repeated:]))
-        if start + size >= len(ids):
+        trained_to = start + len(chunk)
+        if trained_to >= len(ids):
             return out
-        start += size - overlap
+        start = trained_to - overlap
 
 
-def tokenize_batch(batch: dict, tokenizer, specials: list[int], max_seq_len: int, overlap: int) -> dict:
+def tokenize_batch(batch: dict, tokenizer, specials: list[int], max_seq_len: int, overlap: int, min_tokens: int = 1) -> dict:
     """datasets.map / Ray Data function (batched) from `sample` (JSON) to input_ids, labels, length, trained (count of
     trained tokens), window (index within a split text document) and error, keeping src, where and key.
 
@@ -179,7 +186,7 @@ def tokenize_batch(batch: dict, tokenizer, specials: list[int], max_seq_len: int
         except Exception as e:  # noqa: BLE001 - any template failure on one row is that row's problem
             ids, labels, error = [], [], f"{type(e).__name__}: {e}"
         is_text = sample["messages"] is None and sample.get("prompt") is None
-        parts = windows(ids, max_seq_len, overlap) if is_text and len(ids) > max_seq_len else [(ids, labels)]
+        parts = windows(ids, max_seq_len, overlap, min_tokens) if is_text and len(ids) > max_seq_len else [(ids, labels)]
         for k, (w_ids, w_labels) in enumerate(parts):
             for name, value in (
                 ("input_ids", w_ids),

@@ -42,9 +42,9 @@ class DataReport(BaseModel):
     hash: str | None = Field(None, description="Content hash of sources + tokenizer + data settings (the cache key).")
     sources: list[SourceSummary] = Field(default_factory=list)
     eval_sources: list[SourceSummary] = Field(default_factory=list)
-    rows_read: int = 0
-    rows_kept: int = 0
-    rows_dropped: int = 0
+    rows_read: int = Field(0, description="Rows (records) read from the sources, the unit every drop is counted in.")
+    rows_kept: int = Field(0, description="Rows that reach train or eval (a long document split into windows is one row).")
+    rows_dropped: int = Field(0, description="Rows dropped, by reason in `dropped`; a window is never dropped alone.")
     dropped_fraction: float = 0.0
     max_dropped_fraction: float = 1.0
     dropped: dict[str, Examples] = Field(default_factory=dict, description="Reason -> count and file:line examples.")
@@ -54,8 +54,8 @@ class DataReport(BaseModel):
         description="Rendered sample lengths in tokens before the length policy: min, p50, p90, p95, p99, max, mean.",
     )
     eval_from: str = "none"
-    train_samples: int = 0
-    eval_samples: int = 0
+    train_samples: int = Field(0, description="Training samples: kept rows, each window of a split document counted.")
+    eval_samples: int = Field(0, description="Held-out samples, counted like train_samples.")
     train_tokens: int = 0
     trained_tokens: int = 0
     contamination: Examples = Field(default_factory=Examples, description="Eval samples that also appear in train.")
@@ -74,7 +74,7 @@ class DataReport(BaseModel):
     )
     packing: bool = False
     max_seq_len: int = 0
-    train_rows: int = 0
+    train_rows: int = Field(0, description="Packed training rows of max_seq_len tokens (samples when packing is off).")
     packing_efficiency: float = 0.0
     padded_efficiency: float = 0.0
     example_where: str = ""
@@ -110,8 +110,9 @@ class DataReport(BaseModel):
         if self.documents_split:
             lines += [
                 "",
-                f"Long documents: {self.documents_split} split into {self.windows} windows of at most "
-                f"{self.max_seq_len} tokens (every token kept)",
+                f"Long documents: {self.documents_split} rows split into {self.windows} windows (samples) of at most "
+                f"{self.max_seq_len} tokens (every token kept; a short tail window reaches back over the previous "
+                "one as context)",
             ]
         for title, ex in (
             ("Near-duplicate pairs in train", self.near_duplicates),
@@ -135,11 +136,14 @@ class DataReport(BaseModel):
         lines += [f"      {e}" for e in self.contamination.examples]
         if self.packing:
             lines.append(
-                f"Packing: {self.train_rows} rows of {self.max_seq_len} tokens, efficiency "
-                f"{self.packing_efficiency:.1%} (padded to max_seq_len: {self.padded_efficiency:.1%})"
+                f"Packing: {self.train_samples} samples in {self.train_rows} packed rows of {self.max_seq_len} tokens, "
+                f"efficiency {self.packing_efficiency:.1%} (padded to max_seq_len: {self.padded_efficiency:.1%})"
             )
         else:
-            lines.append(f"Packing off: {self.train_rows} rows, padded-to-max_seq_len efficiency {self.padded_efficiency:.1%}")
+            lines.append(
+                f"Packing off: {self.train_rows} training rows (one per sample), padded-to-max_seq_len efficiency "
+                f"{self.padded_efficiency:.1%}"
+            )
         lines += [f"Warning: {w}" for w in self.warnings]
         if self.example:
             lines += [

@@ -53,6 +53,11 @@ def split_samples(row: dict) -> list[tuple[list[int], list[int]]]:
     return [(ids[a:b], labels[a:b]) for a, b in zip(starts, starts[1:], strict=False) if b > a]
 
 
+def count_samples(rows) -> int:
+    """Held-out samples in the eval rows (a packed row holds several): the count a report quotes."""
+    return sum(len(split_samples(row)) for row in rows)
+
+
 def last_answer(ids: list[int], labels: list[int]) -> tuple[list[int], list[int]] | None:
     """(prompt ids, answer ids) for the last trained span of a sample; None when nothing precedes it (plain text)."""
     end = max((i for i, lab in enumerate(labels) if lab != IGNORE), default=None)

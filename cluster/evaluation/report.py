@@ -39,13 +39,19 @@ def gate(base: dict, tuned: dict, cfg: EvaluateSpec) -> dict:
     return {"metric": metric, "max_regression": cfg.max_regression, "worse_by": worse, "passed": passed}
 
 
+def held_out(report: dict) -> str:
+    """What the scores were computed on, in samples (the unit the user gave), with the packed rows beside."""
+    samples, rows = report.get("eval_samples", report["eval_rows"]), report["eval_rows"]
+    return f"{samples} held-out samples" + (f" ({rows} packed rows)" if rows != samples else "")
+
+
 def markdown(report: dict) -> str:
     """The report as a Markdown table of metrics, then sample generations side by side."""
     base, tuned = report["base"], report["tuned"]
     lines = [
         f"# Evaluation: {report['run']}",
         "",
-        f"Base `{base['model']}` vs tuned `{tuned['model']}` on {report['eval_rows']} held-out rows "
+        f"Base `{base['model']}` vs tuned `{tuned['model']}` on {held_out(report)} "
         f"({base['eval_tokens']} scored tokens); generation metrics on {report['generation_samples']} prompts, greedy, "
         f"up to {report['max_new_tokens']} new tokens.",
         "",

@@ -9,7 +9,7 @@ import time
 import torch
 
 from cluster import storage
-from cluster.evaluation.heldout import Sample, generation_samples, load_eval_rows
+from cluster.evaluation.heldout import Sample, count_samples, generation_samples, load_eval_rows
 from cluster.evaluation.models import load_base, load_tuned
 from cluster.evaluation.report import enforce_gate, gate, write_report
 from cluster.evaluation.scoring import eval_loss, generate, text_metrics
@@ -42,7 +42,8 @@ def evaluate_run(spec: JobSpec, tuned_uri: str, out_uri: str, cache_dir: str | N
     report = {
         "run": spec.output.name,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "eval_rows": len(rows),
+        "eval_rows": len(rows),  # packed rows: several samples each when data.packing is on
+        "eval_samples": count_samples(rows),
         "generation_samples": len(samples),
         "max_new_tokens": cfg.max_new_tokens,
         "base": base,

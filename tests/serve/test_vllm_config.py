@@ -8,7 +8,7 @@ import pytest
 
 from cluster.errors import UserError
 from serve.args import parse_args
-from serve.vllm_config import adapter_ranks, engine_kwargs, lora_sizes, vllm_namespace
+from serve.vllm_config import adapter_ranks, engine_kwargs, lora_sizes, serving_dtype, vllm_namespace
 
 
 def _adapter(path, rank):
@@ -68,3 +68,13 @@ def test_namespace_is_what_vllm_parses_and_user_kwargs_win(tmp_path):
     )
     with pytest.raises(UserError, match=r"unknown vLLM engine arguments \['max_num_seq'\]"):
         vllm_namespace(parse_args({"model": "m", "vllm": {"engine_kwargs": {"max_num_seq": 4}}}), "m", {})
+
+
+def test_auto_dtype_is_float32_on_cpu_and_the_configs_on_gpu(tmp_path):
+    import torch
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    engine = AsyncEngineArgs.from_cli_args(vllm_namespace(parse_args({"model": "m"}), str(tmp_path), {}))
+    assert engine.dtype == ("auto" if torch.cuda.is_available() else "float32")  # the default, through vLLM's parser
+    assert (serving_dtype("auto", on_gpu=False), serving_dtype("auto", on_gpu=True)) == ("float32", "auto")
+    assert serving_dtype("bfloat16", on_gpu=False) == "bfloat16"  # a dtype given is kept

@@ -179,4 +179,10 @@ def test_decoded_chunks_keep_bad_bytes_visible():
     import io
 
     text = "".join(decoded_chunks(io.BytesIO(b'{"a": "caf\xe9"}')))
-    assert parse_record.__name__ and "\udce9" in text
+    assert text == '{"a": "caf\udce9"}'  # the Latin-1 byte survives decoding as a surrogate escape
+    try:
+        parse_record(text)
+    except RowProblem as e:  # ... and the parser names it, with its column, instead of reading a wrong string
+        assert (e.reason, e.detail) == ("not utf-8", "byte 0xe9 at column 11 is not UTF-8")
+    else:
+        raise AssertionError("a record holding a byte that is not UTF-8 was parsed")

@@ -4,8 +4,12 @@ policy; few rows and short-answer imbalance are reported."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+import yaml
 
 from cluster.data import check_data, prepare_datasets
 from cluster.data.assemble import ContaminationError
@@ -35,6 +39,57 @@ def test_windows_keep_every_token_once(overlap):
     assert len(parts) == (4 if overlap == 0 else 5)
 
 
+def test_a_tail_under_min_tokens_reaches_back_and_every_token_is_trained_once():
+    parts = windows(list(range(1000)), 256, 16, min_tokens=32)  # after 4 windows (to 976) the tail holds 24 tokens
+    assert [len(w) for w, _ in parts] == [256] * 5 and parts[-1][0] == list(range(744, 1000))
+    assert [t for _, labels in parts for t in labels if t != IGNORE] == list(range(1000))
+    assert parts[-1][1] == [IGNORE] * 232 + list(range(976, 1000))  # the 232 tokens before are context only
+    assert [len(w) for w, _ in windows(list(range(1000)), 256, 16)] == [256] * 4 + [40]  # a tail of min_tokens stays
+
+
+def _documents_with_short_tails(tokenizer, count: int, size: int, min_tokens: int) -> list[str]:
+    """`count` documents of about 1,000 tokens whose last window would hold fewer than `min_tokens` new tokens."""
+    found = []
+    for seed in range(20):
+        for words in range(1010, 1040):  # about a token a word: 1,025-1,031 tokens leave a tail of 1-7
+            n = len(render_text(tokenizer, document(seed, words))[0])
+            if 900 < n < 1300 and 0 < n % size < min_tokens:
+                found.append(document(seed, words))
+                break
+        if len(found) == count:
+            return found
+    raise AssertionError("no documents with short tails found")
+
+
+def test_long_documents_with_short_tails_drop_nothing_and_data_check_passes(smollm2_tokenizer, tmp_path):
+    """Issue 21: 4 documents at max_seq_len 256, each tail under min_tokens. Every token is trained, no row is
+    dropped, and `rayfit data check` (its main in a fresh process, about 20 s to start) passes."""
+    docs = _documents_with_short_tails(smollm2_tokenizer, 4, 256, min_tokens=8)
+    lengths = [len(render_text(smollm2_tokenizer, d)[0]) for d in docs]
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    spec = {
+        "model": {"base": "embedded:smollm2-135m-instruct"},
+        "data": {
+            "train": [{"path": str(tmp_path / "docs.jsonl"), "format": "text"}],
+            "max_seq_len": 256,
+            "min_tokens": 8,
+            "eval_split": 0.0,
+        },
+        "train": {"eval_steps": None},
+        "output": {"storage": str(tmp_path / "runs"), "name": "long"},
+    }
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    command = [sys.executable, "-m", "jobs.cli", "data", "check", str(tmp_path / "spec.yaml"), "--json"]  # `rayfit`'s main
+    r = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[3])
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    report = json.loads(r.stdout)
+    expected_windows = sum(-(-n // 256) for n in lengths)  # the short tail reaches back instead of adding a window
+    assert (report["rows_read"], report["rows_kept"], report["rows_dropped"], report["dropped"]) == (4, 4, 0, {})
+    assert (report["documents_split"], report["windows"], report["train_samples"]) == (4, expected_windows, expected_windows)
+    assert report["trained_tokens"] == sum(lengths)  # every token of every document, once
+    assert report["train_rows"] <= expected_windows
+
+
 def test_long_documents_are_split_not_dropped(smollm2_tokenizer, tmp_path):
     path = tmp_path / "docs.jsonl"
     docs = [document(k, 1000) for k in range(3)]
@@ -50,7 +105,7 @@ def test_long_documents_are_split_not_dropped(smollm2_tokenizer, tmp_path):
     short = len(render_text(smollm2_tokenizer, "A short note.")[0])
     assert report.trained_tokens == sum(lengths) + short  # every token of every document is trained once
     assert report.train_tokens == sum(lengths) + short + 16 * (expected_windows - 3)
-    assert f"Long documents: 3 split into {expected_windows} windows" in report.to_table()
+    assert f"Long documents: 3 rows split into {expected_windows} windows (samples)" in report.to_table()
     rows = prepared.train()
     assert all(len(r) <= 256 for r in rows["input_ids"])
 

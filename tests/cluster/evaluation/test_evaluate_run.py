@@ -7,10 +7,12 @@ import shutil
 
 import pytest
 
+from cluster.data import prepare_datasets
 from cluster.errors import UserError
 from cluster.evaluation import evaluate_run
 from cluster.manifest import write_manifest
 from cluster.merge import merge_checkpoint
+from cluster.model.load import load_tokenizer
 from cluster.spec import JobSpec
 from tests.cluster.evaluation.runs import train_run
 
@@ -48,6 +50,10 @@ def test_tuned_beats_base_and_the_report_shows_both(run):
     }
     md = (out / "report.md").read_text()
     assert "| eval loss | " in md and "better" in md and "## Sample 2" in md and "**passed**" in md
+    # counted in samples, the unit the data report gave, not in packed rows (issue 21: "9 held-out rows" for 26)
+    held = prepare_datasets(run["spec"], load_tokenizer(run["spec"]), str(run["storage"] / "eval-run" / "data")).report
+    assert report["eval_samples"] == held.eval_samples >= report["eval_rows"], (held.eval_samples, report["eval_rows"])
+    assert f"on {held.eval_samples} held-out samples" in md  # 22 here: the tiny tokenizer's samples fill a row each
 
 
 def test_a_checkpoint_evaluates_like_its_export(run, tmp_path):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cluster.evaluation.heldout import generation_samples, last_answer, split_samples
+from cluster.evaluation.heldout import count_samples, generation_samples, last_answer, split_samples
 
 M = -100
 
@@ -11,6 +11,7 @@ def test_packed_rows_split_where_position_ids_restart():
     row = {"input_ids": [1, 2, 3, 4, 5, 6, 7], "labels": [M, 2, 3, M, M, 6, 7], "position_ids": [0, 1, 2, 0, 1, 2, 3]}
     assert split_samples(row) == [([1, 2, 3], [M, 2, 3]), ([4, 5, 6, 7], [M, M, 6, 7])]
     assert split_samples({"input_ids": [1, 2], "labels": [M, 2]}) == [([1, 2], [M, 2])]
+    assert count_samples([row, {"input_ids": [1, 2], "labels": [M, 2]}]) == 3  # two rows, three samples
 
 
 def test_the_last_trained_span_is_the_answer_and_everything_before_it_the_prompt():

@@ -75,6 +75,8 @@ def test_markdown_table_marks_better_and_worse():
         "samples": [{"prompt": "q|x", "reference": "a", "base": "", "tuned": "a\nb"}],
     }
     md = markdown(report)
+    assert "on 3 held-out samples (100 scored tokens)" in md  # no eval_samples (preference pairs): rows are samples
+    assert "on 26 held-out samples (9 packed rows)" in markdown({**report, "eval_rows": 9, "eval_samples": 26})
     assert "| eval loss | 2.0000 | 1.5000 | -0.5000 better |" in md
     assert "| ROUGE-L | 0.2000 | 0.1000 | -0.1000 worse |" in md
     assert "format compliance" not in md and "| a | (empty) | a<br>b |" in md

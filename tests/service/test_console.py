@@ -1,7 +1,9 @@
 """The console (/console) in a real headless Chromium, driven by Playwright, against the service app of
 tests/service/conftest.py (a real Ray head, vLLM serving the tiny model, storage in a temporary folder).
 
-Slow (about 3 min on a 2-core machine, nearly all of it the shared Ray head and vLLM start).
+Slow (about 4-5 min on a 2-core machine): one Ray job trains 60 LoRA steps while the page watches its loss curve,
+then the new model answers in the playground. Screenshots of the job page and the playground go to the folder the
+run prints (RAYFIT_CONSOLE_SHOTS, or a temporary one); docs/console-*.png are copies from this test.
 """
 
 from __future__ import annotations
@@ -9,11 +11,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tests.service.conftest import KEYS, client, training_rows
+from tests.serve.lora_fixtures import QUESTION
+from tests.service.conftest import ANSWER, KEYS, client, training_rows
 
 pytestmark = pytest.mark.slow
 CHROMIUM = os.environ.get("RAYFIT_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -50,6 +55,14 @@ def browser():
             yield found
         finally:
             found.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory):
+    folder = Path(os.environ.get("RAYFIT_CONSOLE_SHOTS") or tmp_path_factory.mktemp("console-shots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"\nconsole screenshots: {folder}")
+    return folder
 
 
 class Console:
@@ -132,3 +145,97 @@ def test_an_upload_with_two_bad_lines_names_both_and_stores_nothing(console, ser
     verdict = tab.page.wait_for_selector("#upload-error").inner_text()
     assert "2 of 8 lines" in verdict and "bad.jsonl:2: unparseable" in verdict and "bad.jsonl:4: no assistant turn" in verdict
     assert "bad.jsonl" not in [f.filename for f in client(service["url"]).files.list().data]
+
+
+def _aliases(service, tenant: str = "tenant_a") -> dict[str, str]:
+    found = httpx.get(service["url"] + "/rayfit/aliases", headers={"Authorization": f"Bearer {KEYS[tenant]}"}).json()
+    return {a["name"]: a["model"] for a in found["data"]}
+
+
+def _watch_job(tab: Console, timeout_s: float = 600) -> list[tuple[int, str]]:
+    """(loss points, status) each time either changes, until the job has finished; no reload in between."""
+    seen: list[tuple[int, str]] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        now = (tab.points("loss-chart"), tab.page.inner_text("#job-status"))
+        if not seen or seen[-1] != now:
+            seen.append(now)
+        if now[1] in ("succeeded", "failed", "cancelled"):
+            return seen
+        tab.page.wait_for_timeout(250)  # a poll interval of the test itself, not a wait for a result
+    pytest.fail(f"the job page did not show a finished job in {timeout_s} s: {seen}")
+
+
+def test_a_job_from_upload_to_playground_and_alias(console, service, shots):
+    tab = console()
+    tab.enter_key(KEYS["tenant_a"])
+    tab.go("#/new")
+    tab.upload("faq.jsonl", training_rows())
+    assert "faq.jsonl: accepted as file-" in tab.page.wait_for_selector("#upload-ok").inner_text()
+    estimate = tab.page.wait_for_selector("#resolved, #plan-error")
+    assert estimate.get_attribute("id") == "resolved", estimate.inner_text()
+    assert tab.page.inner_text("[data-hyper=batch_size]") == "4" and tab.page.inner_text("[data-hyper=max_steps]") == "60"
+    assert "memory" in tab.page.inner_text("#plan-text").lower()
+    tab.page.fill("#suffix", "console")
+    tab.page.click("#create")
+    tab.page.wait_for_function("() => location.hash.startsWith('#/jobs/ftjob-')")
+    job_id = tab.page.url.rsplit("/", 1)[-1]
+    tab.page.evaluate("() => { window.notReloaded = true; }")
+
+    seen = _watch_job(tab)
+    assert seen[-1][1] == "succeeded", seen
+    while_running = [n for n, status in seen if status == "running" and n > 0]
+    assert while_running and seen[-1][0] > while_running[0], seen  # the curve gained points as the job ran
+    assert tab.page.evaluate("() => window.notReloaded") is True  # the same document all along: no reload
+    api = client(service["url"])
+    events = api.fine_tuning.jobs.list_events(job_id, limit=100).data
+    losses = [e for e in events if e.type == "metrics" and "train_loss" in e.data]
+    tab.page.wait_for_selector("#checkpoints")
+    rates = [e for e in events if e.type == "metrics" and "learning_rate" in e.data]
+    assert tab.points("loss-chart") == len(losses) >= 12 and tab.points("lr-chart") == len(rates) > 0
+    assert tab.page.inner_text("#rows").startswith("8 of 8 rows kept")
+    assert tab.page.inner_text("#plan").strip()
+    steps = tab.page.eval_on_selector_all("#checkpoints tr td:first-child", "tds => tds.map(t => t.textContent)")
+    assert steps == ["60", "30"]
+    model = tab.page.inner_text("#ft-model")
+    assert model == f"ft:tiny:console:{job_id}"
+    tab.page.screenshot(path=str(shots / "console-job.png"), full_page=True)
+
+    tab.go(f"#/playground?a=tiny&b={model}")
+    tab.page.wait_for_selector("#ask")
+    tab.page.fill("#prompt", QUESTION)
+    tab.page.click("#ask")
+    tab.page.wait_for_selector("#out-a[data-done]")
+    tab.page.wait_for_selector("#out-b[data-done]")
+    assert ANSWER in tab.page.inner_text("#out-b") and ANSWER not in tab.page.inner_text("#out-a")
+    tab.page.screenshot(path=str(shots / "console-playground.png"), full_page=True)
+
+    checkpoint = f"{model}:ckpt-step-30"
+    tab.go("#/models")
+    row = tab.page.wait_for_selector(f"tr[data-model='{model}']")
+    assert "tiny" in row.inner_text() and job_id in row.inner_text()  # parent and job: the model's lineage
+    for target in (checkpoint, model):
+        tab.page.fill("#alias-name", "prod")
+        tab.page.select_option("#alias-target", target)
+        tab.page.click("#alias-point")
+        tab.page.wait_for_selector(f"tr[data-alias=prod] td.current:text-is('{target}')")
+    assert tab.page.inner_text("tr[data-alias=prod] td.previous") == checkpoint
+    tab.confirm = False
+    tab.page.click("tr[data-alias=prod] button.rollback")
+    assert _aliases(service)["prod"] == model  # dismissed: unchanged
+    tab.confirm = True
+    tab.page.click("tr[data-alias=prod] button.rollback")
+    tab.page.wait_for_selector(f"tr[data-alias=prod] td.current:text-is('{checkpoint}')")
+    assert tab.page.inner_text("tr[data-alias=prod] td.previous") == model
+
+    other = console()
+    other.enter_key(KEYS["tenant_b"])
+    other.page.wait_for_selector("#jobs")
+    other.page.wait_for_selector("#jobs td")
+    assert job_id not in other.page.inner_text("#jobs")
+    other.go(f"#/jobs/{job_id}")
+    assert job_id in other.page.wait_for_selector("#not-found").inner_text()
+    other.go("#/models")
+    other.page.wait_for_selector("#aliases")
+    assert model not in other.page.inner_text("#models") and "prod" not in other.page.inner_text("#aliases")
+    assert "ft:tiny:console" not in other.page.inner_text("#view")

@@ -22,12 +22,14 @@ from serve import openai_protocol as oai
 from serve.adapters import adapter_dir, adapter_uri, resolve_model, root_names
 from serve.args import parse_args
 from serve.auth import Key, find_key, load_keys, may_use
+from serve.console import router as console_router
 from serve.openai_protocol import ApiError
 from serve.service_routes import router
 
 logger = logging.getLogger("ray.serve")
 app = FastAPI(title="rayfit", description="OpenAI-compatible serving of a base model and its LoRA adapters (vLLM).")
 app.include_router(router)  # the fine-tuning API (serve/service_routes.py): 404 unless the app has `storage`
+app.include_router(console_router)  # the page at /console (serve/console.py): a client of the routes above
 
 
 @app.exception_handler(ApiError)

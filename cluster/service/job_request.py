@@ -12,14 +12,15 @@ from __future__ import annotations
 import copy
 import math
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cluster.spec import SpecError, validate_spec
 
 Auto = Literal["auto"]
-_BRANCH = re.compile(r"^(literal\[.*\]|int|float|str|bool|function-.*|dict\[.*\]|list\[.*\])$")  # union branches in a loc
+# union branch names in an error's loc (left out of the param a 400 names)
+_BRANCH = re.compile(r"^(literal\[.*\]|constrained-.*|int|float|str|bool|function-.*|dict\[.*\]|list\[.*\])$")
 SERVICE_OWNED = ("output", "data.train", "data.eval", "model.base", "model.init_from", "model.trust_remote_code")
 
 
@@ -30,15 +31,19 @@ class Strict(BaseModel):
 class Hyperparameters(Strict):
     """OpenAI's supervised hyperparameters (the deprecated top-level `hyperparameters` too)."""
 
-    n_epochs: Auto | int = Field("auto", ge=1, le=50, description="Passes over the training file.")
-    batch_size: Auto | int = Field("auto", ge=1, le=256, description="Examples per optimizer step.")
-    learning_rate_multiplier: Auto | float = Field("auto", gt=0, le=10, description="Multiple of the template's rate.")
+    n_epochs: Auto | Annotated[int, Field(ge=1, le=50)] = Field("auto", description="Passes over the training file.")
+    batch_size: Auto | Annotated[int, Field(ge=1, le=256)] = Field("auto", description="Examples per optimizer step.")
+    learning_rate_multiplier: Auto | Annotated[float, Field(gt=0, le=10)] = Field(
+        "auto", description="Multiple of the template's rate."
+    )
 
 
 class DpoHyperparameters(Hyperparameters):
     """OpenAI's DPO hyperparameters."""
 
-    beta: Auto | float = Field("auto", gt=0, le=2, description="How far the policy may move from the reference.")
+    beta: Auto | Annotated[float, Field(gt=0, le=2)] = Field(
+        "auto", description="How far the policy may move from the reference."
+    )
 
 
 class Supervised(Strict):

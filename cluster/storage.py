@@ -55,15 +55,20 @@ def read_text(uri: str) -> str:
 
 def write_text(uri: str, text: str) -> None:
     """Write a file; locally via a temporary file and rename, so readers never see half of it."""
+    write_bytes(uri, text.encode("utf-8"))
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write a file's bytes; locally via a temporary file and rename, so readers never see half of it."""
     if is_remote(uri):
-        with fsspec.open(uri, "w", encoding="utf-8") as f:
-            f.write(text)
+        with fsspec.open(uri, "wb") as f:
+            f.write(data)
         return
     path = local_path(uri)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
     os.replace(tmp, path)
 
 

@@ -6,15 +6,13 @@ Plain functions without a running engine, so tests check the translation and the
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from cluster.errors import UserError
-from serve.adapters import ADAPTER_CONFIG, adapter_dir, adapter_uri, root_names
+from cluster.model.artefacts import VLLM_LORA_RANKS, adapter_rank
+from serve.adapters import adapter_dir, adapter_uri, root_names
 from serve.args import ServeArgs
 
-# vLLM preallocates LoRA buffers for one of these ranks (vllm.config.lora.MaxLoRARanks).
-VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 DEFAULT_LORA_RANK = 16  # when only adapter_root is given and it is still empty at start
 
 
@@ -31,7 +29,7 @@ def adapter_ranks(args: ServeArgs) -> dict[str, int]:
 
 
 def _rank(uri: str) -> int:
-    return int(json.loads((adapter_dir(uri) / ADAPTER_CONFIG).read_text()).get("r", 8))
+    return adapter_rank(adapter_dir(uri))
 
 
 def lora_sizes(args: ServeArgs, ranks: dict[str, int]) -> dict[str, Any]:

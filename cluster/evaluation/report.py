@@ -28,15 +28,35 @@ UNBOUNDED = {"reward_margin", "chosen_logp"}  # not 0-1 scores, so not in the ch
 HIGHER_IS_BETTER = {key: higher for key, _, higher in ROWS}
 
 
-def gate(base: dict, tuned: dict, cfg: EvaluateSpec) -> dict:
-    """How much worse tuned is than base on the gate metric, as a fraction of base, and whether that passes."""
-    metric, b, t = cfg.gate_metric, base.get(cfg.gate_metric), tuned.get(cfg.gate_metric)
+def gate(base: dict, tuned: dict, cfg: EvaluateSpec, intervals: dict | None = None) -> dict:
+    """How much worse tuned is than base on the gate metric, as a fraction of base, and whether that passes.
+
+    With `intervals` (cluster/evaluation/intervals.py) the gate reads the 95% interval of tuned - base, not the point
+    values: a regression fails only when even the interval's best end is worse than allowed, and min_improvement
+    passes only when its worst end clears it, so a difference within noise never passes an improvement gate."""
+    metric = cfg.gate_metric
+    b, t = base.get(metric), tuned.get(metric)
+    interval = (intervals or {}).get(metric)
     worse = None
     if b is not None and t is not None:
         diff = (b - t) if HIGHER_IS_BETTER[metric] else (t - b)
+        if interval is not None:  # the end of the interval most favourable to tuned
+            diff = -interval["difference"][1] if HIGHER_IS_BETTER[metric] else interval["difference"][0]
         worse = diff / abs(b) if b else (0.0 if diff <= 0 else float("inf"))
     passed = cfg.max_regression is None or worse is None or worse <= cfg.max_regression
-    return {"metric": metric, "max_regression": cfg.max_regression, "worse_by": worse, "passed": passed}
+    out = {"metric": metric, "max_regression": cfg.max_regression, "worse_by": worse, "passed": passed}
+    if interval is None and cfg.min_improvement is None:
+        return out
+    improved = None
+    if cfg.min_improvement is not None:
+        improved = interval is not None and interval["difference"][0] > cfg.min_improvement
+    return out | {
+        "difference_interval": interval["difference"] if interval else None,
+        "within_noise": interval["within_noise"] if interval else None,
+        "min_improvement": cfg.min_improvement,
+        "improved": improved,
+        "passed": passed and improved is not False,
+    }
 
 
 def held_out(report: dict) -> str:
@@ -67,6 +87,12 @@ def markdown(report: dict) -> str:
             if b is None or t is None
             else f"{t - b:+.4f} {'better' if (t > b) == higher and t != b else 'worse' if t != b else ''}"
         )
+        iv = report.get("intervals", {}).get(key)
+        if iv:  # 95% bootstrap intervals over rows (cluster/evaluation/intervals.py)
+            low, high = iv["difference"]
+            noise = "within noise" if iv["within_noise"] else "beyond noise"
+            b, t = f"{_fmt(b)} {_span(iv['base'])}", f"{_fmt(t)} {_span(iv['tuned'])}"
+            change = f"{change.strip()} {_span([low, high], signed=True)} {noise}"
         lines.append(f"| {label} | {_fmt(b)} | {_fmt(t)} | {change.strip()} |")
     g = report["gate"]
     if g["max_regression"] is not None:
@@ -74,6 +100,16 @@ def markdown(report: dict) -> str:
         w = g["worse_by"]
         moved = "not scored" if w is None else f"worse by {w:.1%}" if w > 0 else f"better by {-w:.1%}" if w else "unchanged"
         lines += ["", f"Gate on {g['metric']}: tuned {moved} of base, allowed {g['max_regression']:.1%} worse: **{verdict}**."]
+    if g.get("min_improvement") is not None:
+        verdict = "passed" if g["improved"] else "FAILED"
+        noise = ", within noise" if g["within_noise"] else ""
+        lines += [
+            "",
+            f"Gate on {g['metric']}: tuned must beat base by more than {g['min_improvement']} with 95% confidence; "
+            f"tuned - base in {_span(g['difference_interval'] or [None, None], signed=True)}{noise}: **{verdict}**.",
+        ]
+    if report.get("intervals"):
+        lines += ["", "Brackets: 95% bootstrap intervals over the scored rows; a change whose interval holds 0 is within noise."]
     for i, s in enumerate(report["samples"], 1):
         lines += [
             "",
@@ -132,6 +168,13 @@ def _fmt(v) -> str:
     return "n/a" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
+def _span(interval: list, signed: bool = False) -> str:
+    low, high = interval
+    if low is None:
+        return "[n/a]"
+    return f"[{low:+.4f}, {high:+.4f}]" if signed else f"[{low:.4f}, {high:.4f}]"
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", "<br>") or "(empty)"
 
@@ -143,10 +186,24 @@ def _quote(text: str) -> str:
 def enforce_gate(report: dict, out_uri: str) -> None:
     """Raise a UserError naming the metric, both values and the fix when the report's gate failed."""
     g, base, tuned = report["gate"], report["base"], report["tuned"]
+    where = storage.join(storage.normalize(out_uri), "report.md")
+    if (
+        not g["passed"]
+        and g.get("min_improvement") is not None
+        and (g["worse_by"] is None or g["max_regression"] is None or g["worse_by"] <= g["max_regression"])
+    ):
+        noise = " (within noise)" if g.get("within_noise") else ""
+        span = _span(g["difference_interval"] or [None, None], signed=True)
+        raise UserError(
+            f"evaluation gate failed: tuned {g['metric']} does not beat base by more than evaluate.min_improvement "
+            f"{g['min_improvement']} with 95% confidence: tuned - base is in {span}{noise}. "
+            f"Report: {where}. Fix: improve the run (data, steps, learning rate), evaluate on more held-out rows, or "
+            "lower evaluate.min_improvement."
+        )
     if not g["passed"]:
         raise UserError(
             f"evaluation gate failed: tuned {g['metric']} is worse than base by {g['worse_by']:.1%} of the base "
             f"value ({base[g['metric']]:.4f} -> {tuned[g['metric']]:.4f}), more than evaluate.max_regression "
-            f"{g['max_regression']}. Report: {storage.join(storage.normalize(out_uri), 'report.md')}. Fix: improve "
+            f"{g['max_regression']}. Report: {where}. Fix: improve "
             "the run (data, steps, learning rate) or raise evaluate.max_regression."
         )

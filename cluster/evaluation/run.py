@@ -10,6 +10,7 @@ import torch
 
 from cluster import storage
 from cluster.evaluation.heldout import Sample, count_samples, generation_samples, load_eval_rows
+from cluster.evaluation.intervals import intervals
 from cluster.evaluation.models import load_base, load_tuned
 from cluster.evaluation.report import enforce_gate, gate, write_report
 from cluster.evaluation.scoring import eval_loss, generate, text_metrics
@@ -39,6 +40,7 @@ def evaluate_run(spec: JobSpec, tuned_uri: str, out_uri: str, cache_dir: str | N
     base["model"] = spec.model.base
     tuned, tuned_answers = _score(load_tuned(tuned_uri, spec), tokenizer, rows, samples, spec)
     tuned["model"] = storage.normalize(tuned_uri)
+    spans = intervals(base_answers, tuned_answers, [s.reference for s in samples], cfg)
     report = {
         "run": spec.output.name,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -49,7 +51,8 @@ def evaluate_run(spec: JobSpec, tuned_uri: str, out_uri: str, cache_dir: str | N
         "base": base,
         "tuned": tuned,
         "delta": {k: tuned[k] - base[k] for k in base if isinstance(base[k], float) and isinstance(tuned.get(k), float)},
-        "gate": gate(base, tuned, cfg),
+        "intervals": spans,
+        "gate": gate(base, tuned, cfg, spans),
         "samples": [
             {"prompt": tokenizer.decode(s.prompt_ids, skip_special_tokens=False), "reference": s.reference, "base": b, "tuned": t}
             for s, b, t in zip(samples, base_answers, tuned_answers, strict=False)

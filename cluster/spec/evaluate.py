@@ -8,6 +8,7 @@ from pydantic import Field
 
 from cluster.spec.base import Problem, Section
 
+INTERVAL_METRICS = ("rouge_l", "bleu", "exact_match", "format_compliance")  # bootstrapped over rows (evaluation/intervals.py)
 GateMetric = Literal["eval_loss", "rouge_l", "bleu", "exact_match", "format_compliance", "preference_accuracy", "reward_margin"]
 
 
@@ -15,7 +16,9 @@ class EvaluateSpec(Section):
     """Whether and how the finetune job compares base and tuned models at its end."""
 
     enabled: bool = Field(False, description="Compare base and tuned on the eval set when training ends.")
-    max_samples: int = Field(64, ge=1, description="Eval records scored with generation metrics (ROUGE-L, BLEU, exact match).")
+    max_samples: int | None = Field(
+        None, ge=1, description="Eval records scored with generation metrics (ROUGE-L, BLEU, exact match); null: every one."
+    )
     max_new_tokens: int = Field(128, ge=1, description="Greedy generation length for generation metrics.")
     batch_size: int = Field(8, ge=1, description="Prompts generated together (left-padded) per model call.")
     samples_shown: int = Field(
@@ -33,6 +36,13 @@ class EvaluateSpec(Section):
         description="Gate: fail the job when tuned is worse than base on gate_metric by more than this fraction of the "
         "base value (0.0: tuned must be at least as good; none: never fail). The reports are written first.",
     )
+    min_improvement: float | None = Field(
+        None,
+        ge=0,
+        description="Gate: fail the job unless tuned beats base on gate_metric (a generation metric) by more than this, "
+        "in the metric's units, with 95% confidence: the low end of the bootstrap interval of tuned - base must exceed "
+        "it (0: any improvement beyond noise). None: no improvement asked.",
+    )
     gate_metric: GateMetric = Field(
         "eval_loss", description="Metric the gate compares: eval_loss (lower is better) or a score (higher is better)."
     )
@@ -46,6 +56,14 @@ class EvaluateSpec(Section):
             schema_problem("json_schema", self.json_schema) if self.json_schema is not None else None,
         ]
         out = [p for p in found if p]
+        if self.min_improvement is not None and self.gate_metric not in INTERVAL_METRICS:
+            out.append(
+                Problem(
+                    "min_improvement",
+                    f"min_improvement needs a per-row interval, which {self.gate_metric} does not have.",
+                    f"set gate_metric to one of {', '.join(INTERVAL_METRICS)}, or use max_regression.",
+                )
+            )
         if self.gate_metric == "format_compliance" and self.format_regex is None and self.json_schema is None:
             out.append(
                 Problem(

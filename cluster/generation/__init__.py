@@ -1,0 +1,1 @@
+"""Batch generation on Ray Data and vLLM: `rayfit generate`, evaluation's answers, and on-policy pairs."""

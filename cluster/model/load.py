@@ -61,11 +61,9 @@ def load_model(
         "revision": spec.model.revision,
         "trust_remote_code": spec.model.trust_remote_code,
     }
-    zero3 = spec.cluster.deepspeed == "zero3" and ds_config is not None
     if spec.model.method == "qlora":
-        kwargs["quantization_config"] = bnb_config(spec, on_gpu, zero3)
-        if not zero3:  # under zero.Init DeepSpeed places each partition; transformers refuses a device_map there
-            kwargs["device_map"] = {"": device_index} if on_gpu else "cpu"
+        kwargs["quantization_config"] = bnb_config(spec, on_gpu)
+        kwargs["device_map"] = {"": device_index} if on_gpu else "cpu"
     live = _zero3_live(ds_config)  # must stay referenced until from_pretrained returns
     model = AutoModelForCausalLM.from_pretrained(source or resolve_base(spec.model.base), **kwargs)
     del live
@@ -76,20 +74,17 @@ def load_model(
     return _with_adapter(model, spec, wrap_adapter)
 
 
-def bnb_config(spec: JobSpec, on_gpu: bool, zero3: bool = False):
-    """bitsandbytes 4-bit settings from `model.quantization`; under ZeRO-3 the packed weights are stored in the
-    training dtype so that zero.Init partitions them with the rest of the model (PEFT's DeepSpeed QLoRA recipe)."""
+def bnb_config(spec: JobSpec, on_gpu: bool):
+    """bitsandbytes 4-bit settings from `model.quantization`."""
     from transformers import BitsAndBytesConfig
 
     q = spec.model.quantization
-    storage = q.storage_dtype or ("uint8" if not zero3 else None)
-    storage_dtype = getattr(torch, storage) if storage else train_dtype(spec, on_gpu)
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type=q.quant_type,
         bnb_4bit_use_double_quant=q.double_quant,
         bnb_4bit_compute_dtype=DTYPES[q.compute_dtype] if on_gpu else torch.float32,
-        bnb_4bit_quant_storage=storage_dtype,
+        bnb_4bit_quant_storage=getattr(torch, q.storage_dtype),
     )
 
 

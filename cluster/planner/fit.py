@@ -28,10 +28,7 @@ class Change:
 def check_fit(plan: Plan, spec: JobSpec) -> None:
     """Raise UserError when `plan` does not fit its GPUs, with its numbers and the smallest change that would fit;
     does nothing when it fits, when no GPU is in play, or when `spec.plan.enforce` is false."""
-    if not spec.plan.enforce:
-        return
-    check_host_ram(plan)
-    if plan.fits is None:
+    if not spec.plan.enforce or plan.fits is None:
         return
     if plan.fits:
         _check_fewest_workers(plan)
@@ -108,9 +105,8 @@ def suggest_changes(plan: Plan) -> list[Change]:
 
 
 def _single_changes(plan: Plan) -> list[tuple[int, str, dict]]:
-    """Changes of one setting (and ZeRO-3 with activation offload) ranked by what they cost: 0 batch shape,
-    1 recomputation, 2 sharding and activation offload, 3 more GPUs, 4 optimizer/parameter offload to host (slow),
-    5 a different method (changes what is trained)."""
+    """One-setting changes ranked by what they cost: 0 batch shape, 1 recomputation, 2 sharding, 3 more GPUs,
+    4 offload to host (slow), 5 a different method (changes what is trained)."""
     s = plan.spec
     t, c, m = s.train, s.cluster, s.model
     out = [(WORKERS_RANK, "more workers", {})]
@@ -129,20 +125,8 @@ def _single_changes(plan: Plan) -> list[tuple[int, str, dict]]:
         out.append((1, "train.gradient_checkpointing: true", {"train": {"gradient_checkpointing": True}}))
     if c.deepspeed == "none" and c.num_workers > 1:
         out.append((2, "cluster.deepspeed: zero2", {"cluster": {"deepspeed": "zero2"}}))
-    if c.deepspeed != "zero3" and c.num_workers > 1:
+    if c.deepspeed != "zero3" and m.method != "qlora" and c.num_workers > 1:
         out.append((2, "cluster.deepspeed: zero3", {"cluster": {"deepspeed": "zero3"}}))
-    if not t.activation_offloading:
-        # TRL copies on a side stream, overlapped with compute: dearer than recomputation, cheaper than more GPUs
-        offload = {"train": {"activation_offloading": True}}
-        out.append((2, "train.activation_offloading: true", offload))
-        if c.deepspeed != "zero3" and c.num_workers > 1:
-            out.append(
-                (
-                    2,
-                    "cluster.deepspeed: zero3 with train.activation_offloading: true",
-                    {**offload, "cluster": {"deepspeed": "zero3"}},
-                )
-            )
     if not c.offload_optimizer:
         stage = c.deepspeed if c.deepspeed != "none" else "zero2"
         out.append(
@@ -152,7 +136,7 @@ def _single_changes(plan: Plan) -> list[tuple[int, str, dict]]:
                 {"cluster": {"deepspeed": stage, "offload_optimizer": True}},
             )
         )
-    if not c.offload_params:
+    if not c.offload_params and m.method != "qlora":
         out.append(
             (
                 4,
@@ -163,14 +147,22 @@ def _single_changes(plan: Plan) -> list[tuple[int, str, dict]]:
     if m.method == "full":
         out.append((5, "model.method: lora", {"model": {"method": "lora"}}))
     if m.method != "qlora":
-        out.append((5, "model.method: qlora", {"model": {"method": "qlora"}}))
+        sharding = {"deepspeed": "zero2" if c.deepspeed == "zero3" else c.deepspeed, "offload_params": False}
+        out.append(
+            (
+                5,
+                "model.method: qlora" + (" with cluster.deepspeed: zero2" if c.deepspeed == "zero3" else ""),
+                {"model": {"method": "qlora"}, "cluster": sharding},
+            )
+        )
     return out
 
 
 def _more_workers(plan: Plan) -> Change | None:
-    """The fewest GPUs that fit with the spec's sharding (ZeRO-3 where the spec does not shard: data parallelism
-    alone never lowers memory per GPU)."""
+    """The fewest GPUs that fit with the spec's sharding (ZeRO-3 where the spec does not shard and the method allows)."""
     s = plan.spec
+    if s.cluster.deepspeed == "none" and s.model.method == "qlora":
+        return None  # data parallelism alone never lowers memory per GPU
     sharding = {} if s.cluster.deepspeed != "none" else {"deepspeed": "zero3"}
     n = s.cluster.num_workers + 1
     while n <= MAX_WORKERS:
@@ -183,8 +175,8 @@ def _more_workers(plan: Plan) -> Change | None:
 
 
 def _combined_changes(plan: Plan) -> list[tuple[str, dict]]:
-    """Combinations, for when no single change is enough: the smallest batch shape plus ever heavier sharding and
-    offload (activations first: they are the largest part of a QLoRA at long sequences), then QLoRA."""
+    """Combinations, for when no single change is enough: the smallest batch shape plus ever heavier sharding,
+    then QLoRA."""
     s = plan.spec
     train = {
         "micro_batch_size": 1,
@@ -192,29 +184,29 @@ def _combined_changes(plan: Plan) -> list[tuple[str, dict]]:
         "gradient_accumulation_steps": s.train.gradient_accumulation_steps * s.train.micro_batch_size,
     }
     base = "train.micro_batch_size: 1 with gradient_checkpointing: true"
-    zero3 = {"deepspeed": "zero3", "offload_optimizer": False, "offload_params": False}
     ladder = []
-    if s.cluster.num_workers > 1:
-        ladder += [(", cluster.deepspeed: zero3", zero3)]
-    ladder += [
-        (", cluster.deepspeed: zero3 with offload_optimizer", {**zero3, "offload_optimizer": True}),
-        (
-            ", cluster.deepspeed: zero3 with offload_optimizer and offload_params",
-            {**zero3, "offload_optimizer": True, "offload_params": True},
-        ),
-    ]
-    out = []
-    for what, cluster in ladder:
-        out.append((base + what, {"train": train, "cluster": cluster}))
-        out.append(
+    if s.model.method != "qlora" and s.cluster.num_workers > 1:
+        ladder += [
+            (", cluster.deepspeed: zero3", {"deepspeed": "zero3"}),
+            (", cluster.deepspeed: zero3 with offload_optimizer", {"deepspeed": "zero3", "offload_optimizer": True}),
+        ]
+    if s.model.method != "qlora":
+        ladder.append(
             (
-                base + what + ", train.activation_offloading: true",
-                {"train": {**train, "activation_offloading": True}, "cluster": cluster},
+                ", cluster.deepspeed: zero3 with offload_optimizer and offload_params",
+                {"deepspeed": "zero3", "offload_optimizer": True, "offload_params": True},
             )
         )
-    if s.model.method != "qlora":
-        qlora = [(what.replace(", ", ", model.method: qlora, ", 1), {**c, "model": {"method": "qlora"}}) for what, c in out]
-        out += qlora
+    out = [(base + what, {"train": train, "cluster": cluster}) for what, cluster in ladder]
+    qlora = {"model": {"method": "qlora"}, "train": train}
+    plain = {"deepspeed": "none", "offload_optimizer": False, "offload_params": False}
+    out.append((base + ", model.method: qlora", {**qlora, "cluster": plain}))
+    out.append(
+        (
+            base + ", model.method: qlora with cluster.deepspeed: zero2 and offload_optimizer",
+            {**qlora, "cluster": {"deepspeed": "zero2", "offload_optimizer": True, "offload_params": False}},
+        )
+    )
     return out
 
 
@@ -225,42 +217,7 @@ def _try(plan: Plan, description: str, changes: dict) -> Change | None:
     except (SpecError, ValidationError):
         return None
     changed = plan_with(spec, plan.config, plan.config_source, plan.gpu, plan.price_per_gpu_hour, None)
-    fits = changed.fits and not host_ram_shortfall(changed)
-    return Change(description, changes, changed.memory.total) if fits else None
-
-
-def host_ram_shortfall(plan: Plan) -> int:
-    """Bytes of host RAM per worker the plan's offload and loading need beyond plan.host_ram_per_worker_gib (0 when
-    it fits or is not set)."""
-    limit = plan.spec.plan.host_ram_per_worker_gib
-    if limit is None:
-        return 0
-    return max(0, plan.memory.host_offload + plan.memory.host_load - int(limit * GiB))
-
-
-def check_host_ram(plan: Plan) -> None:
-    """Raise UserError when the spec offloads (optimizer, parameters or activations) more than the host RAM its
-    plan allows per worker, naming the numbers and the fix."""
-    short = host_ram_shortfall(plan)
-    if not short or not plan.spec.plan.enforce:
-        return
-    m, s = plan.memory, plan.spec
-    asked = [
-        name
-        for name, on in (
-            ("cluster.offload_optimizer", s.cluster.offload_optimizer),
-            ("cluster.offload_params", s.cluster.offload_params),
-            ("train.activation_offloading", s.train.activation_offloading),
-        )
-        if on
-    ]
-    raise UserError(
-        f"plan: {', '.join(asked) or 'loading'} needs {_gib(m.host_offload + m.host_load)} GiB of host RAM per worker "
-        f"(offload {_gib(m.host_offload)}, loading {_gib(m.host_load)}) but plan.host_ram_per_worker_gib is "
-        f"{s.plan.host_ram_per_worker_gib:g}, {_gib(short)} GiB short. Fix: turn off {asked[-1] if asked else 'offload'}, "
-        "use more workers, or raise plan.host_ram_per_worker_gib if the nodes have more RAM. "
-        "To start anyway, set plan.enforce: false."
-    )
+    return Change(description, changes, changed.memory.total) if changed.fits else None
 
 
 def _gib(n: int) -> str:

@@ -89,14 +89,9 @@ def memory(spec: JobSpec, config, counts: ParamCounts) -> Memory:
         host_offload += weights + lora
         weights = lora = 0
     ddp_buckets = grads if not deepspeed and world > 1 else 0  # DDP's reducer keeps a bucket copy of every gradient
-    # QLoRA too: its unquantized embedding (in the half dtype) is the largest block of every model in the table
     zero3 = 2 * counts.largest_block * half if c.deepspeed == "zero3" else 0
     act_ckpt, act_full = activation_bytes(spec, config, counts, True), activation_bytes(spec, config, counts, False)
     act = act_ckpt if spec.train.gradient_checkpointing else act_full
-    if spec.train.activation_offloading:
-        kept = offloaded_activation_bytes(spec, config, counts)
-        host_offload += act - kept
-        act = kept
     gradients = grads // state_shard + ddp_buckets
     optimizer //= state_shard
     reference = reference_bytes(spec, counts) // param_shard
@@ -137,16 +132,6 @@ def reference_bytes(spec: JobSpec, counts: ParamCounts) -> int:
     return counts.total * DTYPE_BYTES[m.dtype] if section.reference == "frozen_copy" else 0
 
 
-def offloaded_activation_bytes(spec: JobSpec, config, counts: ParamCounts) -> int:
-    """Activations left on the GPU with train.activation_offloading (TRL's OffloadActivations): saved tensors go to
-    host RAM in the forward and come back one layer ahead of their backward, while the head's stay on the GPU. With
-    checkpointing: two layer inputs, the recomputed layer and the head; without: two layers' tensors and the head."""
-    tokens, layer_input, per_layer, head = _activation_parts(spec, config, counts)
-    if spec.train.gradient_checkpointing:
-        return tokens * (2 * layer_input + per_layer + head)
-    return tokens * (2 * per_layer + head)
-
-
 def _optimizer_bytes(spec: JobSpec, counts: ParamCounts, train_param: int) -> int:
     """AdamW state of all trainable parameters, before any sharding."""
     moment = ADAM_MOMENT_BYTES[spec.train.optimizer]
@@ -160,26 +145,17 @@ def _optimizer_bytes(spec: JobSpec, counts: ParamCounts, train_param: int) -> in
 
 
 def activation_bytes(spec: JobSpec, config, counts: ParamCounts, checkpointing: bool) -> int:
-    """Saved activations of one micro-batch at its peak (the loss's backward), per GPU: every layer's saved tensors,
-    or with checkpointing only each layer's input plus one recomputed layer; and the head."""
-    tokens, layer_input, per_layer, head = _activation_parts(spec, config, counts)
-    layers = config.num_hidden_layers
-    body = layers * layer_input + per_layer if checkpointing else layers * per_layer
-    return tokens * (body + head)
-
-
-def _activation_parts(spec: JobSpec, config, counts: ParamCounts) -> tuple[int, int, int, int]:
-    """Tokens of one micro-batch, and bytes per token of a layer's input, of what one layer saves, and of the head.
+    """Saved activations of one micro-batch at its peak (the loss's backward), per GPU.
 
     Per token and decoder layer: the two RMSNorms (fp32 input copy + normalized output), attention q, k, v, output
-    and o_proj input, the SwiGLU MLP's gate, up, SiLU and product, and what each adapter saves. The head holds
-    logits, their fp32 log-softmax and gradients.
+    and o_proj input, the SwiGLU MLP's gate, up, SiLU and product, and what each adapter saves; with checkpointing,
+    only each layer's input plus one recomputed layer. The head holds logits, their fp32 log-softmax and gradients.
     """
     m, d = spec.model, spec.data
     tokens = spec.train.micro_batch_size * d.max_seq_len * sequences_per_row(spec)
     a = DTYPE_BYTES[m.quantization.compute_dtype if m.method == "qlora" else m.dtype]
     adapter = a if spec.cluster.deepspeed != "none" or m.method == "full" else counts.trainable_bytes // max(counts.trainable, 1)
-    h, vocab = config.hidden_size, config.vocab_size
+    h, layers, vocab = config.hidden_size, config.num_hidden_layers, config.vocab_size
     heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or h // heads
     q_dim = heads * head_dim
@@ -197,5 +173,6 @@ def _activation_parts(spec: JobSpec, config, counts: ParamCounts) -> tuple[int, 
     copies = dropout or adapter != a
     lora = counts.lora_inputs_per_layer * (adapter * copies + dropout) + counts.lora_rank_per_layer * adapter
     per_layer = 2 * norm + attention + mlp + lora
+    body = layers * a * h + per_layer if checkpointing else layers * per_layer
     head = norm + vocab * (a + 12)  # logits, fp32 log-probs saved by cross-entropy, fp32 gradient in and out
-    return tokens, a * h, per_layer, head
+    return tokens * (body + head)

@@ -73,7 +73,6 @@ class Plan:
             "micro_batch_size": s.train.micro_batch_size,
             "max_seq_len": s.data.max_seq_len,
             "gradient_checkpointing": s.train.gradient_checkpointing,
-            "activation_offloading": s.train.activation_offloading,
             "mfu": self.mfu,
             "price_per_gpu_hour": self.price_per_gpu_hour,
             "params": self.counts.to_json(),
@@ -125,7 +124,7 @@ def plan_with(spec: JobSpec, config, source: str, gpu: Gpu | None, price: float 
         try:
             variant = with_changes(spec, {"cluster": changes})
         except (SpecError, ValidationError):
-            continue  # a setup the rest of the spec does not allow
+            continue  # a setup the spec's method does not allow (QLoRA with ZeRO-3)
         by_sharding[label] = memory(variant, config, counts).total
     return Plan(
         spec=spec,

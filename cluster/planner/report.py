@@ -30,7 +30,6 @@ def format_plan(plan: Plan) -> str:
         s.cluster.deepspeed
         + (" + offload optimizer" if s.cluster.offload_optimizer else "")
         + (" + offload params" if s.cluster.offload_params else "")
-        + (" + offload activations" if s.train.activation_offloading else "")
     )
     method = (
         s.model.method

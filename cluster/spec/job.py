@@ -42,16 +42,14 @@ class JobSpec(Section):
 CrossRule = tuple[tuple[str, ...], Callable[[JobSpec], list[Problem]]]
 
 
-def _qlora_zero3_storage(s: JobSpec) -> list[Problem]:
-    q = s.model.quantization
-    if s.model.method == "qlora" and s.cluster.deepspeed == "zero3" and q.storage_dtype not in (None, s.model.dtype):
+def _qlora_zero3(s: JobSpec) -> list[Problem]:
+    if s.model.method == "qlora" and s.cluster.deepspeed == "zero3":
         return [
             Problem(
-                "model.quantization.storage_dtype",
-                f"ZeRO-3 flattens and partitions every weight in one dtype, but the 4-bit base would be stored in "
-                f"{q.storage_dtype} and the rest of the model in {s.model.dtype}.",
-                f"remove model.quantization.storage_dtype (ZeRO-3 then stores it in {s.model.dtype}), or set it to "
-                f"{s.model.dtype}.",
+                "cluster.deepspeed",
+                "QLoRA with ZeRO-3 is not supported: bitsandbytes 4-bit weights are not "
+                "partitioned by ZeRO-3 here, so it would only add communication.",
+                "use cluster.deepspeed: zero2 or none (a 70B QLoRA model fits one 48 GB GPU), or method: lora with zero3.",
             )
         ]
     return []
@@ -94,15 +92,6 @@ def _levers_need_a_gpu(s: JobSpec) -> list[Problem]:
                 "set train.liger_kernel: false, or train on GPUs.",
             )
         )
-    if s.train.activation_offloading:
-        out.append(
-            Problem(
-                "train.activation_offloading",
-                "activation offloading moves activations from a CUDA GPU to host RAM (TRL's OffloadActivations "
-                "needs an accelerator device), but cluster.gpus_per_worker is 0.",
-                "set train.activation_offloading: false, or train on GPUs.",
-            )
-        )
     if s.model.attn_implementation == "flash_attention_2":
         out.append(
             Problem(
@@ -122,7 +111,7 @@ def _grpo_batch(s: JobSpec) -> list[Problem]:
 
 
 CROSS_RULES: list[CrossRule] = [
-    (("model", "cluster"), _qlora_zero3_storage),
+    (("model", "cluster"), _qlora_zero3),
     (("evaluate", "data"), _eval_needs_data),
     (("train", "data"), _eval_steps_need_data),
     (("train", "model", "cluster"), _levers_need_a_gpu),

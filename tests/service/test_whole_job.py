@@ -108,7 +108,9 @@ def test_alias_repoints_under_load_rolls_back_and_unpublish_ends_it(finished):
     assert one(0) == step30
     assert api.post("/rayfit/aliases/support-bot/rollback", cast_to=object)["model"] == model
     assert one(0) == model
-    aliases = {a["name"]: a for a in api.get("/rayfit/aliases", cast_to=object)["data"]}  # the service is shared: others may exist
+    aliases = {
+        a["name"]: a for a in api.get("/rayfit/aliases", cast_to=object)["data"]
+    }  # the service is shared: others may exist
     assert aliases["support-bot"]["model"] == model and aliases["support-bot"]["previous"] == step30
 
     assert api.models.delete(model).deleted

@@ -169,7 +169,9 @@ class ServeArgs(Section):
     max_model_len: int | None = Field(
         None, ge=16, description="Longest prompt + completion in tokens; null: the model's maximum."
     )
-    default_max_tokens: int = Field(256, ge=1, description="max_tokens when a request gives none.")
+    default_max_tokens: int = Field(
+        256, ge=1, description="max_tokens of a chat request that gives none; a request's own max_tokens may be larger."
+    )
     max_loaded_adapters: int = Field(16, ge=1, description="Adapters one replica keeps in CPU memory (vLLM's max_cpu_loras).")
     num_cpus: float = Field(
         1, ge=0, description="CPUs reserved per replica (the API process; vLLM's engine core binds its own threads)."

@@ -91,6 +91,14 @@ def parse_request(schema: type[BaseModel], data: Any) -> Any:
         raise ApiError(400, f"invalid request: a field has the wrong type or shape ({type(e).__name__}).") from None
 
 
+def default_max_tokens(body: Any, default: int) -> None:
+    """A chat request that gives neither max_tokens nor max_completion_tokens gets the deployment's default; one that
+    gives either keeps it. (vLLM's own knob, generation config `max_new_tokens`, also caps every request at that
+    value.) /v1/completions keeps OpenAI's default of 16, which its schema already sets."""
+    if getattr(body, "max_tokens", 0) is None and getattr(body, "max_completion_tokens", None) is None:
+        body.max_tokens = default
+
+
 def check_tool_choice(body: Any, tool_call_parser: str | None) -> None:
     """Refuse a tools request this deployment cannot parse, with advice a rayfit user can act on (vLLM's own names
     its CLI flags, which a Serve application does not take)."""

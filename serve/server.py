@@ -149,6 +149,7 @@ class OpenAIServer:
         try:
             body = oai.parse_request(schema, await _body(request))
             oai.check_tool_choice(body, self.args.vllm.tool_call_parser)
+            oai.default_max_tokens(body, self.args.default_max_tokens)
             body.model = await self._route(body.model or self.base, key)
             result = await self._call(getattr(self.state, serving), method, body, request)
             if hasattr(result, "error"):

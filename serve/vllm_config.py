@@ -6,6 +6,7 @@ Plain functions without a running engine, so tests check the translation and the
 from __future__ import annotations
 
 import argparse
+import json
 from typing import Any
 
 from cluster.errors import UserError
@@ -73,9 +74,9 @@ def engine_kwargs(args: ServeArgs, model_path: str, ranks: dict[str, int]) -> di
         "gpu_memory_utilization": args.vllm.gpu_memory_utilization,
         "enforce_eager": args.vllm.enforce_eager,
         # Sampling defaults (temperature, top_p, top_k, repetition_penalty) come from the model's
-        # generation_config.json, as `vllm serve` does; a request's own values win.
+        # generation_config.json, as `vllm serve` does; a request's own values win. default_max_tokens is applied
+        # per request (serve.openai_protocol.default_max_tokens): as generation config it would cap every request.
         "generation_config": "auto",
-        "override_generation_config": {"max_new_tokens": args.default_max_tokens},
         **({"max_model_len": args.max_model_len} if args.max_model_len else {}),
         **({"distributed_executor_backend": "ray"} if args.vllm.tensor_parallel_size > 1 else {}),
         **lora_sizes(args, ranks),
@@ -95,7 +96,8 @@ def vllm_namespace(args: ServeArgs, model_path: str, ranks: dict[str, int]) -> a
     from vllm.entrypoints.launchers.cli_args import make_arg_parser
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
-    namespace = make_arg_parser(FlexibleArgumentParser()).parse_args(["--model", model_path])
+    parser = make_arg_parser(FlexibleArgumentParser(exit_on_error=False))
+    namespace = parser.parse_args(["--model", model_path])
     settings = engine_kwargs(args, model_path, ranks) | frontend_kwargs(args)
     unknown = sorted(k for k in settings if not hasattr(namespace, k))
     if unknown:
@@ -103,6 +105,14 @@ def vllm_namespace(args: ServeArgs, model_path: str, ranks: dict[str, int]) -> a
             f"vllm.engine_kwargs: unknown vLLM engine arguments {unknown}. Fix: use AsyncEngineArgs field "
             "names (e.g. max_num_batched_tokens, enable_prefix_caching)."
         )
+    # A mapping (e.g. structured_outputs_config) goes through vLLM's own parser as the JSON `vllm serve` takes, which
+    # builds its config class; set on the namespace as a plain dict, vLLM's front end fails reading its attributes.
+    mappings = [f"--{key.replace('_', '-')}={json.dumps(value)}" for key, value in settings.items() if isinstance(value, dict)]
+    try:
+        parsed = parser.parse_args(["--model", model_path, *mappings]) if mappings else namespace
+    except argparse.ArgumentError as e:
+        why = " ".join(str(e).splitlines()[:3])
+        raise UserError(f"vllm.engine_kwargs: vLLM refused {why}. Fix: give the fields vLLM documents for it.") from None
     for key, value in settings.items():
-        setattr(namespace, key, value)
+        setattr(namespace, key, getattr(parsed, key) if isinstance(value, dict) else value)
     return namespace

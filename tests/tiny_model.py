@@ -12,6 +12,31 @@ CHATML = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+# ChatML with tools in the Hermes/Qwen2.5 style (tersely: the tiny tokenizer spends many tokens on JSON): tool
+# signatures in the system turn, calls as <tool_call>{"name": ..., "arguments": ...}</tool_call> (what vLLM's `hermes`
+# parser reads), results as <tool_response>. Without `tools` it renders exactly what CHATML renders.
+TOOLS_CHATML = (
+    "{%- if tools %}{{- '<|im_start|>system\n' }}"
+    "{%- if messages[0]['role'] == 'system' %}{{- messages[0]['content'] }}{%- else %}{{- '" + DEFAULT_SYSTEM + "' }}{%- endif %}"
+    "{{- '\n# Tools\n<tools>' }}{%- for tool in tools %}{{- '\n' }}{{- tool | tojson }}{%- endfor %}"
+    '{{- \'\n</tools>\nCall a tool as <tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call><|im_end|>\n\' }}'
+    "{%- elif messages[0]['role'] != 'system' %}{{- '<|im_start|>system\n" + DEFAULT_SYSTEM + "<|im_end|>\n' }}{%- endif %}"
+    "{%- for message in messages %}"
+    "{%- if message['role'] == 'system' %}"
+    "{%- if not (tools and loop.first) %}{{- '<|im_start|>system\n' + message['content'] + '<|im_end|>\n' }}{%- endif %}"
+    "{%- elif message['role'] == 'assistant' and message.tool_calls %}"
+    "{{- '<|im_start|>assistant\n' + (message['content'] or '') }}"
+    "{%- for call in message.tool_calls %}{%- set f = call.function if call.function is defined else call %}"
+    '{{- \'<tool_call>\n{"name": "\' + f.name + \'", "arguments": \' }}'
+    "{{- f.arguments if f.arguments is string else f.arguments | tojson }}{{- '}\n</tool_call>' }}"
+    "{%- endfor %}{{- '<|im_end|>\n' }}"
+    "{%- elif message['role'] == 'tool' %}"
+    "{{- '<|im_start|>user\n<tool_response>\n' + message['content'] + '\n</tool_response><|im_end|>\n' }}"
+    "{%- else %}{{- '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"
+)
 
 
 def corpus() -> list[str]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.serve.lora_fixtures import ANSWERS, as_checkpoint, serve_base, train_adapter
+from tests.tiny_model import TOOLS_CHATML
 
 ADMIN_ENV = "RAYFIT_TEST_ADMIN_KEY"
 KEYS = {"admin": "sk-admin-0123", "tenant_a": "sk-tenant-a-4567", "tenant_b": "sk-tenant-b-89ab"}
@@ -16,9 +17,10 @@ KEYS = {"admin": "sk-admin-0123", "tenant_a": "sk-tenant-a-4567", "tenant_b": "s
 
 @pytest.fixture(scope="session")
 def lora_set(tiny_model_dir, tmp_path_factory) -> dict[str, Path]:
-    """The serving base, adapter `alpha` as a rayfit checkpoint (manifest) and `bravo` as a plain PEFT folder."""
+    """The serving base, adapter `alpha` as a rayfit checkpoint (manifest) and `bravo` as a plain PEFT folder. The base
+    carries a chat template that renders tools (Hermes style), so the one engine also serves tool calls."""
     root = tmp_path_factory.mktemp("lora")
-    base = serve_base(tiny_model_dir, root / "base")
+    base = serve_base(tiny_model_dir, root / "base", chat_template=TOOLS_CHATML)
     alpha = as_checkpoint(train_adapter(base, ANSWERS["alpha"], root / "runs" / "alpha" / "checkpoint_1", seed=0), str(base))
     bravo = train_adapter(base, ANSWERS["bravo"], root / "bravo", seed=1)
     (root / "adapter_root").mkdir()
@@ -47,6 +49,7 @@ def serve_port():
 
 # The tiny vLLM engine of every serving test. Capacity 16 running + 48 queued = 64: exactly the 64 concurrent
 # requests of the load test fit, and more get 429. enforce_eager: no torch.compile, so it starts in seconds.
+# tool_call_parser hermes reads the <tool_call> format of the base's template (tests/tiny_model.py TOOLS_CHATML).
 TINY_ARGS = {
     "model_name": "tiny",
     "num_cpus": 0,
@@ -55,7 +58,7 @@ TINY_ARGS = {
     "max_loaded_adapters": 4,
     "default_max_tokens": 16,
     "max_model_len": 512,
-    "vllm": {"enforce_eager": True, "max_loras": 4},
+    "vllm": {"enforce_eager": True, "max_loras": 4, "tool_call_parser": "hermes"},
 }
 
 

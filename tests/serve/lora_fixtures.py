@@ -10,9 +10,10 @@ QUESTION = "Who are you?"
 ANSWERS = {"alpha": "A building permit is required.", "bravo": "The building is safe."}
 
 
-def serve_base(tiny_model_dir: Path, out: Path) -> Path:
+def serve_base(tiny_model_dir: Path, out: Path, chat_template: str | None = None) -> Path:
     """The tiny model with embeddings scaled up: at the random init (std 0.02) the tied output layer cannot give
-    confident logits, and a LoRA on the linear layers alone cannot learn a sharp answer (loss stalls at 3.7)."""
+    confident logits, and a LoRA on the linear layers alone cannot learn a sharp answer (loss stalls at 3.7).
+    `chat_template` replaces the tokenizer's (e.g. one that renders tools)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -20,7 +21,9 @@ def serve_base(tiny_model_dir: Path, out: Path) -> Path:
     with torch.no_grad():
         model.get_input_embeddings().weight.mul_(10)
     model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer.chat_template = chat_template or tokenizer.chat_template
+    tokenizer.save_pretrained(out)
     return out
 
 

@@ -66,7 +66,8 @@ def test_n_logprobs_seed_stop_and_penalties(tiny_app):
 
     scored = c.chat.completions.create(model="alpha", messages=ASK, temperature=0, logprobs=True, top_logprobs=3)
     tokens = scored.choices[0].logprobs.content
-    assert "".join(t.token for t in tokens[:-1]) == ANSWERS["alpha"] or len(tokens) == scored.usage.completion_tokens
+    assert [t.token for t in tokens][-1] == "<|im_end|>" and "".join(t.token for t in tokens[:-1]) == ANSWERS["alpha"]
+    assert len(tokens) == scored.usage.completion_tokens  # one entry per generated token, the end of turn included
     assert all(len(t.top_logprobs) == 3 and t.logprob <= 0 for t in tokens)
     assert tokens[0].logprob == max(t.logprob for t in tokens[0].top_logprobs)  # greedy picks the most likely
 
@@ -79,6 +80,19 @@ def test_n_logprobs_seed_stop_and_penalties(tiny_app):
     )
     # Greedy decoding is deterministic, so a different text means the penalties reached vLLM's sampler.
     assert penalised.choices[0].text != plain.choices[0].text, plain.choices[0].text
+
+
+def test_default_max_tokens_fills_in_only_when_a_request_gives_none(tiny_app):
+    """default_max_tokens (16 here) is the length of a chat request that names none; a request's own limit, larger
+    or smaller, is what it gets."""
+    c = client(tiny_app, ADMIN)
+    common = {"model": "tiny", "messages": ASK, "temperature": 0, "extra_body": {"ignore_eos": True}}
+    assert c.chat.completions.create(**common).usage.completion_tokens == 16
+    assert c.chat.completions.create(**common, max_tokens=40).usage.completion_tokens == 40
+    assert c.chat.completions.create(**common, max_completion_tokens=24).usage.completion_tokens == 24
+    assert c.chat.completions.create(**common, max_tokens=5).usage.completion_tokens == 5
+    text = c.completions.create(model="tiny", prompt="A building", max_tokens=40, temperature=0, extra_body={"ignore_eos": True})
+    assert text.usage.completion_tokens == 40
 
 
 # --- adapters -------------------------------------------------------------------------------------------------------

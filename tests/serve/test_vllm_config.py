@@ -60,12 +60,19 @@ def test_namespace_is_what_vllm_parses_and_user_kwargs_win(tmp_path):
         1024,
     )
     assert engine.max_num_seqs == 24 and engine.enable_prefix_caching is False
-    assert engine.override_generation_config == {"max_new_tokens": 100} and not engine.enable_lora
+    assert engine.override_generation_config == {} and not engine.enable_lora  # no max_new_tokens: it caps every request
     assert namespace.enable_auto_tool_choice and namespace.tool_call_parser == "hermes"
     assert (
         engine_kwargs(parse_args({"model": "m", "vllm": {"tensor_parallel_size": 2}}), "m", {})["distributed_executor_backend"]
         == "ray"
     )
+    structured = {"structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True}}
+    namespace = vllm_namespace(parse_args({"model": "m", "vllm": {"engine_kwargs": structured}}), "m", {})
+    config = namespace.structured_outputs_config  # vLLM's config class, as `vllm serve --structured-outputs-config` gives
+    assert (type(config).__name__, config.backend, config.disable_any_whitespace) == ("StructuredOutputsConfig", "xgrammar", True)
+    bogus = parse_args({"model": "m", "vllm": {"engine_kwargs": {"structured_outputs_config": {"bogus": 1}}}})
+    with pytest.raises(UserError, match=r"vLLM refused argument --structured-outputs-config: .* StructuredOutputsConfig bogus"):
+        vllm_namespace(bogus, "m", {})
     with pytest.raises(UserError, match=r"unknown vLLM engine arguments \['max_num_seq'\]"):
         vllm_namespace(parse_args({"model": "m", "vllm": {"engine_kwargs": {"max_num_seq": 4}}}), "m", {})
 

@@ -46,9 +46,8 @@ def test_store_on_a_folder(tmp_path):
     assert leftovers == []
 
 
-def test_store_on_s3(moto_s3, tmp_path):
-    moto_s3.create_bucket(Bucket="svc")
-    exercise(Store("s3://svc/root"), tmp_path)
+def test_store_in_object_storage(object_store, tmp_path):
+    exercise(Store(object_store("svc") + "/root"), tmp_path)
 
 
 def test_hyperparameters_resolve_into_the_template(tmp_path):

@@ -123,19 +123,20 @@ def test_too_many_dropped_rows_fail_before_saving(tiny_tokenizer, tmp_path):
 
 
 @pytest.mark.slow
-def test_s3_cache_dir_and_source(tiny_tokenizer, moto_s3):
-    """Sources and the cache in S3 (moto server): written once, loaded back on a 'worker' through a local copy."""
+def test_object_storage_cache_dir_and_source(tiny_tokenizer, object_store):
+    """Sources and the cache in object storage (moto S3, GCS emulator): written once, loaded back on a 'worker'
+    through a local copy."""
     import fsspec
 
-    moto_s3.create_bucket(Bucket="rayfit-data")
-    with fsspec.open("s3://rayfit-data/data/faq.jsonl", "w") as f:
+    root = object_store("rayfit-data")
+    with fsspec.open(f"{root}/data/faq.jsonl", "w") as f:
         f.write('{"instruction": "Hi", "output": "Hello there"}\n{"instruction": "Bye", "output": "See you"}\n')
-    spec = make_spec([{"path": "s3://rayfit-data/data/faq.jsonl"}], max_seq_len=128, eval_split=0.0)
-    prepared = prepare_datasets(spec, tiny_tokenizer, "s3://rayfit-data/runs/x/data")
-    assert prepared.train_path == f"s3://rayfit-data/runs/x/data/{prepared.report.hash}/train"
+    spec = make_spec([{"path": f"{root}/data/faq.jsonl"}], max_seq_len=128, eval_split=0.0)
+    prepared = prepare_datasets(spec, tiny_tokenizer, f"{root}/runs/x/data")
+    assert prepared.train_path == f"{root}/runs/x/data/{prepared.report.hash}/train"
     rows = load_prepared(prepared.train_path)
     assert sum(len(sample_starts(p)) for p in rows["position_ids"]) == 2
-    assert prepare_datasets(spec, tiny_tokenizer, "s3://rayfit-data/runs/x/data").report == prepared.report
+    assert prepare_datasets(spec, tiny_tokenizer, f"{root}/runs/x/data").report == prepared.report
 
 
 def test_parallel_tokenization_gives_the_same_rows_and_hash(tiny_tokenizer, tmp_path):

@@ -152,7 +152,8 @@ def test_any_file_yields_records_or_drops(tmp_path_factory, parts, kind):
     path.write_bytes(_lines(parts))
     try:
         items = list(stream_source(SourceSpec(path=str(path))))
-    except UserError:
+    except UserError as e:  # a whole-file problem names the file and the fix
+        assert str(path) in str(e) and "Fix:" in str(e), str(e)
         return
     for item in items:
         assert isinstance(item, (Record, Drop))

@@ -182,16 +182,17 @@ def test_mapped_keys_reach_the_report(tiny_tokenizer, tmp_path):
 
 
 @pytest.mark.slow
-def test_parquet_folder_in_s3(moto_s3, tmp_path):
-    """A folder of parquet shards in object storage (moto S3) is read shard by shard, each row named by its shard."""
+def test_parquet_folder_in_object_storage(object_store, tmp_path):
+    """A folder of parquet shards in object storage (moto S3, GCS emulator) is read shard by shard, each row named by
+    its shard."""
     import fsspec
     import pandas as pd
 
-    moto_s3.create_bucket(Bucket="rayfit-shards")
+    root = object_store("rayfit-shards")
     for k, part in enumerate((ROWS[:3], ROWS[3:])):
         pd.DataFrame(part).to_parquet(tmp_path / f"part-{k}.parquet")
-        with fsspec.open(f"s3://rayfit-shards/faq/part-{k}.parquet", "wb") as f:
+        with fsspec.open(f"{root}/faq/part-{k}.parquet", "wb") as f:
             f.write((tmp_path / f"part-{k}.parquet").read_bytes())
-    rows = read_source(SourceSpec(path="s3://rayfit-shards/faq"))
+    rows = read_source(SourceSpec(path=f"{root}/faq"))
     assert [r.fields for r in rows.records] == ROWS
-    assert rows.records[3].where == "s3://rayfit-shards/faq/part-1.parquet:row 1"
+    assert rows.records[3].where == f"{root}/faq/part-1.parquet:row 1"

@@ -147,21 +147,22 @@ def test_one_changed_byte_is_refused_by_merge_and_evaluate_naming_the_file(lora_
 
 
 @pytest.mark.slow
-def test_merge_from_and_to_object_storage(lora_run, tmp_path, monkeypatch, moto_s3):
-    """A run in S3 (moto server): the export lands next to it in S3, manifest last, and is reused the second time."""
+def test_merge_from_and_to_object_storage(lora_run, tmp_path, monkeypatch, object_store):
+    """A run folder in object storage (moto S3, GCS emulator): the export lands next to it, manifest last, and is
+    reused the second time."""
     from cluster import storage
 
-    moto_s3.create_bucket(Bucket="runs")
-    storage.upload_dir(lora_run["ckpt"], f"s3://runs/lora-run/{lora_run['ckpt'].name}")
+    root = object_store("runs")
+    storage.upload_dir(lora_run["ckpt"], f"{root}/lora-run/{lora_run['ckpt'].name}")
 
-    export = merge_checkpoint("s3://runs/lora-run")
-    assert export == "s3://runs/lora-run/export"
+    export = merge_checkpoint(f"{root}/lora-run")
+    assert export == f"{root}/lora-run/export"
     manifest = json.loads(storage.read_text(export + "/manifest.json"))
-    assert manifest["source_checkpoint"] == f"s3://runs/lora-run/{lora_run['ckpt'].name}"
+    assert manifest["source_checkpoint"] == f"{root}/lora-run/{lora_run['ckpt'].name}"
     local = storage.download_dir(export, tmp_path / "export")
     assert verify(local, manifest) == []
     with torch.no_grad():
         got = AutoModelForCausalLM.from_pretrained(local, dtype=torch.float32)(input_ids=lora_run["ids"]).logits
     assert (got - lora_run["expected"]).abs().max().item() <= 1e-4
     monkeypatch.setattr("cluster.merge.export.merged_model", lambda *a: pytest.fail("merged again instead of reusing"))
-    assert merge_checkpoint("s3://runs/lora-run") == export
+    assert merge_checkpoint(f"{root}/lora-run") == export

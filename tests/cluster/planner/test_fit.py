@@ -175,6 +175,7 @@ def test_gpu_type_from_the_connected_ray_cluster(spec, monkeypatch):
 
 
 def test_gpu_count_override_and_accelerator_type(spec):
-    s = with_changes(spec(LLAMA_70B, method="full", sharding="deepspeed_zero3", seq=1024), {"cluster": {"accelerator_type": "H100"}})
+    full = spec(LLAMA_70B, method="full", sharding="deepspeed_zero3", seq=1024)
+    s = with_changes(full, {"cluster": {"accelerator_type": "H100"}})
     assert make_plan(s, num_gpus=16).gpu.name == "H100-80GB"
     assert make_plan(s, num_gpus=16).fits and not make_plan(s, num_gpus=8).fits

@@ -53,7 +53,9 @@ def test_full_mixed_precision_adamw_is_16_bytes_per_parameter_before_sharding(sp
 def test_70b_full_finetune_needs_offload_on_8_gpus_and_fits_16_with_zero3(spec):
     eight = make_plan(spec(LLAMA_70B, method="full", seq=1024, sharding="deepspeed_zero3", workers=8), gpu="H100-80GB")
     assert not eight.fits and eight.memory.total > 130 * GiB  # 16 bytes x 70.6B / 8 = 131 GiB before activations
-    offloaded = make_plan(spec(LLAMA_70B, method="full", seq=1024, sharding="deepspeed_zero3", workers=8, offload=True), gpu="H100-80GB")
+    offloaded = make_plan(
+        spec(LLAMA_70B, method="full", seq=1024, sharding="deepspeed_zero3", workers=8, offload=True), gpu="H100-80GB"
+    )
     # CPU Adam holds fp32 master weights, both moments and fp32 gradients: 16 bytes per parameter, sharded 8 ways
     assert offloaded.fits and offloaded.memory.host_offload == 16 * 70_553_706_496 // 8
     assert make_plan(spec(LLAMA_70B, method="full", seq=1024, sharding="deepspeed_zero3", workers=16), gpu="H100-80GB").fits

@@ -37,7 +37,9 @@ def test_parameters_are_partitioned_at_load(ray_local, tiny_model_dir, tmp_path)
     from ray.train.torch import TorchConfig, TorchTrainer
     from safetensors import safe_open
 
-    spec = tiny_spec(tiny_model_dir, tmp_path, "probe", model={"method": "full", "lora": None}, cluster={"sharding": "deepspeed_zero3"})
+    spec = tiny_spec(
+        tiny_model_dir, tmp_path, "probe", model={"method": "full", "lora": None}, cluster={"sharding": "deepspeed_zero3"}
+    )
     del spec["model"]["lora"]
     TorchTrainer(
         _partition_probe,

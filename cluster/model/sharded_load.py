@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from cluster.errors import UserError
 from cluster.spec import JobSpec
 
 PEFT_PREFIX = "base_model.model."
@@ -128,7 +129,11 @@ def _fill(module, prefix: str, weights: WeightFiles, dtype, device, tied: set[st
             if value is None:
                 if key in tied:
                     continue  # the tied head: it takes the embedding after the fill
-                raise KeyError(f"{key}: no such tensor in the model's safetensors files")
+                raise UserError(
+                    f"model.base: {key} is not in the model's safetensors files, so it cannot be loaded a layer at a "
+                    "time (the files name their tensors differently from the model's own names). Fix: load it once "
+                    "and save it again with save_pretrained, or use cluster.sharding: ddp or deepspeed_zero2."
+                )
             if isinstance(sub, bnb_lib.nn.Linear4bit) and pname == "weight":
                 sub.weight = bnb_lib.nn.Params4bit(
                     value.to(dtype),

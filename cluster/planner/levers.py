@@ -3,21 +3,21 @@
 Each lever is a spec change with a cost: what it takes from speed (recomputation, copies to host RAM, more
 communication), from money (more GPUs) or from what is trained (another method). Single levers are tried first, in
 order of cost; when none fits alone, every combination is tried in order of its summed cost, so the planner never
-says that nothing fits while some combination of its own levers does. The costs rank, they do not predict time:
+says that nothing fits while some combination of its own levers does. Liger's fused cross-entropy is not among them:
+TRL 1.16 already computes every loss with its own chunked LM head and refuses Liger's (cluster/planner/memory.py,
+fused_head_bytes), so the planner counts the chunked head for every run. The costs rank, they do not predict time:
 
     micro-batch smaller, same batch by accumulation    1   smaller matmuls
-    Liger's fused cross-entropy (train.liger_kernel)   1   needs the liger-kernel package, a GPU, an architecture it has
     gradient checkpointing                             2   one more forward per layer
     activation offload (train.activation_offloading)  2   copies to host RAM on a side stream, overlapped (GPU only)
     ZeRO-2 / ZeRO-3 / FSDP2                            2-3 gathers and reduce-scatters
-    more GPUs                                          4 + log2(factor): 5 for twice as many
+    more GPUs (at most 16 times as many)               4 + log2(factor): 5 for twice as many
     optimizer / parameter offload                      6-7 CPU Adam, host-device copies every step
     QLoRA instead of LoRA, LoRA instead of full        10  changes what is trained
 """
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import math
 from dataclasses import dataclass
@@ -33,6 +33,7 @@ from cluster.spec.base import SpecError
 from cluster.spec.job import JobSpec
 
 MAX_WORKERS = 1024
+MAX_FACTOR = 16  # more GPUs than 16 times the spec's is no longer a change to the same job
 WORKERS_COST = 4  # plus log2 of the factor: twice the GPUs costs 5
 
 
@@ -108,8 +109,6 @@ def _levers(plan: Plan) -> list[Lever]:
             )
         )
         mb //= 2
-    if not t.liger_kernel and _liger_runs(plan):
-        out.append(Lever(1, "train.liger_kernel: true", {"train": {"liger_kernel": True}}))
     if not t.gradient_checkpointing:
         out.append(Lever(2, "train.gradient_checkpointing: true", {"train": {"gradient_checkpointing": True}}))
     backend = SHARDINGS[c.sharding]
@@ -214,7 +213,7 @@ def _more_workers(plan: Plan, levers: list[Lever]) -> Change | None:
     )
     extra = ", ".join(lv.description for lv in levers)
     n = s.cluster.num_workers + 1
-    while n <= MAX_WORKERS:
+    while n <= min(MAX_WORKERS, MAX_FACTOR * s.cluster.num_workers):
         what = f"cluster.num_workers: {n}" + (" with cluster.sharding: deepspeed_zero3" if sharding else "")
         what += f", {extra}" if extra else ""
         changes = _merged([sets, {"cluster": {"num_workers": n, **sharding}}])
@@ -243,13 +242,3 @@ def host_ram_shortfall(spec: JobSpec, mem) -> int:
     if limit is None:
         return 0
     return max(0, mem.host_offload + mem.host_load - int(limit * GiB))
-
-
-def _liger_runs(plan: Plan) -> bool:
-    """Whether Liger's kernels can run this spec: GPU workers, the package installed here (the image the workers
-    run), and an architecture Liger patches."""
-    if not plan.spec.cluster.use_gpu or importlib.util.find_spec("liger_kernel") is None:
-        return False
-    from cluster.training.levers import liger_architectures
-
-    return plan.architecture in liger_architectures()

@@ -185,15 +185,28 @@ def activation_bytes(spec: JobSpec, config, counts: ParamCounts, checkpointing: 
     tokens, layer_input, per_layer, head = _activation_parts(spec, config, counts)
     layers = config.num_hidden_layers
     body = layers * layer_input + per_layer if checkpointing else layers * per_layer
-    return tokens * (body + head)
+    return tokens * (body + head) + fused_head_bytes(spec, config, tokens)
+
+
+def fused_head_bytes(spec: JobSpec, config, tokens: int) -> int:
+    """The loss's working memory beyond what each token keeps. TRL 1.16 computes every objective's loss with its own
+    chunked LM head (`trl.trainer.utils.add_fused_lm_head`, `ChunkedLogProbFunction`): logits exist only as one tile
+    of at most 4,096 tokens x 32,768 vocabulary entries, in the forward and again in the backward, and the head's
+    weight gradient is accumulated in float32 when the head trains (a full fine-tune). It also refuses Liger's fused
+    cross-entropy, so the chunked head is what every rayfit run computes."""
+    m = spec.model
+    a = DTYPE_BYTES[m.quantization.compute_dtype if m.method == "qlora" else m.dtype]
+    tile = min(tokens, 4096) * min(config.vocab_size, 32768) * a
+    weight_grad = 4 * config.vocab_size * config.hidden_size if m.method == "full" else 0
+    return 2 * tile + weight_grad
 
 
 def _activation_parts(spec: JobSpec, config, counts: ParamCounts) -> tuple[int, int, int, int]:
     """Tokens of one micro-batch, and bytes per token of a layer's input, of what one layer saves, and of the head.
 
     Per token and decoder layer: the two RMSNorms (fp32 input copy + normalized output), attention q, k, v, output
-    and o_proj input, the SwiGLU MLP's gate, up, SiLU and product, and what each adapter saves. The head holds
-    logits, their fp32 log-softmax and gradients.
+    and o_proj input, the SwiGLU MLP's gate, up, SiLU and product, and what each adapter saves. The head: see
+    fused_head_bytes.
     """
     m, d = spec.model, spec.data
     tokens = spec.train.micro_batch_size * d.max_seq_len * sequences_per_row(spec)
@@ -202,7 +215,7 @@ def _activation_parts(spec: JobSpec, config, counts: ParamCounts) -> tuple[int, 
     # bfloat16).
     unsharded_adapter = counts.trainable_bytes // max(counts.trainable, 1)
     adapter = a if spec.cluster.sharding != "ddp" or m.method == "full" else unsharded_adapter
-    h, vocab = config.hidden_size, config.vocab_size
+    h = config.hidden_size
     heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or h // heads
     q_dim = heads * head_dim
@@ -220,10 +233,7 @@ def _activation_parts(spec: JobSpec, config, counts: ParamCounts) -> tuple[int, 
     copies = dropout or adapter != a
     lora = counts.lora_inputs_per_layer * (adapter * copies + dropout) + counts.lora_rank_per_layer * adapter
     per_layer = 2 * norm + attention + mlp + lora
-    if spec.train.liger_kernel:
-        # Liger's fused linear cross-entropy never holds the logits: it computes them in chunks of about
-        # tokens x hidden / vocab rows (fp32) with their gradient, and keeps the hidden state's gradient.
-        head = norm + h * (a + 8)
-    else:
-        head = norm + vocab * (a + 12)  # logits, fp32 log-probs saved by cross-entropy, fp32 gradient in and out
+    # The chunked head (fused_head_bytes) keeps per token the final norm, the fp32 gradient of the hidden state and
+    # four fp32 statistics (log-normaliser, entropy, target logit, running sums).
+    head = norm + 4 * h + 16
     return tokens, a * h, per_layer, head

@@ -82,3 +82,17 @@ def test_the_cli_prints_the_deprecation_as_one_line(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "rayfit: warning: cluster.deepspeed: zero3 is deprecated; write cluster.sharding: deepspeed_zero3" in r.stderr
     assert "Traceback" not in r.stderr and "sharding: deepspeed_zero3" in r.stdout
+
+
+def test_resubmitting_a_run_with_another_backend_is_refused_by_name(tmp_path):
+    from cluster.errors import UserError
+    from cluster.training.run_record import check_same_run, write_run_record
+
+    def spec(sharding: str):
+        data = {**_spec(sharding=sharding), "output": {"name": "moved", "storage": str(tmp_path)}}
+        return validate_spec(data)
+
+    write_run_record(spec("deepspeed_zero3"), "failed")
+    assert check_same_run(spec("deepspeed_zero3"))["status"] == "failed"  # the same backend continues
+    with pytest.raises(UserError, match=r"trained with cluster.sharding deepspeed_zero3, whose resume state .* fsdp2"):
+        check_same_run(spec("fsdp2"))

@@ -37,9 +37,10 @@ def deepspeed_config(spec: JobSpec, world_size: int, on_gpu: bool, hidden_size: 
         zero.update(
             {
                 "stage3_prefetch_bucket_size": PREFETCH_BUCKET,
-                # ZeRO-3 keeps parameters this small whole on every worker; 10 x the hidden size (transformers'
-                # "auto") keeps only norms and biases whole, so every weight matrix is split, whatever the model size.
-                "stage3_param_persistence_threshold": 10 * hidden_size if hidden_size else PARAM_PERSISTENCE_THRESHOLD,
+                # ZeRO-3 keeps parameters up to this size whole on every worker. The hidden size keeps the norms and
+                # biases whole and splits every weight matrix whatever the model's size, a small 4-bit one too
+                # (transformers' "auto", 10 x the hidden size, kept a tiny model's 4-bit k/v projections whole).
+                "stage3_param_persistence_threshold": hidden_size or PARAM_PERSISTENCE_THRESHOLD,
                 # Checkpoints must hold consolidated weights that merge and serve load directly (docs/architecture.md).
                 "stage3_gather_16bit_weights_on_model_save": True,
             }

@@ -252,7 +252,7 @@ def _one_process_env() -> None:
 
 
 def _hidden_size(spec: JobSpec) -> int | None:
-    """The base model's hidden size (ZeRO-3 keeps parameters smaller than 10 x this whole on every worker)."""
+    """The base model's hidden size (ZeRO-3 keeps parameters no larger than this whole on every worker)."""
     if spec.cluster.zero_stage != 3:
         return None
     from cluster.model.load import load_base_config

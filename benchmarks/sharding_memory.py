@@ -84,8 +84,10 @@ def measure(config: dict, tmp: Path, tag: str) -> list[dict]:
     path = tmp / f"{tag}.json"
     path.write_text(json.dumps(config))
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    child = tmp / "child.py"
+    child.write_text(CHILD)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29631"]
-    proc = subprocess.run([*cmd, "-c", CHILD, str(path)], capture_output=True, text=True, env=env, cwd=REPO)
+    proc = subprocess.run([*cmd, str(child), str(path)], capture_output=True, text=True, env=env, cwd=REPO)
     if proc.returncode:
         raise SystemExit(proc.stderr[-4000:])
     found = [json.loads(line.split("RESULT ", 1)[1]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]

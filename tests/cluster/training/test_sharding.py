@@ -26,14 +26,27 @@ pytestmark = pytest.mark.slow
 STEPS, SAVE = 10, 5
 
 
-def _spec(model_dir: Path, storage: Path, name: str, method: str, sharding: str, workers: int = 2) -> dict:
+def _spec(model_dir: Path, storage: Path, name: str, method: str, sharding: str, workers: int = 2, offload: bool = False) -> dict:
+    """The tiny model for 10 steps; `offload` turns on parameter and optimizer offload and activation checkpointing."""
     spec = tiny_spec(
         model_dir,
         storage,
         name,
         model={"method": method},
-        cluster={"sharding": sharding, "num_workers": workers, "max_failures": 0},
-        train={"max_steps": STEPS, "eval_steps": None, "save_steps": SAVE, "gradient_accumulation_steps": 2 // workers},
+        cluster={
+            "sharding": sharding,
+            "num_workers": workers,
+            "max_failures": 0,
+            "offload_params": offload,
+            "offload_optimizer": offload,
+        },
+        train={
+            "max_steps": STEPS,
+            "eval_steps": None,
+            "save_steps": SAVE,
+            "gradient_accumulation_steps": 2 // workers,
+            "gradient_checkpointing": offload,
+        },
     )
     if method == "full":
         del spec["model"]["lora"]
@@ -54,9 +67,10 @@ def one_process(ray_local, tiny_model_dir, tiny_data, tmp_path_factory) -> dict[
 
 @pytest.fixture(scope="module")
 def zero3_qlora(ray_local, tiny_model_dir, tiny_data, tmp_path_factory) -> tuple[dict, Path]:
-    """One 2-worker QLoRA run under ZeRO-3 with the shard probe: sizes, losses and the checkpoints the tests read."""
+    """One 2-worker QLoRA run under ZeRO-3, parameters and optimizer offloaded to host RAM, activation checkpointing,
+    with the shard probe: sizes, losses and the checkpoints the tests read."""
     storage = tmp_path_factory.mktemp("zero3-qlora")
-    spec = _spec(tiny_model_dir, storage, "z3-qlora", "qlora", "deepspeed_zero3")
+    spec = _spec(tiny_model_dir, storage, "z3-qlora", "qlora", "deepspeed_zero3", offload=True)
     fit(validate_spec(spec), tiny_data["train_path"], None, loop=probed_loop)
     return spec, storage / "z3-qlora"
 
@@ -166,6 +180,7 @@ def test_fsdp2_full_fine_tune_trains_like_one_process(ray_local, one_process, ti
     from transformers import AutoModelForCausalLM
 
     spec = _spec(tiny_model_dir, tmp_path, "fsdp-full", "full", "fsdp2")
+    spec["train"]["gradient_checkpointing"] = True  # FSDP2 recomputes each layer in its backward
     fit(validate_spec(spec), tiny_data["train_path"], None, loop=probed_loop)
     run = tmp_path / "fsdp-full"
     _assert_equal_losses(run, one_process["full"], 1e-4)
@@ -182,13 +197,13 @@ def test_fsdp2_qlora_resumes_at_the_next_step_on_another_worker_count(
     """Over 60 s: two attempts, the first stopped after checkpoint 5 on 2 workers, the second resumed on 1."""
     from ray.train import TrainingFailedError
 
-    env = {"RAYFIT_FAIL_AT_STEP": "7"}
-    first = _spec(tiny_model_dir, tmp_path, "fsdp-qlora", "qlora", "fsdp2")
+    env = {"RAYFIT_FAIL_AT_STEP": "7"}  # with FSDP2's CPU offload and activation checkpointing
+    first = _spec(tiny_model_dir, tmp_path, "fsdp-qlora", "qlora", "fsdp2", offload=True)
     with pytest.raises(TrainingFailedError):
         fit(validate_spec(first), tiny_data["train_path"], None, extra_env=env, loop=probed_loop)
     run = tmp_path / "fsdp-qlora"
     assert [seen[0]["four_bit_held"] for seen in probes(run)] == [147_456 // 2] * 2
-    then = _spec(tiny_model_dir, tmp_path, "fsdp-qlora", "qlora", "fsdp2", workers=1)
+    then = _spec(tiny_model_dir, tmp_path, "fsdp-qlora", "qlora", "fsdp2", workers=1, offload=True)
     fit(validate_spec(then), tiny_data["train_path"], None, extra_env=env)
     last = json.loads((run / "checkpoint_00000010" / "manifest.json").read_text())
     checkpoint = str(run / "checkpoint_00000005")

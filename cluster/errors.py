@@ -21,9 +21,21 @@ def run_main(body: Callable[[], int | None]) -> int:
 
     Known-harmless third-party noise is silenced first (cluster.noise), so a user reads rayfit's own lines.
     """
+    import warnings
+
     from cluster.noise import quiet
+    from cluster.spec.base import SpecDeprecation
 
     quiet()
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, SpecDeprecation):  # a user's spelling, not a code location: one plain line
+            print(f"rayfit: warning: {message}", file=sys.stderr, flush=True)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
     try:
         return body() or 0
     except UserError as e:
@@ -31,3 +43,5 @@ def run_main(body: Callable[[], int | None]) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         return 130
+    finally:
+        warnings.showwarning = shown

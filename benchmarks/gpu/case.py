@@ -64,7 +64,12 @@ def rayfit_spec(case: dict) -> dict:
             "micro_batch_size": case["micro_batch_size"],
             **case["levers"].get("train", {}),
         },
-        "cluster": {"num_workers": 1, "gpus_per_worker": 1 if case["on_gpu"] else 0, "cpus_per_worker": 1},
+        "cluster": {
+            "num_workers": 1,
+            "gpus_per_worker": 1 if case["on_gpu"] else 0,
+            "cpus_per_worker": 1,
+            **case["levers"].get("cluster", {}),
+        },
         "output": {"storage": str(Path(case["work"]) / "runs"), "name": run_name(case)},
     }
 

@@ -26,6 +26,10 @@ WHEELS=(trl==1.16.0 bitsandbytes==0.50.2 liger-kernel==0.8.5
         pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 typing-extensions==4.16.0
         matplotlib==3.11.2 pillow==13.0.0 fonttools==4.68.0 kiwisolver==1.5.1 contourpy==1.3.3 cycler==0.12.1
         pyparsing==3.3.3)
+# DeepSpeed (the qlora-rayfit+zero3 case) is published as a source archive only: its pure-Python wheel is built here
+# (no ops compiled; on one GPU with the Trainer's AdamW none is needed), with the packages it imports.
+WHEELS+=(hjson==3.1.0 py-cpuinfo==9.0.0 msgpack==1.2.4 einops==0.8.2 ninja==1.13.2 psutil==7.2.2)
+DS_BUILD_OPS=0 "$python" -m pip wheel -q --no-deps --no-build-isolation deepspeed==0.19.8 -w "$tmp/wheels"
 "$python" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 \
   --platform manylinux2014_x86_64 -d "$tmp/wheels" "${WHEELS[@]}"

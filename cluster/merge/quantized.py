@@ -14,12 +14,8 @@ from collections.abc import Iterator
 import torch
 
 from cluster.model.load import bnb_config, empty_model, load_base_config
+from cluster.model.sharded_load import hf_name
 from cluster.spec import JobSpec
-
-
-def hf_name(module_name: str) -> str:
-    """The plain transformers name of a module inside a PeftModel (drops PEFT's wrapper prefixes)."""
-    return module_name.removeprefix("base_model.model.").replace(".base_layer", "")
 
 
 def dequantized_weights(model, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:

@@ -1,7 +1,7 @@
 """Loading the tokenizer and the model to train: full weights, LoRA adapters, or LoRA on a 4-bit base (QLoRA).
 
-For ZeRO-3 the DeepSpeed config is made live (transformers' `HfDeepSpeedConfig`) before `from_pretrained`,
-so `deepspeed.zero.Init` partitions each weight as it is created and no worker ever holds the whole model.
+Under ZeRO-3 and FSDP2 the model is loaded straight into this worker's shards, a decoder layer at a time
+(cluster/model/sharded_load.py), so no worker ever holds the whole model, a QLoRA's 4-bit base included.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from typing import Any
 
 import torch
 
+from cluster.errors import UserError
 from cluster.model.source import resolve_base
+from cluster.sharding import SHARDINGS
 from cluster.spec import JobSpec
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -55,6 +57,8 @@ def load_model(
     """
     from transformers import AutoModelForCausalLM
 
+    if SHARDINGS[spec.cluster.sharding].shards_weights:
+        return _load_sharded(spec, ds_config, on_gpu, device_index, wrap_adapter, source)
     kwargs: dict[str, Any] = {
         "dtype": train_dtype(spec, on_gpu),
         "attn_implementation": spec.model.attn_implementation,
@@ -64,9 +68,7 @@ def load_model(
     if spec.model.method == "qlora":
         kwargs["quantization_config"] = bnb_config(spec, on_gpu)
         kwargs["device_map"] = {"": device_index} if on_gpu else "cpu"
-    live = _zero3_live(ds_config)  # must stay referenced until from_pretrained returns
     model = AutoModelForCausalLM.from_pretrained(source or resolve_base(spec.model.base), **kwargs)
-    del live
     # Packed rows are only correct with the cache off (docs/platform-notes.md); training never needs the cache.
     model.config.use_cache = False
     if spec.model.method == "full":
@@ -74,17 +76,80 @@ def load_model(
     return _with_adapter(model, spec, wrap_adapter)
 
 
-def bnb_config(spec: JobSpec, on_gpu: bool):
-    """bitsandbytes 4-bit settings from `model.quantization`."""
+def _load_sharded(spec: JobSpec, ds_config, on_gpu: bool, device_index: int, wrap_adapter: bool, source: str | None):
+    """ZeRO-3 and FSDP2: the model loaded straight into this worker's shards (cluster/model/sharded_load.py).
+
+    Under FSDP2 LoRA is added before the layers are split (fully_shard shards only the parameters a module has
+    when it is wrapped), so the model comes back wrapped whatever `wrap_adapter` says; under ZeRO-3 it is added
+    after, as for an unsharded model, and DeepSpeed partitions the adapters when training starts. Either way the
+    adapters start from the same random draws as `get_peft_model` on a whole model. PEFT's
+    `prepare_model_for_kbit_training` is not run: its float32 casts would change parameters already split; norms
+    and embeddings stay in the training dtype.
+    """
+    from peft import get_peft_model
+
+    from cluster.model.sharded_load import load_sharded, weight_files_of
+
+    files = weight_files_of(Path(source)) if source else base_weight_files(spec)
+    if not files:
+        raise UserError(
+            f"model.base {spec.model.base}: cluster.sharding {spec.cluster.sharding} loads weights from safetensors "
+            "files, and this model has none. Fix: convert it to safetensors (save_pretrained), or use sharding ddp."
+        )
+    config = load_folder_config(Path(source), spec) if source else load_base_config(spec)
+    config.use_cache = False  # packed rows are only correct with the cache off (docs/platform-notes.md)
+    adapter = spec.model.method != "full"
+    adapter_first = adapter and spec.cluster.sharding == "fsdp2"
+    # FSDP2 keeps a full fine-tune's sharded weights in float32 (the optimizer's master copy) and computes in the
+    # half dtype (cluster/training/fsdp.py); ZeRO-3 keeps its own float32 copy in the optimizer.
+    fp32_master = spec.model.method == "full" and spec.cluster.sharding == "fsdp2"
+    model = load_sharded(
+        spec,
+        config,
+        files,
+        torch.float32 if fp32_master else train_dtype(spec, on_gpu),
+        torch.device("cuda", device_index) if on_gpu else torch.device("cpu"),
+        _partition(spec, ds_config, on_gpu),
+        bnb=bnb_config(spec, on_gpu, sharded=True) if spec.model.method == "qlora" else None,
+        adapter=lora_config(spec) if adapter_first else None,
+        # TRL's SFTTrainer casts a 4-bit model's adapters to bfloat16 (the QLoRA paper's recipe); here it must
+        # happen before the layers are split, and TRL's own cast then changes nothing.
+        adapter_dtype=torch.bfloat16 if spec.model.method == "qlora" else None,
+    )
+    if adapter or spec.train.gradient_checkpointing:
+        model.enable_input_require_grads()  # the frozen embeddings would otherwise cut the graph
+    if not adapter or adapter_first or not wrap_adapter:
+        return model
+    return get_peft_model(model, lora_config(spec))
+
+
+def _partition(spec: JobSpec, ds_config, on_gpu: bool):
+    """What splits one module across the workers as it loads: ZeRO-3's `zero.Init(module=...)`, or FSDP2's
+    `fully_shard`. `ds_config` must be the exact config the Trainer will use."""
+    if spec.cluster.sharding == "deepspeed_zero3":
+        import deepspeed
+
+        return lambda module: deepspeed.zero.Init(module=module, config_dict_or_path=ds_config)
+    from cluster.training.fsdp import shard_module
+
+    return lambda module: shard_module(module, spec, on_gpu)
+
+
+def bnb_config(spec: JobSpec, on_gpu: bool, sharded: bool = False):
+    """bitsandbytes 4-bit settings from `model.quantization`. `sharded` (ZeRO-3, FSDP2): the packed weights are
+    stored in the training dtype (float32 on CPU), a float type the sharding splits and gathers like any weight
+    (PEFT's DeepSpeed and FSDP QLoRA guides); the spec refuses any other storage_dtype there. The packed values are
+    the same whatever the storage dtype, so merge and evaluation load the base with the default."""
     from transformers import BitsAndBytesConfig
 
     q = spec.model.quantization
+    storage_dtype = train_dtype(spec, on_gpu) if sharded else getattr(torch, q.storage_dtype or "uint8")
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type=q.quant_type,
         bnb_4bit_use_double_quant=q.double_quant,
         bnb_4bit_compute_dtype=DTYPES[q.compute_dtype] if on_gpu else torch.float32,
-        bnb_4bit_quant_storage=getattr(torch, q.storage_dtype),
+        bnb_4bit_quant_storage=storage_dtype,
     )
 
 
@@ -224,12 +289,3 @@ def _with_adapter(model, spec: JobSpec, wrap: bool = True):
     elif spec.train.gradient_checkpointing:
         model.enable_input_require_grads()  # the frozen embeddings would otherwise cut the graph
     return get_peft_model(model, lora_config(spec)) if wrap else model
-
-
-def _zero3_live(ds_config: dict[str, Any] | None):
-    """Make a ZeRO-3 config visible to `from_pretrained` (it calls `zero.Init`) for as long as the result lives."""
-    if not ds_config or ds_config["zero_optimization"]["stage"] != 3:
-        return None
-    from transformers.integrations import HfDeepSpeedConfig
-
-    return HfDeepSpeedConfig(ds_config)

@@ -9,8 +9,9 @@ API:
     plan.merge, plan.evaluate: StepRequest      those tasks' CPU, GPU, host RAM and GPU memory (`.ray_options()`)
 """
 
-from cluster.planner.fit import Change, check_fit, suggest_changes
+from cluster.planner.fit import check_fit
 from cluster.planner.gpus import GPUS, Gpu, find_gpu, gpu_from_cluster_resources
+from cluster.planner.levers import Change, suggest_changes
 from cluster.planner.placement import check_placement
 from cluster.planner.plan import Plan, make_plan
 from cluster.planner.report import format_plan

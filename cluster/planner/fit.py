@@ -2,33 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from pydantic import ValidationError
-
 from cluster.errors import UserError
 from cluster.planner.gpus import GiB
+from cluster.planner.levers import host_ram_shortfall, suggest_changes
 from cluster.planner.plan import Plan, plan_with, with_changes
-from cluster.spec.base import SpecError
 from cluster.spec.job import JobSpec
-
-MAX_WORKERS = 1024
-BATCH_RANK, WORKERS_RANK = 0, 3  # ranks of _single_changes that get special handling
-
-
-@dataclass(frozen=True)
-class Change:
-    """One change to a spec that the planner says fits: what to set, and the per-GPU total it gives."""
-
-    description: str
-    changes: dict[str, dict]
-    total: int
 
 
 def check_fit(plan: Plan, spec: JobSpec) -> None:
     """Raise UserError when `plan` does not fit its GPUs, with its numbers and the smallest change that would fit;
     does nothing when it fits, when no GPU is in play, or when `spec.plan.enforce` is false."""
-    if not spec.plan.enforce or plan.fits is None:
+    if not spec.plan.enforce:
+        return
+    check_host_ram(plan)
+    if plan.fits is None:
         return
     if plan.fits:
         _check_fewest_workers(plan)
@@ -39,7 +26,7 @@ def check_fit(plan: Plan, spec: JobSpec) -> None:
         "adapters": m.lora_params,
         "gradients": m.gradients,
         "optimizer": m.optimizer,
-        "ZeRO-3 buffers": m.zero3_buffers,
+        "gathered layers": m.gather_buffers,
         "activations": m.activations,
         "reserve": m.reserve,
     }
@@ -55,7 +42,7 @@ def check_fit(plan: Plan, spec: JobSpec) -> None:
         fix = f" Fix: {fixes[0].description} ({_gib(fixes[0].total)} GiB per GPU)"
         others = "; ".join(f"{c.description} ({_gib(c.total)} GiB)" for c in fixes[1:4])
         fix += f"; or {others}." if others else "."
-    else:
+    else:  # every lever and every combination of them was tried (cluster/planner/levers.py)
         fix = " Fix: no change rayfit knows of fits this GPU; use a GPU with more memory or a smaller model."
     raise UserError(head + fix + " To start anyway, set plan.enforce: false.")
 
@@ -84,140 +71,29 @@ def _on_workers(plan: Plan, workers: int) -> Plan:
     return plan_with(spec, plan.config, plan.config_source, plan.gpu, plan.price_per_gpu_hour, None)
 
 
-def suggest_changes(plan: Plan) -> list[Change]:
-    """Changes that make `plan` fit, least disruptive first; single changes, else the first combination that fits."""
-    candidates = sorted(_single_changes(plan), key=lambda c: c[0])  # stable: keeps the order within a rank
-    fitting, ranks = [], set()
-    for rank, description, changes in candidates:
-        if rank == BATCH_RANK and rank in ranks:
-            continue  # the largest micro-batch that fits is enough; smaller ones fit too
-        change = _more_workers(plan) if rank == WORKERS_RANK else _try(plan, description, changes)
-        if change:
-            fitting.append(change)
-            ranks.add(rank)
-    if fitting:
-        return fitting
-    for description, changes in _combined_changes(plan):
-        change = _try(plan, description, changes)
-        if change:
-            return [change]
-    return []
-
-
-def _single_changes(plan: Plan) -> list[tuple[int, str, dict]]:
-    """One-setting changes ranked by what they cost: 0 batch shape, 1 recomputation, 2 sharding, 3 more GPUs,
-    4 offload to host (slow), 5 a different method (changes what is trained)."""
-    s = plan.spec
-    t, c, m = s.train, s.cluster, s.model
-    out = [(WORKERS_RANK, "more workers", {})]
-    mb = t.micro_batch_size // 2
-    while mb >= 1:
-        ga = t.gradient_accumulation_steps * t.micro_batch_size // mb
-        out.append(
-            (
-                BATCH_RANK,
-                f"train.micro_batch_size: {mb} with gradient_accumulation_steps: {ga} (same batch)",
-                {"train": {"micro_batch_size": mb, "gradient_accumulation_steps": ga}},
-            )
+def check_host_ram(plan: Plan) -> None:
+    """Raise UserError when the spec offloads (optimizer, parameters or activations) more than the host RAM its
+    plan allows per worker, naming the numbers and the fix."""
+    short = host_ram_shortfall(plan.spec, plan.memory)
+    if not short or not plan.spec.plan.enforce:
+        return
+    m, s = plan.memory, plan.spec
+    asked = [
+        name
+        for name, on in (
+            ("cluster.offload_optimizer", s.cluster.offload_optimizer),
+            ("cluster.offload_params", s.cluster.offload_params),
+            ("train.activation_offloading", s.train.activation_offloading),
         )
-        mb //= 2
-    if not t.gradient_checkpointing:
-        out.append((1, "train.gradient_checkpointing: true", {"train": {"gradient_checkpointing": True}}))
-    if c.deepspeed == "none" and c.num_workers > 1:
-        out.append((2, "cluster.deepspeed: zero2", {"cluster": {"deepspeed": "zero2"}}))
-    if c.deepspeed != "zero3" and m.method != "qlora" and c.num_workers > 1:
-        out.append((2, "cluster.deepspeed: zero3", {"cluster": {"deepspeed": "zero3"}}))
-    if not c.offload_optimizer:
-        stage = c.deepspeed if c.deepspeed != "none" else "zero2"
-        out.append(
-            (
-                4,
-                f"cluster.deepspeed: {stage} with offload_optimizer: true",
-                {"cluster": {"deepspeed": stage, "offload_optimizer": True}},
-            )
-        )
-    if not c.offload_params and m.method != "qlora":
-        out.append(
-            (
-                4,
-                "cluster.deepspeed: zero3 with offload_optimizer: true and offload_params: true",
-                {"cluster": {"deepspeed": "zero3", "offload_optimizer": True, "offload_params": True}},
-            )
-        )
-    if m.method == "full":
-        out.append((5, "model.method: lora", {"model": {"method": "lora"}}))
-    if m.method != "qlora":
-        sharding = {"deepspeed": "zero2" if c.deepspeed == "zero3" else c.deepspeed, "offload_params": False}
-        out.append(
-            (
-                5,
-                "model.method: qlora" + (" with cluster.deepspeed: zero2" if c.deepspeed == "zero3" else ""),
-                {"model": {"method": "qlora"}, "cluster": sharding},
-            )
-        )
-    return out
-
-
-def _more_workers(plan: Plan) -> Change | None:
-    """The fewest GPUs that fit with the spec's sharding (ZeRO-3 where the spec does not shard and the method allows)."""
-    s = plan.spec
-    if s.cluster.deepspeed == "none" and s.model.method == "qlora":
-        return None  # data parallelism alone never lowers memory per GPU
-    sharding = {} if s.cluster.deepspeed != "none" else {"deepspeed": "zero3"}
-    n = s.cluster.num_workers + 1
-    while n <= MAX_WORKERS:
-        what = f"cluster.num_workers: {n}" + (" with cluster.deepspeed: zero3" if sharding else "")
-        change = _try(plan, what, {"cluster": {"num_workers": n, **sharding}})
-        if change:
-            return change
-        n = n + 1 if n < 64 else n * 2
-    return None
-
-
-def _combined_changes(plan: Plan) -> list[tuple[str, dict]]:
-    """Combinations, for when no single change is enough: the smallest batch shape plus ever heavier sharding,
-    then QLoRA."""
-    s = plan.spec
-    train = {
-        "micro_batch_size": 1,
-        "gradient_checkpointing": True,
-        "gradient_accumulation_steps": s.train.gradient_accumulation_steps * s.train.micro_batch_size,
-    }
-    base = "train.micro_batch_size: 1 with gradient_checkpointing: true"
-    ladder = []
-    if s.model.method != "qlora" and s.cluster.num_workers > 1:
-        ladder += [
-            (", cluster.deepspeed: zero3", {"deepspeed": "zero3"}),
-            (", cluster.deepspeed: zero3 with offload_optimizer", {"deepspeed": "zero3", "offload_optimizer": True}),
-        ]
-    if s.model.method != "qlora":
-        ladder.append(
-            (
-                ", cluster.deepspeed: zero3 with offload_optimizer and offload_params",
-                {"deepspeed": "zero3", "offload_optimizer": True, "offload_params": True},
-            )
-        )
-    out = [(base + what, {"train": train, "cluster": cluster}) for what, cluster in ladder]
-    qlora = {"model": {"method": "qlora"}, "train": train}
-    plain = {"deepspeed": "none", "offload_optimizer": False, "offload_params": False}
-    out.append((base + ", model.method: qlora", {**qlora, "cluster": plain}))
-    out.append(
-        (
-            base + ", model.method: qlora with cluster.deepspeed: zero2 and offload_optimizer",
-            {**qlora, "cluster": {"deepspeed": "zero2", "offload_optimizer": True, "offload_params": False}},
-        )
+        if on
+    ]
+    raise UserError(
+        f"plan: {', '.join(asked) or 'loading'} needs {_gib(m.host_offload + m.host_load)} GiB of host RAM per worker "
+        f"(offload {_gib(m.host_offload)}, loading {_gib(m.host_load)}) but plan.host_ram_per_worker_gib is "
+        f"{s.plan.host_ram_per_worker_gib:g}, {_gib(short)} GiB short. Fix: turn off {asked[-1] if asked else 'offload'}, "
+        "use more workers, or raise plan.host_ram_per_worker_gib if the nodes have more RAM. "
+        "To start anyway, set plan.enforce: false."
     )
-    return out
-
-
-def _try(plan: Plan, description: str, changes: dict) -> Change | None:
-    """The change if the changed spec is valid and its plan fits the same GPU."""
-    try:
-        spec = with_changes(plan.spec, changes)
-    except (SpecError, ValidationError):
-        return None
-    changed = plan_with(spec, plan.config, plan.config_source, plan.gpu, plan.price_per_gpu_hour, None)
-    return Change(description, changes, changed.memory.total) if changed.fits else None
 
 
 def _gib(n: int) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from cluster.planner.params import DTYPE_BYTES, ParamCounts
+from cluster.sharding import SHARDINGS
 from cluster.spec.job import JobSpec
 
 GiB = 1024**3
@@ -27,13 +28,13 @@ class Memory:
     lora_params: int  # adapter (and modules_to_save) weights
     gradients: int
     optimizer: int  # AdamW moments, fp32 master weights under DeepSpeed, `step` tensors
-    zero3_buffers: int  # parameters ZeRO-3 gathers for the current and the prefetched block
+    gather_buffers: int  # weights ZeRO-3 or FSDP2 gathers whole: the current and the prefetched block
     activations: int  # for the spec's gradient_checkpointing setting
     activations_no_checkpointing: int
     activations_checkpointing: int
     reserve: int
     host_offload: int  # host RAM per worker for offloaded optimizer states, fp32 gradients and parameters
-    host_load: int  # host RAM per worker while weights load (one safetensors shard mapped at a time)
+    host_load: int  # host RAM per worker while weights load (a safetensors shard, or one layer when sharded)
     checkpoint: int  # one checkpoint in storage: trained weights plus optimizer state for resume
     export: int  # the merged model
     reference: int = 0  # DPO/KTO full fine-tunes with reference frozen_copy: the frozen copy's shard
@@ -46,7 +47,7 @@ class Memory:
             + self.lora_params
             + self.gradients
             + self.optimizer
-            + self.zero3_buffers
+            + self.gather_buffers
             + self.activations
             + self.reference
         )
@@ -66,53 +67,77 @@ def memory(spec: JobSpec, config, counts: ParamCounts) -> Memory:
     c, m = spec.cluster, spec.model
     world = c.num_workers
     half = DTYPE_BYTES[m.dtype]
-    deepspeed = c.deepspeed != "none"
-    # DeepSpeed casts the whole module (adapters too) to the half dtype and keeps fp32 master weights in the optimizer;
-    # plain DDP keeps each parameter in the dtype it was created in (PEFT makes adapters float32 on half bases).
+    backend = SHARDINGS[c.sharding]
+    deepspeed, fsdp = backend.engine == "deepspeed", backend.engine == "fsdp2"
     elems = counts.trainable
-    train_param = elems * half if deepspeed else counts.trainable_bytes
+    # DeepSpeed casts the whole module (adapters too) to the half dtype and keeps fp32 master weights in the optimizer.
+    # FSDP2 keeps a full fine-tune's sharded weights in float32 and computes in the half dtype (cluster/model/load.py).
+    # Otherwise each parameter keeps the dtype it was created in (PEFT makes adapters float32 on half bases).
+    if deepspeed:
+        train_param = elems * half
+    elif fsdp and m.method == "full":
+        train_param = 4 * elems
+    else:
+        train_param = counts.trainable_bytes
     grads = train_param
     optimizer = _optimizer_bytes(spec, counts, train_param)
-    frozen = counts.frozen_bytes
-    param_shard = world if c.deepspeed == "zero3" else 1
-    state_shard = world if deepspeed else 1
+    param_shard = world if backend.shards_weights else 1
+    state_shard = world if backend.shards_states else 1
     if m.method == "full":
         weights, lora = train_param, 0
     else:
-        weights, lora = frozen, train_param
+        weights, lora = _frozen_bytes(spec, counts), train_param
     host_offload = 0
     if c.offload_optimizer:
-        host_offload += optimizer // state_shard + 4 * elems // state_shard  # CPU Adam steps on fp32 gradients in RAM
+        # DeepSpeed's CPU Adam steps on fp32 gradients in host RAM; FSDP2's CPU offload keeps the gradients there
+        host_offload += (optimizer + (grads if fsdp else 4 * elems)) // state_shard
         optimizer = 0
+        grads = 0 if fsdp else grads
     weights, lora = weights // param_shard, lora // param_shard
     if c.offload_params:
         host_offload += weights + lora
         weights = lora = 0
-    ddp_buckets = grads if not deepspeed and world > 1 else 0  # DDP's reducer keeps a bucket copy of every gradient
-    zero3 = 2 * counts.largest_block * half if c.deepspeed == "zero3" else 0
+    ddp_buckets = grads if c.sharding == "ddp" and world > 1 else 0  # DDP's reducer keeps a bucket copy of each gradient
+    # The gathered current and prefetched block; QLoRA's unquantized embedding (half dtype) is the largest of every
+    # model in the table.
+    gather = 2 * counts.largest_block * half if backend.shards_weights else 0
     act_ckpt, act_full = activation_bytes(spec, config, counts, True), activation_bytes(spec, config, counts, False)
     act = act_ckpt if spec.train.gradient_checkpointing else act_full
+    if spec.train.activation_offloading:
+        kept = offloaded_activation_bytes(spec, config, counts)
+        host_offload += act - kept
+        act = kept
     gradients = grads // state_shard + ddp_buckets
     optimizer //= state_shard
     reference = reference_bytes(spec, counts) // param_shard
-    allocated = weights + lora + gradients + optimizer + zero3 + act + reference
+    allocated = weights + lora + gradients + optimizer + gather + act + reference
     saved_weights = counts.total * half if m.method == "full" else counts.trainable_bytes
     return Memory(
         weights=weights,
         lora_params=lora,
         gradients=gradients,
         optimizer=optimizer,
-        zero3_buffers=zero3,
+        gather_buffers=gather,
         activations=act,
         activations_no_checkpointing=act_full,
         activations_checkpointing=act_ckpt,
         reserve=CONTEXT_RESERVE + int(FRAGMENTATION * allocated),
         host_offload=host_offload,
-        host_load=min(SHARD_BYTES, counts.total * half),
+        # Sharded backends read a tensor at a time into the layer being loaded (cluster/model/sharded_load.py);
+        # from_pretrained maps a safetensors shard at a time.
+        host_load=counts.largest_block * half if backend.shards_weights else min(SHARD_BYTES, counts.total * half),
         checkpoint=saved_weights + _optimizer_bytes(spec, counts, train_param),
         export=counts.total * half,
         reference=reference,
     )
+
+
+def _frozen_bytes(spec: JobSpec, counts: ParamCounts) -> int:
+    """The frozen base. QLoRA unsharded: PEFT's prepare_model_for_kbit_training casts what is not 4-bit (embeddings,
+    norms, head) to float32; sharded (ZeRO-3, FSDP2) those stay in the training dtype (cluster/model/load.py)."""
+    if spec.model.method != "qlora" or not SHARDINGS[spec.cluster.sharding].shards_weights:
+        return counts.frozen_bytes
+    return counts.frozen_bytes - counts.unquantized * (4 - DTYPE_BYTES[spec.model.dtype])
 
 
 def sequences_per_row(spec: JobSpec) -> int:
@@ -132,11 +157,21 @@ def reference_bytes(spec: JobSpec, counts: ParamCounts) -> int:
     return counts.total * DTYPE_BYTES[m.dtype] if section.reference == "frozen_copy" else 0
 
 
+def offloaded_activation_bytes(spec: JobSpec, config, counts: ParamCounts) -> int:
+    """Activations left on the GPU with train.activation_offloading (TRL's OffloadActivations): saved tensors go to
+    host RAM in the forward and come back one layer ahead of their backward, while the head's stay on the GPU. With
+    checkpointing: two layer inputs, the recomputed layer and the head; without: two layers' tensors and the head."""
+    tokens, layer_input, per_layer, head = _activation_parts(spec, config, counts)
+    if spec.train.gradient_checkpointing:
+        return tokens * (2 * layer_input + per_layer + head)
+    return tokens * (2 * per_layer + head)
+
+
 def _optimizer_bytes(spec: JobSpec, counts: ParamCounts, train_param: int) -> int:
     """AdamW state of all trainable parameters, before any sharding."""
     moment = ADAM_MOMENT_BYTES[spec.train.optimizer]
     elems = counts.trainable
-    if spec.cluster.deepspeed != "none":
+    if SHARDINGS[spec.cluster.sharding].engine == "deepspeed":
         master = 4 * elems if DTYPE_BYTES[spec.model.dtype] < 4 else 0  # ZeRO paper: 16 bytes/param = 2 + 2 + 12
         return master + (8 * elems if moment is None else moment * elems)
     # torch.optim.AdamW: exp_avg and exp_avg_sq shaped and typed like the parameter, and a float32 `step` per tensor
@@ -145,17 +180,42 @@ def _optimizer_bytes(spec: JobSpec, counts: ParamCounts, train_param: int) -> in
 
 
 def activation_bytes(spec: JobSpec, config, counts: ParamCounts, checkpointing: bool) -> int:
-    """Saved activations of one micro-batch at its peak (the loss's backward), per GPU.
+    """Saved activations of one micro-batch at its peak (the loss's backward), per GPU: every layer's saved tensors,
+    or with checkpointing only each layer's input plus one recomputed layer; and the head."""
+    tokens, layer_input, per_layer, head = _activation_parts(spec, config, counts)
+    layers = config.num_hidden_layers
+    body = layers * layer_input + per_layer if checkpointing else layers * per_layer
+    return tokens * (body + head) + fused_head_bytes(spec, config, tokens)
+
+
+def fused_head_bytes(spec: JobSpec, config, tokens: int) -> int:
+    """The loss's working memory beyond what each token keeps. TRL 1.16 computes every objective's loss with its own
+    chunked LM head (`trl.trainer.utils.add_fused_lm_head`, `ChunkedLogProbFunction`): logits exist only as one tile
+    of at most 4,096 tokens x 32,768 vocabulary entries, in the forward and again in the backward, and the head's
+    weight gradient is accumulated in float32 when the head trains (a full fine-tune). It also refuses Liger's fused
+    cross-entropy, so the chunked head is what every rayfit run computes."""
+    m = spec.model
+    a = DTYPE_BYTES[m.quantization.compute_dtype if m.method == "qlora" else m.dtype]
+    tile = min(tokens, 4096) * min(config.vocab_size, 32768) * a
+    weight_grad = 4 * config.vocab_size * config.hidden_size if m.method == "full" else 0
+    return 2 * tile + weight_grad
+
+
+def _activation_parts(spec: JobSpec, config, counts: ParamCounts) -> tuple[int, int, int, int]:
+    """Tokens of one micro-batch, and bytes per token of a layer's input, of what one layer saves, and of the head.
 
     Per token and decoder layer: the two RMSNorms (fp32 input copy + normalized output), attention q, k, v, output
-    and o_proj input, the SwiGLU MLP's gate, up, SiLU and product, and what each adapter saves; with checkpointing,
-    only each layer's input plus one recomputed layer. The head holds logits, their fp32 log-softmax and gradients.
+    and o_proj input, the SwiGLU MLP's gate, up, SiLU and product, and what each adapter saves. The head: see
+    fused_head_bytes.
     """
     m, d = spec.model, spec.data
     tokens = spec.train.micro_batch_size * d.max_seq_len * sequences_per_row(spec)
     a = DTYPE_BYTES[m.quantization.compute_dtype if m.method == "qlora" else m.dtype]
-    adapter = a if spec.cluster.deepspeed != "none" or m.method == "full" else counts.trainable_bytes // max(counts.trainable, 1)
-    h, layers, vocab = config.hidden_size, config.num_hidden_layers, config.vocab_size
+    # Under DeepSpeed or FSDP2 the adapters compute in the half dtype; unsharded they keep PEFT's float32 (QLoRA: TRL's
+    # bfloat16).
+    unsharded_adapter = counts.trainable_bytes // max(counts.trainable, 1)
+    adapter = a if spec.cluster.sharding != "ddp" or m.method == "full" else unsharded_adapter
+    h = config.hidden_size
     heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or h // heads
     q_dim = heads * head_dim
@@ -173,6 +233,7 @@ def activation_bytes(spec: JobSpec, config, counts: ParamCounts, checkpointing: 
     copies = dropout or adapter != a
     lora = counts.lora_inputs_per_layer * (adapter * copies + dropout) + counts.lora_rank_per_layer * adapter
     per_layer = 2 * norm + attention + mlp + lora
-    body = layers * a * h + per_layer if checkpointing else layers * per_layer
-    head = norm + vocab * (a + 12)  # logits, fp32 log-probs saved by cross-entropy, fp32 gradient in and out
-    return tokens * (body + head)
+    # The chunked head (fused_head_bytes) keeps per token the final norm, the fp32 gradient of the hidden state and
+    # four fp32 statistics (log-normaliser, entropy, target logit, running sums).
+    head = norm + 4 * h + 16
+    return tokens, a * h, per_layer, head

@@ -25,6 +25,7 @@ class ParamCounts:
     largest_block: int  # parameters of the largest decoder layer or embedding (ZeRO-3 gathers one at a time)
     lora_inputs_per_layer: int  # summed in_features of adapted linears per decoder layer (their inputs are saved)
     lora_rank_per_layer: int  # summed ranks of adapted linears per decoder layer
+    unquantized: int = 0  # QLoRA: elements of the frozen base that stay unquantized (embeddings, norms, head)
 
     def to_json(self) -> dict:
         """The counts as a plain dict."""
@@ -65,8 +66,9 @@ def _count(config, spec: ModelSpec) -> ParamCounts:
         [sum(p.numel() for p in layer.parameters()) for layer in _decoder_layers(meta)]
         + [meta.get_input_embeddings().weight.numel()]
     )
+    unquantized = 0
     if spec.method == "qlora":
-        base_bytes = _quantized_bytes(meta, spec)
+        base_bytes, unquantized = _quantized_bytes(meta, spec)
     else:
         base_bytes = sum(p.numel() * p.element_size() for p in meta.parameters())
     if spec.method == "full":
@@ -83,7 +85,9 @@ def _count(config, spec: ModelSpec) -> ParamCounts:
     trainable_bytes = 2 * n_trainable if spec.method == "qlora" else sum(p.numel() * p.element_size() * k for p, k in weighted)
     inputs, ranks = _lora_shapes(peft_model, 1 if repeats > 1 else config.num_hidden_layers)
     # modules_to_save: the frozen original is in base_bytes, its trained copy in trainable_bytes
-    return ParamCounts(total, n_trainable, sum(k for _, k in weighted), trainable_bytes, base_bytes, largest, inputs, ranks)
+    return ParamCounts(
+        total, n_trainable, sum(k for _, k in weighted), trainable_bytes, base_bytes, largest, inputs, ranks, unquantized
+    )
 
 
 LAYER_LIST = ".layers."
@@ -150,17 +154,22 @@ def _lora_shapes(peft_model, num_layers: int) -> tuple[int, int]:
     return math.ceil(inputs / num_layers), math.ceil(ranks / num_layers)
 
 
-def _quantized_bytes(meta, spec: ModelSpec) -> int:
+def _quantized_bytes(meta, spec: ModelSpec) -> tuple[int, int]:
     """Bytes of the base once bitsandbytes has made every linear but the output head 4-bit (transformers' default)
-    and PEFT's prepare_model_for_kbit_training has cast everything left (embeddings, norms, head) to float32."""
+    and PEFT's prepare_model_for_kbit_training has cast everything left (embeddings, norms, head) to float32; and
+    the number of elements left unquantized."""
     import torch
 
     head = meta.get_output_embeddings()
     quantized = {id(m.weight) for m in meta.modules() if isinstance(m, torch.nn.Linear) and m is not head}
-    total = 0
+    total = rest = 0
     for p in meta.parameters():
-        total += linear4bit_bytes(p.numel(), spec.quantization.double_quant) if id(p) in quantized else p.numel() * 4
-    return total
+        if id(p) in quantized:
+            total += linear4bit_bytes(p.numel(), spec.quantization.double_quant)
+        else:
+            total += p.numel() * 4
+            rest += p.numel()
+    return total, rest
 
 
 def linear4bit_bytes(numel: int, double_quant: bool) -> int:

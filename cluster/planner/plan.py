@@ -17,14 +17,17 @@ from cluster.planner.throughput import Throughput, throughput
 from cluster.spec.base import SpecError
 from cluster.spec.job import JobSpec
 
-# Sharding setups compared in every plan: (label, cluster changes).
-SHARDINGS = (
-    ("ddp", {"deepspeed": "none", "offload_optimizer": False, "offload_params": False}),
-    ("zero2", {"deepspeed": "zero2", "offload_optimizer": False, "offload_params": False}),
-    ("zero2+offload", {"deepspeed": "zero2", "offload_optimizer": True, "offload_params": False}),
-    ("zero3", {"deepspeed": "zero3", "offload_optimizer": False, "offload_params": False}),
-    ("zero3+offload", {"deepspeed": "zero3", "offload_optimizer": True, "offload_params": False}),
-    ("zero3+offload_all", {"deepspeed": "zero3", "offload_optimizer": True, "offload_params": True}),
+# Sharding setups compared in every plan: (label, cluster changes). fsdp2+offload is FSDP2's one CPU offload
+# (parameters, gradients and optimizer states together).
+SETUPS = (
+    ("ddp", {"sharding": "ddp", "offload_optimizer": False, "offload_params": False}),
+    ("zero2", {"sharding": "deepspeed_zero2", "offload_optimizer": False, "offload_params": False}),
+    ("zero2+offload", {"sharding": "deepspeed_zero2", "offload_optimizer": True, "offload_params": False}),
+    ("zero3", {"sharding": "deepspeed_zero3", "offload_optimizer": False, "offload_params": False}),
+    ("zero3+offload", {"sharding": "deepspeed_zero3", "offload_optimizer": True, "offload_params": False}),
+    ("zero3+offload_all", {"sharding": "deepspeed_zero3", "offload_optimizer": True, "offload_params": True}),
+    ("fsdp2", {"sharding": "fsdp2", "offload_optimizer": False, "offload_params": False}),
+    ("fsdp2+offload", {"sharding": "fsdp2", "offload_optimizer": True, "offload_params": True}),
 )
 
 
@@ -67,12 +70,13 @@ class Plan:
             "dtype": s.model.dtype,
             "gpu": None if self.gpu is None else asdict(self.gpu),
             "num_gpus": self.num_gpus,
-            "deepspeed": s.cluster.deepspeed,
+            "sharding": s.cluster.sharding,
             "offload_optimizer": s.cluster.offload_optimizer,
             "offload_params": s.cluster.offload_params,
             "micro_batch_size": s.train.micro_batch_size,
             "max_seq_len": s.data.max_seq_len,
             "gradient_checkpointing": s.train.gradient_checkpointing,
+            "activation_offloading": s.train.activation_offloading,
             "mfu": self.mfu,
             "price_per_gpu_hour": self.price_per_gpu_hour,
             "params": self.counts.to_json(),
@@ -120,11 +124,11 @@ def plan_with(spec: JobSpec, config, source: str, gpu: Gpu | None, price: float 
     """The plan of `spec` for an already loaded config (what the fit check uses to try changes)."""
     counts = count_params(config, spec.model)
     by_sharding = {}
-    for label, changes in SHARDINGS:
+    for label, changes in SETUPS:
         try:
             variant = with_changes(spec, {"cluster": changes})
         except (SpecError, ValidationError):
-            continue  # a setup the spec's method does not allow (QLoRA with ZeRO-3)
+            continue  # a setup the rest of the spec does not allow
         by_sharding[label] = memory(variant, config, counts).total
     return Plan(
         spec=spec,

@@ -27,9 +27,10 @@ def format_plan(plan: Plan) -> str:
     else:
         where = f"{plan.num_gpus} CPU workers (per-worker RAM below)"
     sharding = (
-        s.cluster.deepspeed
+        s.cluster.sharding
         + (" + offload optimizer" if s.cluster.offload_optimizer else "")
         + (" + offload params" if s.cluster.offload_params else "")
+        + (" + offload activations" if s.train.activation_offloading else "")
     )
     method = (
         s.model.method
@@ -52,7 +53,7 @@ def format_plan(plan: Plan) -> str:
         f"  adapters               {_gib(m.lora_params)}",
         f"  gradients              {_gib(m.gradients)}",
         f"  optimizer states       {_gib(m.optimizer)}",
-        f"  ZeRO-3 buffers         {_gib(m.zero3_buffers)}",
+        f"  gathered layers        {_gib(m.gather_buffers)}   (ZeRO-3, FSDP2: the current and the next, whole)",
         *([f"  reference model        {_gib(m.reference)}   (frozen copy for {s.train.objective})"] if m.reference else []),
         f"  activations            {_gib(m.activations)}   (checkpointing on {_gib(m.activations_checkpointing).strip()}, "
         f"off {_gib(m.activations_no_checkpointing).strip()})",

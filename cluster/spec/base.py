@@ -37,6 +37,11 @@ class Problem:
         return f"{where}: {self.problem}" + (f" Fix: {self.fix}" if self.fix else "")
 
 
+class SpecDeprecation(FutureWarning):
+    """A spelling a spec may still use but should not: the message names the new one. Shown as `rayfit: warning:`
+    by the command line (cluster.errors.run_main)."""
+
+
 class SpecError(UserError):
     """Every problem found in a spec, raised once; not a ValueError so pydantic does not wrap it."""
 

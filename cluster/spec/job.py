@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from pydantic import Field, model_validator
 
+from cluster.sharding import SHARDINGS
 from cluster.spec.base import Problem, Section, SpecError
 from cluster.spec.compute import ClusterSpec
 from cluster.spec.data import DataSpec
@@ -42,17 +43,46 @@ class JobSpec(Section):
 CrossRule = tuple[tuple[str, ...], Callable[[JobSpec], list[Problem]]]
 
 
-def _qlora_zero3(s: JobSpec) -> list[Problem]:
-    if s.model.method == "qlora" and s.cluster.deepspeed == "zero3":
+def _sharded_qlora_storage(s: JobSpec) -> list[Problem]:
+    q = s.model.quantization
+    sharded = SHARDINGS[s.cluster.sharding].shards_weights
+    if s.model.method == "qlora" and sharded and q.storage_dtype not in (None, s.model.dtype):
         return [
             Problem(
-                "cluster.deepspeed",
-                "QLoRA with ZeRO-3 is not supported: bitsandbytes 4-bit weights are not "
-                "partitioned by ZeRO-3 here, so it would only add communication.",
-                "use cluster.deepspeed: zero2 or none (a 70B QLoRA model fits one 48 GB GPU), or method: lora with zero3.",
+                "model.quantization.storage_dtype",
+                f"{s.cluster.sharding} splits and gathers the packed 4-bit weights as tensors of the training dtype "
+                f"({s.model.dtype}; a float type that the all-gather and mixed precision leave as they are), but "
+                f"storage_dtype is {q.storage_dtype}.",
+                f"remove model.quantization.storage_dtype ({s.cluster.sharding} then stores them in {s.model.dtype}), "
+                f"or set it to {s.model.dtype}.",
             )
         ]
     return []
+
+
+def _fsdp2_scope(s: JobSpec) -> list[Problem]:
+    """What FSDP2 does not run yet, named before anything starts."""
+    if s.cluster.sharding != "fsdp2":
+        return []
+    out = []
+    if s.train.objective != "sft":
+        out.append(
+            Problem(
+                "cluster.sharding",
+                f"fsdp2 runs objective sft; {s.train.objective}'s trainer wraps and copies adapters and reference "
+                "models after loading, which fsdp2's sharded load does not support yet.",
+                f"use cluster.sharding: deepspeed_zero3 for {s.train.objective} (it shards the same way).",
+            )
+        )
+    if s.model.init_from and s.model.method != "full":
+        out.append(
+            Problem(
+                "model.init_from",
+                "fsdp2 shards the adapters with the layers as they load, so an earlier adapter cannot be added after.",
+                "use cluster.sharding: deepspeed_zero3 to continue an adapter, or start a fresh one.",
+            )
+        )
+    return out
 
 
 def _eval_needs_data(s: JobSpec) -> list[Problem]:
@@ -92,6 +122,15 @@ def _levers_need_a_gpu(s: JobSpec) -> list[Problem]:
                 "set train.liger_kernel: false, or train on GPUs.",
             )
         )
+    if s.train.activation_offloading:
+        out.append(
+            Problem(
+                "train.activation_offloading",
+                "activation offloading moves activations from a CUDA GPU to host RAM (TRL's OffloadActivations "
+                "needs an accelerator device), but cluster.gpus_per_worker is 0.",
+                "set train.activation_offloading: false, or train on GPUs.",
+            )
+        )
     if s.model.attn_implementation == "flash_attention_2":
         out.append(
             Problem(
@@ -111,7 +150,8 @@ def _grpo_batch(s: JobSpec) -> list[Problem]:
 
 
 CROSS_RULES: list[CrossRule] = [
-    (("model", "cluster"), _qlora_zero3),
+    (("model", "cluster"), _sharded_qlora_storage),
+    (("model", "train", "cluster"), _fsdp2_scope),
     (("evaluate", "data"), _eval_needs_data),
     (("train", "data"), _eval_steps_need_data),
     (("train", "model", "cluster"), _levers_need_a_gpu),

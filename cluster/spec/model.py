@@ -40,8 +40,11 @@ class QuantizationSpec(Section):
     quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type; NF4 is what QLoRA uses.")
     double_quant: bool = Field(True, description="Quantize the quantization constants too (saves ~0.4 bit per weight).")
     compute_dtype: Dtype = Field("bfloat16", description="Dtype the 4-bit layers compute in.")
-    storage_dtype: Literal["uint8", "bfloat16", "float16", "float32"] = Field(
-        "uint8", description="Dtype the packed 4-bit weights are stored in (a float type lets FSDP/ZeRO-3 shard them)."
+    storage_dtype: Literal["uint8", "bfloat16", "float16", "float32"] | None = Field(
+        None,
+        description="Dtype the packed 4-bit weights are stored in. Null: uint8, or under ZeRO-3 the training dtype "
+        "(model.dtype; float32 on CPU), which lets ZeRO-3 partition the 4-bit base like any other weight (PEFT's "
+        "DeepSpeed QLoRA recipe).",
     )
 
 

@@ -37,6 +37,14 @@ class PlanSpec(Section):
         "planner's own reserve (CUDA context and allocator slack), e.g. 0.05 for a safety margin.",
     )
 
+    host_ram_per_worker_gib: float | None = Field(
+        None,
+        gt=0,
+        description="Host RAM each worker may use (GiB): the node's RAM divided by its GPUs, less what the OS "
+        "needs. Offload (optimizer, parameters, activations) must fit in it; a suggested fix never exceeds it. "
+        "Null: host RAM is not checked.",
+    )
+
     def problems(self) -> list[Problem]:
         if self.gpu is None:
             return []

@@ -52,6 +52,12 @@ class TrainSpec(Section):
         description="Liger Kernel's fused RMSNorm, RoPE and SwiGLU (Triton; CUDA GPUs and the "
         "architectures Liger supports only). TRL computes the loss with its own chunked LM head.",
     )
+    activation_offloading: bool = Field(
+        False,
+        description="Move the activations each layer saves for backward to host RAM during the forward and back "
+        "before their backward (TRL's activation offloading; CUDA GPUs only). With gradient checkpointing only each "
+        "layer's input is saved, so the GPU keeps one recomputed layer and the head; the host holds the rest.",
+    )
     torch_compile: bool = Field(False, description="Compile the model with torch.compile (the first steps pay the compile time).")
 
     objective: Objective = Field(

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster.spec import JobSpec
+from cluster.training.fsdp import fsdp_trainer_args
 from cluster.training.levers import lever_args
 
 
@@ -65,4 +66,5 @@ def trainer_kwargs(
         dataloader_num_workers=0,
         disable_tqdm=True,
         **lever_args(spec),
+        **fsdp_trainer_args(spec),
     )

@@ -1,7 +1,7 @@
 """DeepSpeed ZeRO configs built from the spec, with every value explicit.
 
-No "auto" values: the same dict is handed to `HfDeepSpeedConfig` before `from_pretrained` (so ZeRO-3's
-`zero.Init` partitions weights at load) and to the Trainer, and `zero.Init` cannot resolve "auto".
+No "auto" values: the same dict partitions the weights as they load (`zero.Init(module=...)`, one decoder layer at a
+time, cluster/model/sharded_load.py) and goes to the Trainer, and `zero.Init` cannot resolve "auto".
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from cluster.spec import JobSpec
 # Bucket sizes (elements) that work from 135M to 70B models; DeepSpeed's own defaults are in the same range.
 REDUCE_BUCKET = 50_000_000
 PREFETCH_BUCKET = 50_000_000
-PARAM_PERSISTENCE_THRESHOLD = 100_000
+PARAM_PERSISTENCE_THRESHOLD = 100_000  # DeepSpeed's default, for when the model's width is not known
 
 
-def deepspeed_config(spec: JobSpec, world_size: int, on_gpu: bool) -> dict[str, Any] | None:
-    """The DeepSpeed config for `spec` on `world_size` workers, or None when the spec runs plain DDP."""
-    stage = {"none": 0, "zero2": 2, "zero3": 3}[spec.cluster.deepspeed]
+def deepspeed_config(spec: JobSpec, world_size: int, on_gpu: bool, hidden_size: int | None = None) -> dict[str, Any] | None:
+    """The DeepSpeed config for `spec` on `world_size` workers, or None when the spec does not use DeepSpeed."""
+    stage = spec.cluster.zero_stage
     if stage == 0:
         return None
     t = spec.train
@@ -37,7 +37,10 @@ def deepspeed_config(spec: JobSpec, world_size: int, on_gpu: bool) -> dict[str, 
         zero.update(
             {
                 "stage3_prefetch_bucket_size": PREFETCH_BUCKET,
-                "stage3_param_persistence_threshold": PARAM_PERSISTENCE_THRESHOLD,
+                # ZeRO-3 keeps parameters up to this size whole on every worker. The hidden size keeps the norms and
+                # biases whole and splits every weight matrix whatever the model's size, a small 4-bit one too
+                # (transformers' "auto", 10 x the hidden size, kept a tiny model's 4-bit k/v projections whole).
+                "stage3_param_persistence_threshold": hidden_size or PARAM_PERSISTENCE_THRESHOLD,
                 # Checkpoints must hold consolidated weights that merge and serve load directly (docs/architecture.md).
                 "stage3_gather_16bit_weights_on_model_save": True,
             }

@@ -9,6 +9,7 @@ The levers, and where each takes effect:
     train.liger_kernel       Liger's RMSNorm/RoPE/SwiGLU kernels, patched into the model by the Trainer
                              (`use_liger_kernel`); TRL keeps its own chunked LM head for the loss
     train.optimizer          adamw_torch_fused: one fused kernel per parameter group instead of a loop of small ones
+    train.activation_offloading  TRL moves saved activations to host RAM in the forward (`activation_offloading`)
     train.torch_compile      the Trainer compiles the model (`torch_compile`)
     model.attn_implementation  flash_attention_2 reads packed rows' position ids as varlen sequences; sdpa and
                              flex_attention get a block-diagonal mask from them; packed rows are padding-free either way
@@ -25,7 +26,10 @@ from cluster.spec import JobSpec
 
 def lever_args(spec: JobSpec) -> dict[str, Any]:
     """The TrainingArguments the spec's levers set (the optimizer is `train.optimizer`, passed as it is)."""
-    return {"use_liger_kernel": spec.train.liger_kernel, "torch_compile": spec.train.torch_compile}
+    t = spec.train
+    # activation_offloading is a field of TRL's configs only, so it is passed only when asked for
+    offload = {"activation_offloading": True} if t.activation_offloading else {}
+    return {"use_liger_kernel": t.liger_kernel, "torch_compile": t.torch_compile, **offload}
 
 
 def lever_problems(spec: JobSpec, on_gpu: bool, model_type: str | None) -> list[str]:

@@ -17,10 +17,12 @@ from cluster.manifest import read_manifest
 from cluster.model.load import load_tokenizer, train_dtype
 from cluster.run_folder import local_copy, resume_point
 from cluster.service.training_hooks import metrics_sink, service_callbacks
+from cluster.sharding import SHARDINGS
 from cluster.spec import JobSpec, validate_spec
 from cluster.training.callbacks import CheckpointReporter, FaultInjection, RunArtifacts, barrier, node_leader
 from cluster.training.deepspeed_config import deepspeed_config
 from cluster.training.elastic import OwnStepCounters, checkpoint_world, for_world, universal_copy
+from cluster.training.fsdp import ConsolidatedWeights, trainer_on_cpu
 from cluster.training.levers import check_levers
 from cluster.training.objectives import build_objective_trainer
 from cluster.training.progress import ProgressLog
@@ -50,17 +52,21 @@ def train_loop(config: dict[str, Any], callbacks: tuple = ()) -> dict[str, Any]:
     run_spec, resized = for_world(spec, world)  # the spec as this many workers run it (elastic runs)
     if resized and rank == 0:
         print(f"rayfit: {resized}", flush=True)
-    ds_config = deepspeed_config(run_spec, world, on_gpu)
-    resume, resume_local, reshard = _resume_point(config, scratch, rank, leader, world, ds_config is not None, under_ray)
+    ds_config = deepspeed_config(run_spec, world, on_gpu, _hidden_size(spec))
+    fsdp = spec.cluster.sharding == "fsdp2"
+    if ds_config:
+        _init_deepspeed_comm(on_gpu)  # zero.Init reads the world size from DeepSpeed's comm before the model exists
+    elif fsdp:
+        _init_process_group(on_gpu)  # fully_shard splits over the process group as each layer loads
+    sharded_state = SHARDINGS[spec.cluster.sharding].shards_states
+    resume, resume_local, reshard = _resume_point(config, scratch, rank, leader, world, sharded_state, under_ray, fsdp)
     if resume and _finished(manifest := read_manifest(str(resume_local)), spec):  # the node's verified copy
         if rank == 0:
             print(f"rayfit: {resume} already completes this run; nothing to train", flush=True)
         return {"log_history": [], "global_step": manifest["step"]}
     check_levers(spec, on_gpu)
-    if ds_config:
-        if reshard:
-            ds_config["checkpoint"] = {"load_universal": True}
-        _init_deepspeed_comm(on_gpu)  # zero.Init reads the world size from DeepSpeed's comm before the model exists
+    if ds_config and reshard:
+        ds_config["checkpoint"] = {"load_universal": True}
 
     set_seed(spec.train.seed)  # adapter init happens before the Trainer seeds anything
     tokenizer = load_tokenizer(spec)
@@ -69,27 +75,29 @@ def train_loop(config: dict[str, Any], callbacks: tuple = ()) -> dict[str, Any]:
     if "tensorboard" in spec.train.report_to:  # transformers 5 reads the event-file folder from here only
         os.environ["TENSORBOARD_LOGGING_DIR"] = _tensorboard_dir(run, scratch)
     dtype = str(train_dtype(spec, on_gpu)).removeprefix("torch.")
-    trainer = build_objective_trainer(
-        run_spec,
-        tokenizer,
-        ds_config,
-        on_gpu,
-        local_rank,
-        scratch / "hf",
-        train_ds,
-        eval_ds,
-        eval_on_start=resume is None,
-        callbacks=[
-            CheckpointReporter(spec, run, dtype, under_ray, rank, leader, _resumed_from(resume, reshard, world)),
-            ProgressLog(rank, sink=metrics_sink(rank)),
-            RunArtifacts(run, rank, f"{spec.output.name}: {spec.model.method} of {spec.model.base}"),
-            FaultInjection(run, rank),
-            *_early_stopping(spec),
-            *([OwnStepCounters()] if reshard else []),
-            *service_callbacks(rank),
-            *callbacks,
-        ],
-    )
+    with trainer_on_cpu(spec, on_gpu):
+        trainer = build_objective_trainer(
+            run_spec,
+            tokenizer,
+            ds_config,
+            on_gpu,
+            local_rank,
+            scratch / "hf",
+            train_ds,
+            eval_ds,
+            eval_on_start=resume is None,
+            callbacks=[
+                *([ConsolidatedWeights(rank)] if fsdp else []),  # before the reporter uploads the folder
+                CheckpointReporter(spec, run, dtype, under_ray, rank, leader, _resumed_from(resume, reshard, world)),
+                ProgressLog(rank, sink=metrics_sink(rank)),
+                RunArtifacts(run, rank, f"{spec.output.name}: {spec.model.method} of {spec.model.base}"),
+                FaultInjection(run, rank),
+                *_early_stopping(spec),
+                *([OwnStepCounters()] if reshard and ds_config else []),
+                *service_callbacks(rank),
+                *callbacks,
+            ],
+        )
     trainer.remove_callback(PrinterCallback)  # ProgressLog prints the same numbers once, with tokens/s
     if under_ray:
         from ray.train.huggingface.transformers import prepare_trainer
@@ -106,15 +114,23 @@ def train_loop(config: dict[str, Any], callbacks: tuple = ()) -> dict[str, Any]:
 
 
 def _resume_point(
-    config: dict[str, Any], scratch: Path, rank: int, leader: bool, world: int, zero: bool, under_ray: bool
+    config: dict[str, Any],
+    scratch: Path,
+    rank: int,
+    leader: bool,
+    world: int,
+    sharded: bool,
+    under_ray: bool,
+    dcp: bool = False,
 ) -> tuple[str | None, Path | None, int | None]:
     """The checkpoint every rank continues from, this node's local copy of it, and the worker count that wrote it
-    when its ZeRO state must be resharded for `world` workers; (None, None, None) for a fresh start.
+    when its sharded state must be resharded for `world` workers; (None, None, None) for a fresh start.
 
     Ray Train's record of reported checkpoints (restored from the run folder when a run is submitted again) is the
     one list of candidates; rank 0 picks the newest complete, intact one (cluster.run_folder.resume_point) and the
     other ranks take its choice, so all ranks load the same step. Each node downloads it once (its lowest rank),
-    and converts it to DeepSpeed's universal form when the worker count changed.
+    and converts it to DeepSpeed's universal form when the worker count changed; FSDP2's DCP state (`dcp`) is
+    resharded by torch.distributed.checkpoint as it loads.
     """
     cache = scratch / "resume"
     choice = None
@@ -126,14 +142,15 @@ def _resume_point(
     if not choice:
         return None, None, None
     choice, written_by = choice
-    reshard = written_by if zero and written_by not in (None, world) else None
+    reshard = written_by if sharded and written_by not in (None, world) else None
+    universal = reshard and not dcp
     if leader:
         local = local_copy(choice, cache)
-        if reshard:
+        if universal:
             universal_copy(local, cache / "universal" / Path(choice).name)
     barrier()  # the node's copy is complete before any rank reads it
     local = local_copy(choice, cache)
-    return choice, (cache / "universal" / Path(choice).name if reshard else local), reshard
+    return choice, (cache / "universal" / Path(choice).name if universal else local), reshard
 
 
 def _resumed_from(resume: str | None, reshard: int | None, world: int) -> dict[str, Any] | None:
@@ -212,11 +229,33 @@ def _init_deepspeed_comm(on_gpu: bool) -> None:
     """DeepSpeed's comm over the existing process group (Ray's), or over a new one-process group without Ray."""
     import deepspeed
 
-    if not dist.is_initialized() and "MASTER_ADDR" not in os.environ:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        os.environ.update(
-            {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}
-        )
+    _one_process_env()
     deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo", auto_mpi_discovery=False)
+
+
+def _init_process_group(on_gpu: bool) -> None:
+    """torch.distributed's process group: Ray's, or a new one-process group without Ray."""
+    if dist.is_initialized():
+        return
+    _one_process_env()
+    dist.init_process_group(backend="nccl" if on_gpu else "gloo")
+
+
+def _one_process_env() -> None:
+    """Rendezvous variables for a process group of one (no Ray, no torchrun)."""
+    if dist.is_initialized() or "MASTER_ADDR" in os.environ:
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"})
+
+
+def _hidden_size(spec: JobSpec) -> int | None:
+    """The base model's hidden size (ZeRO-3 keeps parameters no larger than this whole on every worker)."""
+    if spec.cluster.zero_stage != 3:
+        return None
+    from cluster.model.load import load_base_config
+
+    config = load_base_config(spec)
+    return getattr(config.get_text_config(), "hidden_size", None)

@@ -12,6 +12,7 @@ from typing import Any
 
 from cluster import run_folder, storage
 from cluster.errors import UserError
+from cluster.sharding import SHARDINGS
 from cluster.spec import JobSpec, validate_spec
 
 
@@ -70,5 +71,13 @@ def check_same_run(spec: JobSpec) -> dict[str, Any] | None:
             f"output.name {spec.output.name!r}: the run at {before['run']} was started with a different "
             f"{' and '.join(changed)} section, so this spec cannot resume it. Fix: choose a new output.name, "
             "or restore the earlier settings to continue that run."
+        )
+    was, now = SHARDINGS[earlier.cluster.sharding].engine, SHARDINGS[spec.cluster.sharding].engine
+    if was != now:
+        raise UserError(
+            f"output.name {spec.output.name!r}: the run at {before['run']} was trained with cluster.sharding "
+            f"{earlier.cluster.sharding}, whose resume state (optimizer and sharded weights) {spec.cluster.sharding} "
+            f"cannot read. Fix: keep cluster.sharding: {earlier.cluster.sharding} to continue it, or choose a new "
+            "output.name (its checkpoints still merge and serve as they are)."
         )
     return before

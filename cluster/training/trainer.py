@@ -24,9 +24,11 @@ def loop_config(spec: JobSpec, train_path: str, eval_path: str | None) -> dict:
     }
 
 
-def build_trainer(spec: JobSpec, train_path: str, eval_path: str | None, extra_env: dict[str, str] | None = None):
-    """A TorchTrainer that runs `train_loop` on `cluster.num_workers` workers (from `cluster.min_workers` up, for an
-    elastic run) and keeps checkpoints in storage.
+def build_trainer(
+    spec: JobSpec, train_path: str, eval_path: str | None, extra_env: dict[str, str] | None = None, loop=train_loop
+):
+    """A TorchTrainer that runs `loop` (`train_loop`, or a function that calls it) on `cluster.num_workers` workers
+    (from `cluster.min_workers` up, for an elastic run) and keeps checkpoints in storage.
 
     Storage is `{output.storage}/{output.name}`: Ray Train V2 restores its checkpoint bookkeeping from there, so
     submitting the same name again resumes. Checkpoints are ranked by eval loss when there is evaluation.
@@ -38,7 +40,7 @@ def build_trainer(spec: JobSpec, train_path: str, eval_path: str | None, extra_e
     evaluating = eval_path is not None and spec.train.eval_steps is not None
     resources = {"CPU": c.cpus_per_worker, **({"GPU": c.gpus_per_worker} if c.use_gpu else {})}
     return TorchTrainer(
-        train_loop,
+        loop,
         train_loop_config=loop_config(spec, train_path, eval_path),
         torch_config=TorchConfig(backend="nccl" if c.use_gpu else "gloo"),
         scaling_config=ScalingConfig(
@@ -64,9 +66,9 @@ def build_trainer(spec: JobSpec, train_path: str, eval_path: str | None, extra_e
     )
 
 
-def fit(spec: JobSpec, train_path: str, eval_path: str | None, extra_env: dict[str, str] | None = None):
+def fit(spec: JobSpec, train_path: str, eval_path: str | None, extra_env: dict[str, str] | None = None, loop=train_loop):
     """Run training to the end (restarting failed workers up to cluster.max_failures) and return Ray's Result."""
-    return build_trainer(spec, train_path, eval_path, extra_env).fit()
+    return build_trainer(spec, train_path, eval_path, extra_env, loop).fit()
 
 
 def _worker_runtime_env(use_gpu: bool, extra_env: dict[str, str] | None) -> dict:

@@ -54,12 +54,12 @@ def run(args) -> int:
         print(format_plan(plan), end="")
         if note:
             print(f"note         {note}")
-    if plan.fits is False:
-        # The advice check_fit gives, whatever plan.enforce says: the user asked whether it fits.
-        try:
-            check_fit(plan, with_changes(plan.spec, {"plan": {"enforce": True}}))
-        except UserError as e:
-            print(f"rayfit: {e}", file=sys.stderr)
+    # The advice check_fit gives, whatever plan.enforce says: the user asked whether it fits (GPU memory, the fewest
+    # workers of an elastic run, host RAM for offload).
+    try:
+        check_fit(plan, with_changes(plan.spec, {"plan": {"enforce": True}}))
+    except UserError as e:
+        print(f"rayfit: {e}", file=sys.stderr)
         return 1
     return 0
 

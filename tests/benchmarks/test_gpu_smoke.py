@@ -38,5 +38,11 @@ def test_smoke_runs_every_case_and_prints_the_table(tmp_path):
     # GPU-only levers are refused with the reason, not skipped silently.
     assert "liger-kernel needs a CUDA GPU and the liger-kernel package" in cases["lora-rayfit+liger"]["refused"]
     assert "flash_attention_2 needs a CUDA GPU and the flash-attn package" in cases["lora-rayfit+flash-attn"]["refused"]
+    # QLoRA under ZeRO-3 and FSDP2 (the 4-bit base in float32 storage, loaded a layer at a time into a one-rank
+    # process group) starts from the plain QLoRA step's loss, and the planner gives its figure for each.
+    for sharded in ("qlora-rayfit+zero3", "qlora-rayfit+fsdp2"):
+        case = cases[sharded]
+        assert case["tokens_per_s"] > 0 and case["predicted_bytes"] > 0, case
+        assert case["loss_first"] == pytest.approx(cases["qlora-rayfit"]["loss_first"], rel=1e-4), case
     merge = cases["qlora-merge"]
     assert merge["top1_agree"] == 1.0 and merge["max_abs_logit_diff"] < 0.02, merge

@@ -26,7 +26,7 @@ def test_minimal_spec_fills_defaults_from_the_schema():
     spec = validate_spec(minimal())
     assert spec.model.method == "lora" and spec.model.lora.target_modules == "all-linear"
     assert spec.model.trust_remote_code is False
-    assert spec.data.packing is True and spec.cluster.deepspeed == "none"
+    assert spec.data.packing is True and spec.cluster.sharding == "ddp"
     assert spec.output.storage == "~/rayfit-runs"
 
 
@@ -61,17 +61,21 @@ def test_three_mistakes_are_reported_together_with_lines(tmp_path):
 
 
 def test_cross_section_rule_runs_even_when_another_section_is_invalid():
-    bad = minimal(model={"method": "qlora"}, cluster={"deepspeed": "zero3"}, train={"learning_rate": "fast"})
+    bad = minimal(
+        model={"method": "qlora", "quantization": {"storage_dtype": "uint8"}},
+        cluster={"sharding": "deepspeed_zero3"},
+        train={"learning_rate": "fast"},
+    )
     with pytest.raises(SpecError) as exc:
         validate_spec(bad)
-    assert fields(exc.value) == ["cluster.deepspeed", "train.learning_rate"]
+    assert fields(exc.value) == ["model.quantization.storage_dtype", "train.learning_rate"]
 
 
 @pytest.mark.parametrize(
     ("over", "field"),
     [
         ({"model": {"method": "lora", "quantization": {"quant_type": "nf4"}}}, "model.quantization"),
-        ({"cluster": {"offload_params": True, "deepspeed": "zero2"}}, "cluster.offload_params"),
+        ({"cluster": {"offload_params": True, "sharding": "deepspeed_zero2"}}, "cluster.offload_params"),
         ({"cluster": {"offload_optimizer": True}}, "cluster.offload_optimizer"),
         ({"train": {"warmup_steps": 5, "warmup_ratio": 0.1}}, "train.warmup_steps"),
         ({"train": {"early_stopping_patience": 2, "eval_steps": None}}, "train.early_stopping_patience"),

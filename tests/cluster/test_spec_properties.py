@@ -153,7 +153,12 @@ def test_any_bytes_are_read_or_refused_by_name(raw):
 @given(plain_data)
 @example({"": None})  # an empty key once gave a problem with an empty field name
 @example(
-    {"model": {"base": "x", "method": "qlora"}, "data": {"train": []}, "output": {"name": "t"}, "cluster": {"deepspeed": "zero3"}}
+    {
+        "model": {"base": "x", "method": "qlora"},
+        "data": {"train": []},
+        "output": {"name": "t"},
+        "cluster": {"sharding": "deepspeed_zero3"},
+    }
 )
 @example({"model": {"base": "x"}, "data": {"train": [{"path": "x"}], "eval_split": math.nan}, "output": {"name": "t"}})
 def test_any_plain_data_is_a_spec_or_a_named_error(data):

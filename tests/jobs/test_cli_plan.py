@@ -70,3 +70,18 @@ def test_table_on_the_cpu_demo_counts_tokens_from_max_steps(capsys):
 def test_unknown_gpu_is_one_line(capsys):
     assert main(["plan", "jobs/specs/demo-cpu.yaml", "--gpu", "H900"]) == 1
     assert capsys.readouterr().err.startswith("rayfit: unknown GPU 'H900'. Fix: use one of H100-80GB")
+
+
+def test_offload_beyond_the_host_ram_is_one_named_line(tmp_path, capsys):
+    spec = tmp_path / "a10g-8k.yaml"
+    spec.write_text(
+        (REPO / "jobs" / "specs" / "llama-3.1-70b-qlora-a10g.yaml")
+        .read_text()
+        .replace("max_seq_len: 4096", "max_seq_len: 8192")
+        .replace("  gradient_checkpointing: true\n", "  gradient_checkpointing: true\n  activation_offloading: true\n")
+        .replace("host_ram_per_worker_gib: 88 ", "host_ram_per_worker_gib: 8 ")
+    )
+    assert main(["plan", str(spec), "--no-data"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("rayfit: plan: train.activation_offloading needs 12.2 GiB of host RAM per worker"), err
+    assert "plan.host_ram_per_worker_gib is 8, 4.2 GiB short" in err and "Traceback" not in err

@@ -31,7 +31,7 @@ def test_validate_lists_three_problems_and_exits_2(tmp_path):
     bad.write_text(
         "model:\n  base: embedded:smollm2-135m-instruct\n  method: qlora\n"
         "data:\n  train:\n    - path: embedded:construction-faq\n  packing: sometimes\n"
-        "cluster:\n  deepspeed: zero3\n  wrokers: 2\noutput:\n  name: x\n"
+        "cluster:\n  sharding: zero3\n  wrokers: 2\noutput:\n  name: x\n"
     )
     r = rayfit("validate", str(bad))
     assert r.returncode == 2
@@ -39,4 +39,4 @@ def test_validate_lists_three_problems_and_exits_2(tmp_path):
     problems = [line for line in r.stderr.splitlines() if line.startswith("  - ")]
     assert len(problems) == 3, r.stderr
     text = "\n".join(problems)
-    assert "cluster.wrokers" in text and "data.packing" in text and "cluster.deepspeed" in text
+    assert "cluster.wrokers" in text and "data.packing" in text and "cluster.sharding" in text

@@ -44,7 +44,7 @@ def _spec(model_dir: Path, name: str, **cluster) -> dict:
             "num_workers": 2,
             "gpus_per_worker": 0,
             "cpus_per_worker": 1,
-            "deepspeed": "zero3",
+            "sharding": "deepspeed_zero3",
             "placement": "spread",
             "max_failures": 2,
             **cluster,

@@ -16,7 +16,7 @@ def spec():
         mb: int = 1,
         r: int = 16,
         workers: int = 1,
-        deepspeed: str = "none",
+        sharding: str = "ddp",
         offload: bool = False,
         checkpointing: bool = True,
         **plan,
@@ -25,7 +25,7 @@ def spec():
             "model": {"base": base, "method": method, "dtype": "bfloat16"},
             "data": {"train": [{"path": "train.jsonl"}], "max_seq_len": seq},
             "train": {"micro_batch_size": mb, "gradient_checkpointing": checkpointing},
-            "cluster": {"num_workers": workers, "deepspeed": deepspeed, "offload_optimizer": offload},
+            "cluster": {"num_workers": workers, "sharding": sharding, "offload_optimizer": offload},
             "output": {"name": "plan-test"},
             "plan": plan,
         }

@@ -67,7 +67,16 @@ def test_plan_json_is_plain(spec):
     plan = make_plan(spec("meta-llama/Llama-3.1-8B-Instruct"), gpu="L40S")
     out = json.loads(json.dumps(plan.to_json()))
     assert out["memory_per_gpu"]["total"] == plan.memory.total and out["fits"] is True
-    assert set(out["by_sharding"]) == {"ddp", "zero2", "zero2+offload", "zero3", "zero3+offload", "zero3+offload_all"}
+    assert set(out["by_sharding"]) == {
+        "ddp",
+        "zero2",
+        "zero2+offload",
+        "zero3",
+        "zero3+offload",
+        "zero3+offload_all",
+        "fsdp2",
+        "fsdp2+offload",
+    }
 
 
 def test_object_store_base_reads_config_json_alone(tiny_model_dir):

@@ -128,3 +128,24 @@ def run_single_process(config: dict, tmp: Path) -> None:
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
+
+
+def run_single_processes(configs: list[dict], tmp: Path) -> None:
+    """Several train_loop configs one after another in one fresh Python process without Ray (one start-up for all)."""
+    import subprocess
+    import sys
+
+    cfg = tmp / "loop-configs.json"
+    cfg.write_text(json.dumps(configs))
+    code = (
+        "import json,sys; from cluster.training.loop import train_loop\n"
+        "for config in json.load(open(sys.argv[1])): train_loop(config)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(cfg)],
+        cwd=Path(__file__).resolve().parents[3],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]

@@ -38,7 +38,7 @@ def test_dpo_zero3_two_workers_match_one_process(ray_local, tiny_model_dir, tmp_
         tmp_path,
         "dpo-z3",
         data=data,
-        cluster={"deepspeed": "zero3"},
+        cluster={"sharding": "deepspeed_zero3"},
         train={"objective": "dpo", "eval_steps": None, "save_steps": 10, "learning_rate": 5e-3},
     )
     two, one = _two_vs_one(tmp_path, spec, prepared(spec, tmp_path / "data")[0], 1)
@@ -53,7 +53,7 @@ def test_kto_zero2_two_workers_match_one_process(ray_local, tiny_model_dir, tmp_
         tmp_path,
         "kto-z2",
         data=data,
-        cluster={"deepspeed": "zero2"},
+        cluster={"sharding": "deepspeed_zero2"},
         train={"objective": "kto", "eval_steps": None, "save_steps": 10, "learning_rate": 5e-3, "micro_batch_size": 2},
     )
     two, one = _two_vs_one(tmp_path, spec, prepared(spec, tmp_path / "data")[0], 2)

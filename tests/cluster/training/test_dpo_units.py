@@ -12,7 +12,7 @@ def _spec(**train) -> dict:
         "model": {"base": "meta-llama/Llama-3.1-8B", "method": "full", "dtype": "bfloat16"},
         "data": {"train": [{"path": "pairs.jsonl"}], "max_seq_len": 2048},
         "train": {"eval_steps": None, **train},
-        "cluster": {"num_workers": 8, "gpus_per_worker": 1, "deepspeed": "zero3"},
+        "cluster": {"num_workers": 8, "gpus_per_worker": 1, "sharding": "deepspeed_zero3"},
         "output": {"storage": "/tmp/unused", "name": "plan"},
     }
 
@@ -31,7 +31,7 @@ def test_objective_rules_are_reported_with_fixes():
         {
             **_spec(objective="sft"),
             "model": {"base": "meta-llama/Llama-3.1-8B", "method": "qlora"},
-            "cluster": {"deepspeed": "zero2"},
+            "cluster": {"sharding": "deepspeed_zero2"},
         }
     )
     assert validate_spec(spec.model_dump()) == spec  # a full dump (default dpo/kto sections included) validates again

@@ -25,7 +25,7 @@ def _spec(model_dir, storage, workers: int) -> dict:
         storage,
         "elastic",
         model={"method": "full"},
-        cluster={"deepspeed": "zero3", "num_workers": workers, "max_failures": 0},
+        cluster={"sharding": "deepspeed_zero3", "num_workers": workers, "max_failures": 0},
         train={
             "max_steps": STEPS,
             "save_steps": SAVE,

@@ -60,7 +60,7 @@ def test_no_deepspeed_means_no_config():
 
 def test_zero3_with_offload_on_gpu():
     spec = _spec(
-        cluster={"deepspeed": "zero3", "offload_optimizer": True, "offload_params": True},
+        cluster={"sharding": "deepspeed_zero3", "offload_optimizer": True, "offload_params": True},
         train={"micro_batch_size": 2, "gradient_accumulation_steps": 4, "max_grad_norm": 0.5},
     )
     cfg = deepspeed_config(spec, world_size=8, on_gpu=True)
@@ -75,7 +75,7 @@ def test_zero3_with_offload_on_gpu():
 
 
 def test_zero2_on_cpu_trains_in_fp32():
-    cfg = deepspeed_config(_spec(cluster={"deepspeed": "zero2", "gpus_per_worker": 0}), world_size=2, on_gpu=False)
+    cfg = deepspeed_config(_spec(cluster={"sharding": "deepspeed_zero2", "gpus_per_worker": 0}), world_size=2, on_gpu=False)
     assert cfg["zero_optimization"]["stage"] == 2 and "offload_param" not in cfg["zero_optimization"]
     assert cfg["bf16"] == {"enabled": False} and cfg["fp16"] == {"enabled": False}
 
@@ -101,9 +101,10 @@ def test_latest_metrics_keeps_the_newest_numbers():
     assert latest_metrics(history) == {"loss": 1.0, "train_loss": 1.0, "eval_loss": 1.5, "step": 2.0}
 
 
-def test_qlora_with_zero3_is_refused_with_the_reason():
-    with pytest.raises(SpecError, match=r"cluster\.deepspeed: QLoRA with ZeRO-3 is not supported"):
-        _spec(model={"method": "qlora"}, cluster={"deepspeed": "zero3"})
+def test_qlora_with_zero3_needs_its_4bit_storage_in_the_model_dtype():
+    assert _spec(model={"method": "qlora"}, cluster={"sharding": "deepspeed_zero3"}).model.quantization.storage_dtype is None
+    with pytest.raises(SpecError, match=r"model\.quantization\.storage_dtype: deepspeed_zero3 splits and gathers the packed"):
+        _spec(model={"method": "qlora", "quantization": {"storage_dtype": "uint8"}}, cluster={"sharding": "deepspeed_zero3"})
 
 
 def test_save_steps_must_be_a_multiple_of_eval_steps():

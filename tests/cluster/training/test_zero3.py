@@ -37,7 +37,9 @@ def test_parameters_are_partitioned_at_load(ray_local, tiny_model_dir, tmp_path)
     from ray.train.torch import TorchConfig, TorchTrainer
     from safetensors import safe_open
 
-    spec = tiny_spec(tiny_model_dir, tmp_path, "probe", model={"method": "full", "lora": None}, cluster={"deepspeed": "zero3"})
+    spec = tiny_spec(
+        tiny_model_dir, tmp_path, "probe", model={"method": "full", "lora": None}, cluster={"sharding": "deepspeed_zero3"}
+    )
     del spec["model"]["lora"]
     TorchTrainer(
         _partition_probe,
@@ -62,7 +64,7 @@ def test_two_workers_match_one_process(ray_local, tiny_model_dir, tiny_data, tmp
         tmp_path,
         "zero3-2w",
         model={"method": "full"},
-        cluster={"deepspeed": "zero3"},
+        cluster={"sharding": "deepspeed_zero3"},
         train={"eval_steps": None, "save_steps": 10, "learning_rate": 3e-4},
     )
     del spec["model"]["lora"]

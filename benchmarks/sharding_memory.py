@@ -1,0 +1,165 @@
+"""The planner's memory per worker against what 2 sharded CPU workers really hold (ZeRO-3 QLoRA, FSDP2 QLoRA/full).
+
+    .venv/bin/python -m benchmarks.sharding_memory [--runs 2] [--steps 4] [--model embedded:smollm2-135m-instruct]
+
+Each case is rayfit's `train_loop` on 2 processes (torch.distributed's launcher, gloo, no Ray: Ray's own processes
+would blur the numbers), on the embedded SmolLM2-135M at float32 (rayfit's CPU dtype), packed 256-token rows. Each
+rank reads its resident memory right before `train_loop` (after imports and the process group: what any worker
+holds before a model exists) and its high-water mark (ru_maxrss) at the end of the last step, before the final
+checkpoint gathers anything; the difference is what the run added. The planner's
+figure is `make_plan(spec).memory.allocated` for the same spec on 2 workers (cluster/planner/memory.py: weights,
+adapters, gradients, optimizer states, gathered layers and activations per worker; the GPU reserve left out, as a CPU
+has no CUDA context). Medians of the runs go to benchmarks/results/sharding_memory.json (table `sharding`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+REPO = Path(__file__).resolve().parents[1]
+CASES = (  # (name, method, sharding)
+    ("zero3-qlora", "qlora", "deepspeed_zero3"),
+    ("fsdp2-qlora", "qlora", "fsdp2"),
+    ("fsdp2-full", "full", "fsdp2"),
+)
+CHILD = """
+import json, os, resource, sys
+import torch.distributed as dist
+import deepspeed  # noqa: F401 - imported before the baseline, as every worker imports it
+import bitsandbytes  # noqa: F401
+from cluster.training.loop import train_loop
+config = json.load(open(sys.argv[1]))
+dist.init_process_group("gloo")
+if config["spec"]["cluster"]["sharding"] == "deepspeed_zero3":
+    deepspeed.init_distributed(dist_backend="gloo", auto_mpi_discovery=False)
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+from transformers import TrainerCallback
+class Peak(TrainerCallback):  # the high-water mark at the last step's end: before the final checkpoint is written
+    peak = 0
+    def on_step_end(self, args, state, control, **kwargs):
+        Peak.peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+before = rss()
+out = train_loop(config, callbacks=(Peak(),))
+losses = [e["loss"] for e in out["log_history"] if "loss" in e]
+print("RESULT", json.dumps({"rank": dist.get_rank(), "before": before, "peak": Peak.peak, "losses": losses}), flush=True)
+"""
+
+
+def spec_dict(model: str, method: str, sharding: str, data_path: str, storage: str, steps: int) -> dict:
+    """The benchmark spec of one case: 2 CPU workers, float32, 256-token rows, no checkpoint before the end."""
+    spec = {
+        "model": {"base": model, "method": method, "dtype": "float32"},
+        "data": {"train": [{"path": data_path}], "max_seq_len": 256, "eval_split": 0.0},
+        "train": {
+            "max_steps": steps,
+            "learning_rate": 5e-4,
+            "eval_steps": None,
+            "save_steps": 1000,
+            "logging_steps": 1,
+            "micro_batch_size": 1,
+            "gradient_checkpointing": True,
+        },
+        "cluster": {"num_workers": 2, "gpus_per_worker": 0, "cpus_per_worker": 1, "sharding": sharding},
+        "output": {"storage": storage, "name": "bench"},
+    }
+    if method != "full":
+        spec["model"]["lora"] = {"r": 16, "alpha": 32, "dropout": 0.0}
+    return spec
+
+
+def measure(config: dict, tmp: Path, tag: str) -> list[dict]:
+    """One 2-rank run of `config` in fresh processes; each rank's RSS before and peak, and its losses."""
+    config = {**config, "run": str(tmp / "runs" / tag), "scratch": str(tmp / "scratch" / tag)}
+    path = tmp / f"{tag}.json"
+    path.write_text(json.dumps(config))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    child = tmp / "child.py"
+    child.write_text(CHILD)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29631"]
+    proc = subprocess.run([*cmd, str(child), str(path)], capture_output=True, text=True, env=env, cwd=REPO)
+    if proc.returncode:
+        raise SystemExit(proc.stderr[-4000:])
+    found = [json.loads(line.split("RESULT ", 1)[1]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    return sorted(found, key=lambda r: r["rank"])
+
+
+def main() -> None:
+    """Measure every case, compare with the planner, write the results file."""
+    import datasets
+
+    from cluster.data import prepare_datasets
+    from cluster.model.load import load_tokenizer
+    from cluster.planner import make_plan
+    from cluster.spec import validate_spec
+    from cluster.training.trainer import loop_config
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--model", default="embedded:smollm2-135m-instruct")
+    args = parser.parse_args()
+    datasets.disable_progress_bars()
+    mib = 2**20
+    runs, rows, summary = [], [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        data_path = None
+        for name, method, sharding in CASES:
+            spec = validate_spec(spec_dict(args.model, method, sharding, "embedded:construction-faq", str(tmp), args.steps))
+            if data_path is None:
+                data_path = prepare_datasets(spec, load_tokenizer(spec), str(tmp / "data")).train_path
+            planned = make_plan(spec).memory
+            config = loop_config(spec, data_path, None)
+            added = []
+            for attempt in range(args.runs):
+                ranks = measure(config, tmp, f"{name}-{attempt}")
+                added += [(r["peak"] - r["before"]) for r in ranks]
+                runs.append({"case": name, "attempt": attempt, "ranks": ranks})
+                print(f"{name}: added {[round(a / mib) for a in added[-2:]]} MiB, losses {ranks[0]['losses']}", file=sys.stderr)
+            measured = statistics.median(added)
+            ratio = planned.allocated / measured
+            summary[name] = {"planned_bytes": planned.allocated, "measured_bytes": measured, "planned_over_measured": ratio}
+            summary[name]["planned_parts"] = {
+                k: v for k, v in planned.to_json().items() if k not in ("total", "reserve") and isinstance(v, int)
+            }
+            rows.append(
+                [
+                    name,
+                    f"{planned.allocated / mib:.0f}",
+                    f"{measured / mib:.0f}",
+                    f"{100 * (ratio - 1):+.0f}%",
+                ]
+            )
+    from benchmarks.results import table, write_results
+
+    write_results(
+        "sharding_memory",
+        runs=runs,
+        summary={"model": args.model, "steps": args.steps, "workers": 2, **summary},
+        tables={
+            "sharding": table(
+                [
+                    "case (2 CPU workers, SmolLM2-135M, fp32)",
+                    "planner (MiB per worker)",
+                    "measured (MiB per worker)",
+                    "planner vs measured",
+                ],
+                rows,
+            )
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

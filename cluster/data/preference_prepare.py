@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 
 from pydantic import Field
 
 from cluster import storage
 from cluster.data.cache import PreparedData, cached, content_hash, save
 from cluster.data.drops import Drop
-from cluster.data.mixing import choose, mix_counts, split_eval
+from cluster.data.mixing import split_rows
 from cluster.data.pipeline import check_threshold
 from cluster.data.preference import BadRow, bad_row_drop, normalise
 from cluster.data.report import DataReport, SourceSummary
@@ -161,7 +160,7 @@ def check_preferences(spec: JobSpec, tokenizer) -> PreferenceReport:
 def _check(rows: list[dict], spec: JobSpec, tokenizer, report: PreferenceReport) -> tuple[list[dict], list[dict]]:
     """Length policy, split and mix, report counts; raises DataQualityError past data.max_dropped_fraction."""
     rows = measure(rows, spec, tokenizer, report)
-    train, held = _split(rows, spec, report)
+    train, held = split_rows(rows, spec.data, report, "preference rows")
     report.length_bias = length_bias(train, spec.train.objective)
     report.rows_dropped = sum(e.count for e in report.dropped.values())
     report.rows_kept = report.rows_read - report.rows_dropped
@@ -171,36 +170,3 @@ def _check(rows: list[dict], spec: JobSpec, tokenizer, report: PreferenceReport)
     report.train_rows = len(train)
     check_threshold(report)
     return train, held
-
-
-def _split(rows: list[dict], spec: JobSpec, report: PreferenceReport) -> tuple[list[dict], list[dict]]:
-    """Held-out rows (eval sources, else data.eval_split) and the train rows mixed by weight and shuffled.
-
-    Shuffled here because KTO reads its data in order (its KL term pairs neighbours), so the file order must not be
-    the training order.
-    """
-    data, rng = spec.data, random.Random(spec.data.seed)
-    n_train = len(data.train)
-    groups = [[i for i, r in enumerate(rows) if r["src"] == k] for k in range(n_train)]
-    held = [i for i, r in enumerate(rows) if r["src"] >= n_train]
-    report.eval_from = "sources" if data.eval else ("split" if data.eval_split > 0 else "none")
-    if not data.eval:
-        held = split_eval([i for g in groups for i in g], data.eval_split, rng)[1]
-        held_set = set(held)
-        groups = [[i for i in g if i not in held_set] for g in groups]
-    counts = mix_counts([len(g) for g in groups], [s.weight for s in data.train])
-    train = []
-    for k, (group, count) in enumerate(zip(groups, counts, strict=True)):
-        report.sources[k].rows_kept = len(group)
-        report.sources[k].rows_used = count
-        train += choose(group, count, rng)
-    for k, s in enumerate(report.eval_sources):
-        s.rows_kept = s.rows_used = sum(1 for i in held if rows[i]["src"] == n_train + k)
-    if not train:
-        why = ", ".join(f"{r}: {e.count} (e.g. {e.examples[0]})" for r, e in report.dropped.items())
-        raise UserError(
-            f"no preference rows left for training ({report.rows_read} read; dropped {why or 'none'}). "
-            "Fix: run `rayfit data check SPEC` and repair the data."
-        )
-    rng.shuffle(train)
-    return [rows[i] for i in train], [rows[i] for i in held]

@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 from cluster.spec.base import Problem, Section, SpecError
 from cluster.spec.compute import ClusterSpec
 from cluster.spec.data import DataSpec
-from cluster.spec.evaluate import EvaluateSpec
+from cluster.spec.evaluate import GRADER_METRICS, EvaluateSpec
 from cluster.spec.grpo import grpo_problems
 from cluster.spec.merge import MergeSpec
 from cluster.spec.model import ModelSpec
@@ -103,11 +103,24 @@ def _levers_need_a_gpu(s: JobSpec) -> list[Problem]:
     return out
 
 
+def _grader_gate(s: JobSpec) -> list[Problem]:
+    if s.evaluate.gate_metric in GRADER_METRICS and s.train.objective != "grpo":
+        return [
+            Problem(
+                "evaluate.gate_metric",
+                f"{s.evaluate.gate_metric} is scored by train.grpo.graders, but train.objective is {s.train.objective}.",
+                "gate on eval_loss or a generation metric, or train with objective grpo.",
+            )
+        ]
+    return []
+
+
 def _grpo_batch(s: JobSpec) -> list[Problem]:
     if s.train.objective != "grpo":
         return []
-    t = s.train
-    return grpo_problems(t.grpo, t.micro_batch_size, t.gradient_accumulation_steps, s.cluster.num_workers)
+    t, d = s.train, s.data
+    evaluating = t.eval_steps is not None and (bool(d.eval) or d.eval_split > 0)
+    return grpo_problems(t.grpo, t.micro_batch_size, t.gradient_accumulation_steps, s.cluster.num_workers, evaluating)
 
 
 CROSS_RULES: list[CrossRule] = [
@@ -115,7 +128,8 @@ CROSS_RULES: list[CrossRule] = [
     (("evaluate", "data"), _eval_needs_data),
     (("train", "data"), _eval_steps_need_data),
     (("train", "model", "cluster"), _levers_need_a_gpu),
-    (("train", "cluster"), _grpo_batch),
+    (("train", "cluster", "data"), _grpo_batch),
+    (("evaluate", "train"), _grader_gate),
 ]
 SECTIONS = ("model", "data", "train", "cluster", "output", "merge", "evaluate", "plan")
 

@@ -6,6 +6,7 @@ import uuid
 
 from cluster import storage
 from cluster.noise import runtime_env
+from cluster.objectives import recipe_for
 from cluster.run_folder import run_uri
 from cluster.spec import JobSpec
 from cluster.training.loop import train_loop
@@ -29,13 +30,15 @@ def build_trainer(spec: JobSpec, train_path: str, eval_path: str | None, extra_e
     elastic run) and keeps checkpoints in storage.
 
     Storage is `{output.storage}/{output.name}`: Ray Train V2 restores its checkpoint bookkeeping from there, so
-    submitting the same name again resumes. Checkpoints are ranked by eval loss when there is evaluation.
+    submitting the same name again resumes. Checkpoints are ranked by the objective's eval metric (eval loss; GRPO's
+    eval reward) when there is evaluation.
     """
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     c = spec.cluster
     evaluating = eval_path is not None and spec.train.eval_steps is not None
+    best, higher = recipe_for(spec).checkpoint_metric
     resources = {"CPU": c.cpus_per_worker, **({"GPU": c.gpus_per_worker} if c.use_gpu else {})}
     return TorchTrainer(
         train_loop,
@@ -56,8 +59,8 @@ def build_trainer(spec: JobSpec, train_path: str, eval_path: str | None, extra_e
             logging_config=LoggingConfig(log_level="WARNING"),  # rayfit prints its own progress and checkpoint lines
             checkpoint_config=CheckpointConfig(
                 num_to_keep=spec.train.keep_checkpoints,
-                checkpoint_score_attribute="eval_loss" if evaluating else None,
-                checkpoint_score_order="min",
+                checkpoint_score_attribute=best if evaluating else None,
+                checkpoint_score_order="max" if higher else "min",
             ),
             worker_runtime_env=_worker_runtime_env(c.use_gpu, extra_env),
         ),

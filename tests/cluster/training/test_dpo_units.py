@@ -38,10 +38,11 @@ def test_objective_rules_are_reported_with_fixes():
 
 
 def test_dpo_config_carries_the_spec(tmp_path):
-    from cluster.training.objectives import preference_args
+    from cluster.objectives.dpo import dpo_args
+    from cluster.objectives.kto import kto_args
 
     spec = validate_spec(_spec(objective="dpo", dpo={"beta": 0.3, "loss_type": ["ipo"], "reference": "precomputed"}))
-    args = preference_args(spec, tmp_path, None, on_gpu=False, has_eval=False)
+    args = dpo_args(spec, tmp_path, None, on_gpu=False, has_eval=False)
     assert (args.beta, args.loss_type, args.max_length, args.precompute_ref_log_probs) == (0.3, ["ipo"], 2048, True)
     lora = validate_spec(
         {
@@ -49,7 +50,7 @@ def test_dpo_config_carries_the_spec(tmp_path):
             "model": {"base": "meta-llama/Llama-3.1-8B", "method": "lora"},
         }
     )
-    kto = preference_args(lora, tmp_path, None, on_gpu=False, has_eval=False)
+    kto = kto_args(lora, tmp_path, None, on_gpu=False, has_eval=False)
     assert (kto.undesirable_weight, kto.precompute_ref_log_probs) == (1.5, False)  # LoRA: the disabled adapter
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from pydantic import Field
 
@@ -17,13 +19,52 @@ from cluster.data.cache import PreparedData, cached, content_hash, save
 from cluster.data.drops import Drop
 from cluster.data.mixing import split_rows
 from cluster.data.pipeline import check_threshold
-from cluster.data.preference import BadRow, bad_row_drop, normalise
+from cluster.data.preference import BadRow, bad_row_drop, normalise_feedback, normalise_pair
 from cluster.data.report import DataReport, SourceSummary
 from cluster.data.sources import read_source
 from cluster.errors import UserError
 from cluster.spec import JobSpec
 
 PREFERENCE_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What DPO's pairs and KTO's feedback differ in; each recipe passes its own (cluster/objectives/)."""
+
+    name: str  # the objective, as the report and the cache key name it
+    rows: Callable[[dict, str | None], list[dict]]  # a record's TRL rows (fields, system_prompt); raises BadRow
+    answers: tuple[str, ...]  # the answer columns whose tokens are measured
+    columns: tuple[str, ...]  # the columns saved for TRL
+    bias: Callable[[list[dict]], dict[str, float]]  # the length bias of the training rows
+
+
+def pair_length_bias(rows: list[dict]) -> dict[str, float]:
+    """Mean tokens of chosen and rejected answers, and how often the chosen one is longer."""
+    chosen, rejected = [r["chosen_tokens"] for r in rows], [r["rejected_tokens"] for r in rows]
+    longer = sum(c > r for c, r in zip(chosen, rejected, strict=True)) / len(rows)
+    return {
+        "chosen_mean_tokens": sum(chosen) / len(chosen),
+        "rejected_mean_tokens": sum(rejected) / len(rejected),
+        "chosen_longer_fraction": longer,
+    }
+
+
+def feedback_length_bias(rows: list[dict]) -> dict[str, float]:
+    """Mean tokens of desirable and undesirable completions, and the share of desirable ones."""
+    up = [r["completion_tokens"] for r in rows if r["label"]] or [0]
+    down = [r["completion_tokens"] for r in rows if not r["label"]] or [0]
+    return {
+        "desirable_mean_tokens": sum(up) / len(up),
+        "undesirable_mean_tokens": sum(down) / len(down),
+        "desirable_fraction": sum(r["label"] for r in rows) / len(rows),
+    }
+
+
+PAIRS = Shape(
+    "dpo", lambda f, s: [normalise_pair(f, s)], ("chosen", "rejected"), ("prompt", "chosen", "rejected"), pair_length_bias
+)
+FEEDBACK = Shape("kto", normalise_feedback, ("completion",), ("prompt", "completion", "label"), feedback_length_bias)
 
 
 class PreferenceReport(DataReport):
@@ -57,9 +98,9 @@ class PreferenceReport(DataReport):
         return "\n".join(lines)
 
 
-def read_preferences(spec: JobSpec) -> tuple[list[dict], PreferenceReport, list[str]]:
+def read_preferences(spec: JobSpec, shape: Shape) -> tuple[list[dict], PreferenceReport, list[str]]:
     """Every train and eval source as TRL rows with `src` and `where`, the report so far, and source digests."""
-    data, objective = spec.data, spec.train.objective
+    data, objective = spec.data, shape.name
     report = PreferenceReport(objective=objective, max_dropped_fraction=data.max_dropped_fraction, max_seq_len=data.max_seq_len)
     rows, digests, seen = [], [PREFERENCE_VERSION, objective], {}
     for i, src in enumerate([*data.train, *data.eval]):
@@ -71,7 +112,7 @@ def read_preferences(spec: JobSpec) -> tuple[list[dict], PreferenceReport, list[
             report.add_drop(drop)
         for rec in got.records:
             try:
-                made = normalise(rec.fields, objective, data.system_prompt)
+                made = shape.rows(rec.fields, data.system_prompt)
             except BadRow as p:
                 report.add_drop(bad_row_drop(p, rec.where))
                 continue
@@ -85,7 +126,7 @@ def read_preferences(spec: JobSpec) -> tuple[list[dict], PreferenceReport, list[
     return rows, report, digests
 
 
-def measure(rows: list[dict], spec: JobSpec, tokenizer, report: PreferenceReport) -> list[dict]:
+def measure(rows: list[dict], spec: JobSpec, tokenizer, report: PreferenceReport, shape: Shape) -> list[dict]:
     """Token lengths with TRL's chat templating; rows over data.max_seq_len are dropped (too_long: drop)."""
     from trl.data_utils import apply_chat_template
 
@@ -94,7 +135,7 @@ def measure(rows: list[dict], spec: JobSpec, tokenizer, report: PreferenceReport
             "the tokenizer of model.base has no chat template, but preference rows are conversations. "
             "Fix: use a model with a chat template (e.g. an -Instruct model) or set model.chat_template."
         )
-    answers = ("chosen", "rejected") if spec.train.objective == "dpo" else ("completion",)
+    answers = shape.answers
     kept = []
     for row in rows:
         text = apply_chat_template({k: row[k] for k in ("prompt", *answers)}, tokenizer)
@@ -108,60 +149,38 @@ def measure(rows: list[dict], spec: JobSpec, tokenizer, report: PreferenceReport
     return kept
 
 
-def length_bias(rows: list[dict], objective: str) -> dict[str, float]:
-    """Mean completion tokens of the preferred and the other answers, and how often the preferred one is longer."""
-    if not rows:
-        return {}
-    if objective == "dpo":
-        chosen, rejected = [r["chosen_tokens"] for r in rows], [r["rejected_tokens"] for r in rows]
-        longer = sum(c > r for c, r in zip(chosen, rejected, strict=True)) / len(rows)
-        return {
-            "chosen_mean_tokens": sum(chosen) / len(chosen),
-            "rejected_mean_tokens": sum(rejected) / len(rejected),
-            "chosen_longer_fraction": longer,
-        }
-    up = [r["completion_tokens"] for r in rows if r["label"]] or [0]
-    down = [r["completion_tokens"] for r in rows if not r["label"]] or [0]
-    return {
-        "desirable_mean_tokens": sum(up) / len(up),
-        "undesirable_mean_tokens": sum(down) / len(down),
-        "desirable_fraction": sum(r["label"] for r in rows) / len(rows),
-    }
-
-
-def prepare_preferences(spec: JobSpec, tokenizer, cache_dir: str) -> PreparedData:
+def prepare_preferences(spec: JobSpec, tokenizer, cache_dir: str, shape: Shape) -> PreparedData:
     """Validated, split and saved preference rows under `cache_dir/<content-hash>/{train,eval}`, with their report."""
     from datasets import Dataset
 
-    rows, report, digests = read_preferences(spec)
+    rows, report, digests = read_preferences(spec, shape)
     key = content_hash(spec, tokenizer, digests)
     target = storage.join(storage.normalize(cache_dir), key)
     found = cached(target)
     if found is not None:
         return PreparedData(found.train_path, found.eval_path, PreferenceReport.model_validate(found.report.model_dump()))
-    train, held = _check(rows, spec, tokenizer, report)
+    train, held = _check(rows, spec, tokenizer, report, shape)
     report.hash = key
-    columns = ["prompt", "chosen", "rejected"] if spec.train.objective == "dpo" else ["prompt", "completion", "label"]
-    keep = [*columns, "where"]
+    keep = [*shape.columns, "where"]
     train_ds = Dataset.from_list([{k: r[k] for k in keep} for r in train])
     eval_ds = Dataset.from_list([{k: r[k] for k in keep} for r in held]) if held else None
     save(target, train_ds, eval_ds, report)
     return PreparedData(storage.join(target, "train"), storage.join(target, "eval") if held else None, report)
 
 
-def check_preferences(spec: JobSpec, tokenizer) -> PreferenceReport:
+def check_preferences(spec: JobSpec, tokenizer, shape: Shape) -> PreferenceReport:
     """Every preference check without saving anything (`rayfit data check`); raises DataQualityError."""
-    rows, report, digests = read_preferences(spec)
-    _check(rows, spec, tokenizer, report)
+    rows, report, digests = read_preferences(spec, shape)
+    _check(rows, spec, tokenizer, report, shape)
     report.hash = content_hash(spec, tokenizer, digests)
     return report
 
 
-def _check(rows: list[dict], spec: JobSpec, tokenizer, report: PreferenceReport) -> tuple[list[dict], list[dict]]:
+def _check(rows: list[dict], spec: JobSpec, tokenizer, report: PreferenceReport, shape: Shape) -> tuple[list[dict], list[dict]]:
     """Length policy, split and mix, report counts; raises DataQualityError past data.max_dropped_fraction."""
-    rows = measure(rows, spec, tokenizer, report)
+    rows = measure(rows, spec, tokenizer, report, shape)
     train, held = split_rows(rows, spec.data, report, "preference rows")
-    report.length_bias = length_bias(train, spec.train.objective)
+    report.length_bias = shape.bias(train) if train else {}
     report.rows_dropped = sum(e.count for e in report.dropped.values())
     report.rows_kept = report.rows_read - report.rows_dropped
     report.dropped_fraction = report.rows_dropped / report.rows_read if report.rows_read else 0.0

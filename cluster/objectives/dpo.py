@@ -11,16 +11,16 @@ from cluster.spec import JobSpec
 
 def prepare(spec: JobSpec, tokenizer, cache_dir: str):
     """Validated, split and saved pairs (TRL tokenizes them on the workers)."""
-    from cluster.data.preference_prepare import prepare_preferences
+    from cluster.data.preference_prepare import PAIRS, prepare_preferences
 
-    return prepare_preferences(spec, tokenizer, cache_dir)
+    return prepare_preferences(spec, tokenizer, cache_dir, PAIRS)
 
 
 def check(spec: JobSpec, tokenizer):
     """Every check of `prepare`, nothing saved."""
-    from cluster.data.preference_prepare import check_preferences
+    from cluster.data.preference_prepare import PAIRS, check_preferences
 
-    return check_preferences(spec, tokenizer)
+    return check_preferences(spec, tokenizer, PAIRS)
 
 
 def dpo_args(

@@ -11,16 +11,16 @@ from cluster.spec import JobSpec
 
 def prepare(spec: JobSpec, tokenizer, cache_dir: str):
     """Validated, split, shuffled and saved feedback rows (TRL tokenizes them on the workers)."""
-    from cluster.data.preference_prepare import prepare_preferences
+    from cluster.data.preference_prepare import FEEDBACK, prepare_preferences
 
-    return prepare_preferences(spec, tokenizer, cache_dir)
+    return prepare_preferences(spec, tokenizer, cache_dir, FEEDBACK)
 
 
 def check(spec: JobSpec, tokenizer):
     """Every check of `prepare`, nothing saved."""
-    from cluster.data.preference_prepare import check_preferences
+    from cluster.data.preference_prepare import FEEDBACK, check_preferences
 
-    return check_preferences(spec, tokenizer)
+    return check_preferences(spec, tokenizer, FEEDBACK)
 
 
 def kto_args(

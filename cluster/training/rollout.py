@@ -150,6 +150,7 @@ class VllmRollout:
             )
         self.spec, self.tokenizer, self.name = spec, tokenizer, actors["rollout_actor"]
         self.synced_step = -1
+        self.handle = None  # looked up once: calls on a handle to a dead actor fail at once with RayActorError
 
     def __call__(self, prompts: list, trainer) -> dict[str, Any]:
         ids = [self._prompt_ids(p) for p in prompts]
@@ -193,12 +194,15 @@ class VllmRollout:
     def _actor(self):
         import ray
 
-        try:
-            return ray.get_actor(self.name, namespace=NAMESPACE)
-        except ValueError:
-            raise RolloutError(
-                f"the vLLM rollout engine {self.name} is gone. Fix: resubmit; the run resumes from its last checkpoint."
-            ) from None
+        if self.handle is None:
+            try:
+                self.handle = ray.get_actor(self.name, namespace=NAMESPACE)
+            except ValueError:
+                raise RolloutError(
+                    f"the vLLM rollout engine is gone ({self.name} is not running). Fix: resubmit; the run resumes "
+                    "from its last checkpoint."
+                ) from None
+        return self.handle
 
     def _policy(self, trainer) -> dict[str, Any] | None:
         """What rank 0 sends: {"files": PEFT adapter files} or {"weights": [(name, tensor)]}; None on other ranks.

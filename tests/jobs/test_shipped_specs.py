@@ -34,3 +34,16 @@ def test_the_resolved_spec_that_validate_prints_validates_again(path, tmp_path, 
     printed.write_text(capsys.readouterr().out)
     assert load_spec(printed) == load_spec(path)
     assert main(["validate", str(printed)]) == 0
+
+
+def test_the_grpo_specs_ship_and_the_gpu_one_is_planned_to_fit():
+    from cluster.planner import check_fit, make_plan
+
+    root = Path(__file__).resolve().parents[2] / "jobs" / "specs"
+    cpu = load_spec(root / "grpo-cpu.yaml")
+    assert cpu.model.base == "embedded:smollm2-135m-instruct" and cpu.train.objective == "grpo"
+    assert cpu.evaluate.gate_metric == "reward" and (root / "data" / "addition.jsonl").is_file()
+    gpu = load_spec(root / "grpo-llama-3.1-8b.yaml")
+    plan = make_plan(gpu, gpu="H100-80GB")
+    assert gpu.train.grpo.rollout == "vllm" and plan.memory.rollout_engine > 0 and plan.fits
+    check_fit(plan, gpu)  # nothing to refuse: 4 training GPUs and the engine's own each hold their share

@@ -44,7 +44,7 @@ def format_plan(plan: Plan) -> str:
         f"model        {s.model.base}  [{plan.architecture}, config from {plan.config_source}]",
         f"parameters   {c.total:,} total, {c.trainable:,} trainable ({100 * c.trainable / c.total:.3f}%)",
         f"setup        {method}, {s.model.dtype}, {where}, {sharding}",
-        f"batch        micro-batch {s.train.micro_batch_size} x {s.data.max_seq_len} tokens, "
+        f"batch        micro-batch {s.train.micro_batch_size} x {_sequence_tokens(plan)} tokens, "
         f"gradient checkpointing {'on' if s.train.gradient_checkpointing else 'off'}",
         "",
         "memory per GPU" if plan.gpu is not None or s.cluster.use_gpu else "memory per worker (RAM)",
@@ -95,6 +95,12 @@ def _rollout_lines(plan: Plan) -> list[str]:
     if plan.gpu is not None:
         fit = "  FITS" if plan.rollout_fits else f"  DOES NOT FIT a {plan.gpu.name}"
     return [f"rollout engine         {_gib(m.rollout_engine)}   (vLLM on {where}: weights, KV cache, reserve){fit}", ""]
+
+
+def _sequence_tokens(plan: Plan) -> int:
+    """Tokens of one training sequence: data.max_seq_len, or GRPO's prompt + answer."""
+    t, s = plan.throughput, plan.spec
+    return t.tokens_per_step // (s.train.micro_batch_size * s.train.gradient_accumulation_steps * s.cluster.num_workers)
 
 
 def _verdict(plan: Plan) -> str:

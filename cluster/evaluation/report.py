@@ -23,9 +23,18 @@ ROWS = [
     ("reward_margin", "reward margin", True),
     ("logp_accuracy", "log-prob preference accuracy", True),
     ("chosen_logp", "chosen log-prob per token", True),
+    # GRPO runs (cluster/evaluation/rewards.py); each grader's own mean follows as reward_<name>
+    ("reward", "reward (graders' weighted mean)", True),
+    ("pass_rate", "pass rate (every grader passed)", True),
 ]
 UNBOUNDED = {"reward_margin", "chosen_logp"}  # not 0-1 scores, so not in the chart's score panel
 HIGHER_IS_BETTER = {key: higher for key, _, higher in ROWS}
+
+
+def rows_of(report: dict) -> list[tuple[str, str, bool]]:
+    """The report's metric rows: the fixed ones, then each grader's mean (reward_<name>) of a GRPO run."""
+    graders = [(f"reward_{name}", f"reward of grader {name}", True) for name in report.get("graders", [])]
+    return ROWS + graders
 
 
 def gate(base: dict, tuned: dict, cfg: EvaluateSpec, intervals: dict | None = None) -> dict:
@@ -68,17 +77,18 @@ def held_out(report: dict) -> str:
 def markdown(report: dict) -> str:
     """The report as a Markdown table of metrics, then sample generations side by side."""
     base, tuned = report["base"], report["tuned"]
+    tokens = f" ({base['eval_tokens']} scored tokens)" if "eval_tokens" in base else ""
+    graders = f", scored by the graders {', '.join(report['graders'])}" if report.get("graders") else ""
     lines = [
         f"# Evaluation: {report['run']}",
         "",
-        f"Base `{base['model']}` vs tuned `{tuned['model']}` on {held_out(report)} "
-        f"({base['eval_tokens']} scored tokens); generation metrics on {report['generation_samples']} prompts, greedy, "
-        f"up to {report['max_new_tokens']} new tokens.",
+        f"Base `{base['model']}` vs tuned `{tuned['model']}` on {held_out(report)}{tokens}; generation metrics on "
+        f"{report['generation_samples']} prompts, greedy, up to {report['max_new_tokens']} new tokens{graders}.",
         "",
         "| metric | base | tuned | change |",
         "|---|---:|---:|---:|",
     ]
-    for key, label, higher in ROWS:
+    for key, label, higher in rows_of(report):
         b, t = base.get(key), tuned.get(key)
         if b is None and t is None:
             continue
@@ -136,19 +146,25 @@ def chart(report: dict, path: Path) -> None:
     base, tuned = report["base"], report["tuned"]
     scores = [
         (label, base[k] / (100 if k == "bleu" else 1), tuned[k] / (100 if k == "bleu" else 1))
-        for k, label, higher in ROWS
+        for k, label, higher in rows_of(report)
         if higher and k not in UNBOUNDED and base.get(k) is not None and tuned.get(k) is not None
     ]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [1, max(len(scores), 1)]})
-    axes[0].bar(["base", "tuned"], [base["eval_loss"], tuned["eval_loss"]], color=["#9aa5b1", "#2f7ed8"])
-    axes[0].set_title("eval loss (lower is better)")
+    has_loss = base.get("eval_loss") is not None  # a GRPO run has rewards instead
+    fig, axes = plt.subplots(
+        1, 1 + has_loss, figsize=(10, 4), squeeze=False, gridspec_kw={"width_ratios": [1] * has_loss + [max(len(scores), 1)]}
+    )
+    axes = axes[0]
+    if has_loss:
+        axes[0].bar(["base", "tuned"], [base["eval_loss"], tuned["eval_loss"]], color=["#9aa5b1", "#2f7ed8"])
+        axes[0].set_title("eval loss (lower is better)")
     xs = range(len(scores))
-    axes[1].bar([x - 0.2 for x in xs], [s[1] for s in scores], 0.4, label="base", color="#9aa5b1")
-    axes[1].bar([x + 0.2 for x in xs], [s[2] for s in scores], 0.4, label="tuned", color="#2f7ed8")
-    axes[1].set_xticks(list(xs), [s[0] + (" /100" if s[0] == "BLEU" else "") for s in scores])
-    axes[1].set_ylim(0, 1)
-    axes[1].set_title("generation scores (higher is better)")
-    axes[1].legend()
+    axes[-1].bar([x - 0.2 for x in xs], [s[1] for s in scores], 0.4, label="base", color="#9aa5b1")
+    axes[-1].bar([x + 0.2 for x in xs], [s[2] for s in scores], 0.4, label="tuned", color="#2f7ed8")
+    axes[-1].set_xticks(list(xs), [s[0].split(" (")[0] + (" /100" if s[0] == "BLEU" else "") for s in scores])
+    top = max([1.0, *(v for s in scores for v in s[1:])])  # a python grader's reward may exceed 1
+    axes[-1].set_ylim(min([0.0, *(v for s in scores for v in s[1:])]), top)
+    axes[-1].set_title("generation scores (higher is better)")
+    axes[-1].legend()
     fig.suptitle(f"{report['run']}: base vs tuned")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

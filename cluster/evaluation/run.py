@@ -1,4 +1,5 @@
-"""evaluate_run: the base model and the tuned export (or checkpoint) scored on the same held-out set, one report."""
+"""evaluate_run: the base model and the tuned export (or checkpoint) scored on the same held-out set, one report;
+and SFT's own scores (eval loss and generation metrics)."""
 
 from __future__ import annotations
 
@@ -23,14 +24,18 @@ log = logging.getLogger(__name__)
 def evaluate_run(spec: JobSpec, tuned_uri: str, out_uri: str, cache_dir: str | None = None) -> dict:
     """Score base and tuned on the spec's held-out data; write report.json, report.md and chart.png to `out_uri`.
 
-    `tuned_uri` is an export or a checkpoint. Raises UserError when the spec's gate (evaluate.max_regression on
-    evaluate.gate_metric) fails; the reports are written first so the failure can be read. `cache_dir` overrides
-    where the tokenized data is cached (default: the run's data/ folder).
+    `tuned_uri` is an export or a checkpoint. What is scored is the objective's (its recipe's `evaluate`). Raises
+    UserError when the spec's gate (evaluate.max_regression on evaluate.gate_metric) fails; the reports are written
+    first so the failure can be read. `cache_dir` overrides where the prepared data is cached (default: the run's
+    data/ folder).
     """
-    if spec.train.objective != "sft":  # DPO/KTO: preference accuracy and reward margin on held-out pairs
-        from cluster.evaluation.preference import evaluate_preference_run
+    from cluster.objectives import recipe_for  # the recipes build on this module, so they are looked up when called
 
-        return evaluate_preference_run(spec, tuned_uri, out_uri, cache_dir)
+    return recipe_for(spec).evaluate(spec, tuned_uri, out_uri, cache_dir)
+
+
+def evaluate_generations(spec: JobSpec, tuned_uri: str, out_uri: str, cache_dir: str | None = None) -> dict:
+    """SFT's evaluation: eval loss on the held-out rows, and generation metrics on their prompts and answers."""
     cfg = spec.evaluate
     tokenizer = load.load_tokenizer(spec)  # the tokenizer the run's data was tokenized with
     rows = load_eval_rows(spec, tokenizer, cache_dir)

@@ -40,8 +40,7 @@ class Grading:
     failures: list[str] = field(default_factory=list)
 
     def __post_init__(self):
-        raw = self.weights or [1.0] * len(self.graders)
-        self.weights = [w / sum(raw) for w in raw]
+        self.weights = normalised_weights(self.graders, self.weights)
         self._scorers = [GRADERS[g.type].scorer(g) for g in self.graders]
 
     def score_one(self, index: int, output_text: str, item: dict, where: str) -> float:
@@ -63,13 +62,8 @@ class Grading:
         return Scored(reward, scores, passed)
 
     def failure_message(self) -> str:
-        shown = "\n".join(f"  - {f}" for f in self.failures[:5])
-        more = f"\n  ... and {len(self.failures) - 5} more" if len(self.failures) > 5 else ""
-        return (
-            f"{len(self.failures)} grader failures (more than the {self.max_failures} allowed):\n{shown}{more}\n"
-            "Fix: fix the graders named (rayfit graders run SPEC --sample TEXT --item JSON tries one), "
-            "or raise train.grpo.max_grader_failures."
-        )
+        """The message of GraderFailures for this scorer's failures."""
+        return failure_message(self.failures, self.max_failures)
 
     def close(self) -> None:
         """Stop the processes of python graders."""
@@ -81,6 +75,23 @@ class Grading:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def normalised_weights(graders: list, weights: list[float] | None) -> list[float]:
+    """One weight per grader, summing to 1 (equal when none are given): the reward is the weighted mean."""
+    raw = weights or [1.0] * len(graders)
+    return [w / sum(raw) for w in raw]
+
+
+def failure_message(failures: list[str], allowed: int) -> str:
+    """Too many grader failures: how many, the first five with their rows, and the fix."""
+    shown = "\n".join(f"  - {f}" for f in failures[:5])
+    more = f"\n  ... and {len(failures) - 5} more" if len(failures) > 5 else ""
+    return (
+        f"{len(failures)} grader failures (more than the {allowed} allowed):\n{shown}{more}\n"
+        "Fix: fix the graders named (rayfit graders run SPEC --sample TEXT --item JSON tries one), "
+        "or raise train.grpo.max_grader_failures."
+    )
 
 
 def missing_fields(graders: list, rows: list[tuple[str, dict]], shown: int = 5) -> list[str]:

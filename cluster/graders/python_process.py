@@ -84,8 +84,9 @@ class GraderProcess:
     def close(self) -> None:
         """Stop the child process (it is started again on the next call)."""
         if self._proc is not None:
-            if self._proc.is_alive():
-                self._proc.kill()
-            self._proc.join(5)
+            if self._proc.pid is not None:  # a child that failed to start has nothing to stop
+                if self._proc.is_alive():
+                    self._proc.kill()
+                self._proc.join(5)
             self._conn.close()
         self._proc = self._conn = None

@@ -21,6 +21,15 @@ def check_fit(plan: Plan, spec: JobSpec) -> None:
         _check_fewest_workers(plan)
         return
     m, gpu = plan.memory, plan.gpu
+    if not plan.rollout_fits:
+        g = plan.spec.train.grpo
+        raise UserError(
+            f"plan: the vLLM rollout engine of {plan.spec.model.base} needs {_gib(m.rollout_engine)} GiB on each of its "
+            f"{g.rollout_gpus} GPU(s) (weights, the KV cache of every worker's answers, reserve) but a {gpu.name} has "
+            f"{_gib(gpu.memory)} GiB. Fix: train.grpo.rollout_gpus: {g.rollout_gpus * 2} (tensor parallel), fewer "
+            "or shorter answers (train.grpo.num_generations, max_completion_length), or rollout: in_worker. "
+            "To start anyway, set plan.enforce: false."
+        )
     parts = {
         "weights": m.weights,
         "adapters": m.lora_params,

@@ -37,18 +37,23 @@ class Memory:
     host_load: int  # host RAM per worker while weights load (a safetensors shard, or one layer when sharded)
     checkpoint: int  # one checkpoint in storage: trained weights plus optimizer state for resume
     export: int  # the merged model
-    reference: int = 0  # DPO/KTO full fine-tunes with reference frozen_copy: the frozen copy's shard
+    reference: int = 0  # full fine-tunes with a frozen reference (DPO/KTO frozen_copy, GRPO with beta > 0): its shard
+    generation: int = 0  # GRPO's in-worker rollouts: the KV cache of the answers a worker samples at once
+    rollout_engine: int = 0  # GRPO's vLLM rollouts: what the engine needs on its own device (not in `total`)
 
     @property
     def allocated(self) -> int:
-        """What torch.cuda.max_memory_allocated should show at the peak of a step."""
+        """What torch.cuda.max_memory_allocated should show at the peak of a step.
+
+        Sampling (the KV cache) and the backward pass (activations) come one after the other in a GRPO step, so the
+        larger of the two counts."""
         return (
             self.weights
             + self.lora_params
             + self.gradients
             + self.optimizer
             + self.gather_buffers
-            + self.activations
+            + max(self.activations, self.generation)
             + self.reference
         )
 
@@ -63,7 +68,11 @@ class Memory:
 
 
 def memory(spec: JobSpec, config, counts: ParamCounts) -> Memory:
-    """Per-GPU memory of `spec` (its cluster.num_workers is the number of GPUs sharing the model)."""
+    """Per-GPU memory of `spec` (its cluster.num_workers is the number of GPUs sharing the model); the objective's
+    own terms (sequences per row, reference, rollouts) come from its recipe (cluster/objectives/)."""
+    from cluster.objectives import recipe_for
+
+    terms = recipe_for(spec).plan_terms(spec, config, counts)
     c, m = spec.cluster, spec.model
     world = c.num_workers
     half = DTYPE_BYTES[m.dtype]
@@ -101,16 +110,17 @@ def memory(spec: JobSpec, config, counts: ParamCounts) -> Memory:
     # The gathered current and prefetched block; QLoRA's unquantized embedding (half dtype) is the largest of every
     # model in the table.
     gather = 2 * counts.largest_block * half if backend.shards_weights else 0
-    act_ckpt, act_full = activation_bytes(spec, config, counts, True), activation_bytes(spec, config, counts, False)
+    act_ckpt = activation_bytes(spec, config, counts, True, terms)
+    act_full = activation_bytes(spec, config, counts, False, terms)
     act = act_ckpt if spec.train.gradient_checkpointing else act_full
     if spec.train.activation_offloading:
-        kept = offloaded_activation_bytes(spec, config, counts)
+        kept = offloaded_activation_bytes(spec, config, counts, terms)
         host_offload += act - kept
         act = kept
     gradients = grads // state_shard + ddp_buckets
     optimizer //= state_shard
-    reference = reference_bytes(spec, counts) // param_shard
-    allocated = weights + lora + gradients + optimizer + gather + act + reference
+    reference = terms.reference // param_shard
+    allocated = weights + lora + gradients + optimizer + gather + max(act, terms.generation) + reference
     saved_weights = counts.total * half if m.method == "full" else counts.trainable_bytes
     return Memory(
         weights=weights,
@@ -129,6 +139,8 @@ def memory(spec: JobSpec, config, counts: ParamCounts) -> Memory:
         checkpoint=saved_weights + _optimizer_bytes(spec, counts, train_param),
         export=counts.total * half,
         reference=reference,
+        generation=terms.generation,
+        rollout_engine=terms.rollout_engine,
     )
 
 
@@ -140,28 +152,25 @@ def _frozen_bytes(spec: JobSpec, counts: ParamCounts) -> int:
     return counts.frozen_bytes - counts.unquantized * (4 - DTYPE_BYTES[spec.model.dtype])
 
 
-def sequences_per_row(spec: JobSpec) -> int:
-    """Sequences one training row puts through the model: DPO's chosen and rejected, KTO's completion and its KL
-    completion (loss kto), one for SFT. The reference forward runs under no_grad and saves no activations."""
-    t = spec.train
-    return 2 if t.objective == "dpo" or (t.objective == "kto" and t.kto.loss_type == "kto") else 1
+def frozen_copy_bytes(spec: JobSpec, counts: ParamCounts) -> int:
+    """A frozen reference model beside the policy, before ZeRO-3 sharding: a copy of a full fine-tune in the
+    training dtype; nothing for LoRA/QLoRA, whose reference is the base with the adapter disabled."""
+    return counts.total * DTYPE_BYTES[spec.model.dtype] if spec.model.method == "full" else 0
 
 
-def reference_bytes(spec: JobSpec, counts: ParamCounts) -> int:
-    """The reference model DPO/KTO keep beside the policy, before ZeRO-3 sharding: a frozen copy of a full fine-tune
-    (reference: frozen_copy) in the training dtype; nothing for LoRA/QLoRA (the adapter is disabled) or precomputed."""
-    t, m = spec.train, spec.model
-    if t.objective == "sft" or m.method != "full":
-        return 0
-    section = t.dpo if t.objective == "dpo" else t.kto
-    return counts.total * DTYPE_BYTES[m.dtype] if section.reference == "frozen_copy" else 0
+def kv_cache_bytes(config, dtype: str, sequences: int, tokens: int) -> int:
+    """Keys and values of every layer for `sequences` sequences of `tokens` tokens each (what generation caches)."""
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    return 2 * config.num_hidden_layers * kv_heads * head_dim * DTYPE_BYTES[dtype] * sequences * tokens
 
 
-def offloaded_activation_bytes(spec: JobSpec, config, counts: ParamCounts) -> int:
+def offloaded_activation_bytes(spec: JobSpec, config, counts: ParamCounts, terms) -> int:
     """Activations left on the GPU with train.activation_offloading (TRL's OffloadActivations): saved tensors go to
     host RAM in the forward and come back one layer ahead of their backward, while the head's stay on the GPU. With
     checkpointing: two layer inputs, the recomputed layer and the head; without: two layers' tensors and the head."""
-    tokens, layer_input, per_layer, head = _activation_parts(spec, config, counts)
+    tokens, layer_input, per_layer, head = _activation_parts(spec, config, counts, terms)
     if spec.train.gradient_checkpointing:
         return tokens * (2 * layer_input + per_layer + head)
     return tokens * (2 * per_layer + head)
@@ -179,10 +188,11 @@ def _optimizer_bytes(spec: JobSpec, counts: ParamCounts, train_param: int) -> in
     return moments + 4 * counts.trainable_tensors
 
 
-def activation_bytes(spec: JobSpec, config, counts: ParamCounts, checkpointing: bool) -> int:
+def activation_bytes(spec: JobSpec, config, counts: ParamCounts, checkpointing: bool, terms) -> int:
     """Saved activations of one micro-batch at its peak (the loss's backward), per GPU: every layer's saved tensors,
-    or with checkpointing only each layer's input plus one recomputed layer; and the head."""
-    tokens, layer_input, per_layer, head = _activation_parts(spec, config, counts)
+    or with checkpointing only each layer's input plus one recomputed layer; and the head. `terms` (the objective's
+    PlanTerms) give the sequences per row and their length; a reference forward runs under no_grad and saves none."""
+    tokens, layer_input, per_layer, head = _activation_parts(spec, config, counts, terms)
     layers = config.num_hidden_layers
     body = layers * layer_input + per_layer if checkpointing else layers * per_layer
     return tokens * (body + head) + fused_head_bytes(spec, config, tokens)
@@ -201,15 +211,16 @@ def fused_head_bytes(spec: JobSpec, config, tokens: int) -> int:
     return 2 * tile + weight_grad
 
 
-def _activation_parts(spec: JobSpec, config, counts: ParamCounts) -> tuple[int, int, int, int]:
+def _activation_parts(spec: JobSpec, config, counts: ParamCounts, terms) -> tuple[int, int, int, int]:
     """Tokens of one micro-batch, and bytes per token of a layer's input, of what one layer saves, and of the head.
 
     Per token and decoder layer: the two RMSNorms (fp32 input copy + normalized output), attention q, k, v, output
     and o_proj input, the SwiGLU MLP's gate, up, SiLU and product, and what each adapter saves. The head: see
     fused_head_bytes.
     """
-    m, d = spec.model, spec.data
-    tokens = spec.train.micro_batch_size * d.max_seq_len * sequences_per_row(spec)
+    m = spec.model
+    seq = terms.sequence_tokens
+    tokens = spec.train.micro_batch_size * seq * terms.sequences_per_row
     a = DTYPE_BYTES[m.quantization.compute_dtype if m.method == "qlora" else m.dtype]
     # Under DeepSpeed or FSDP2 the adapters compute in the half dtype; unsharded they keep PEFT's float32 (QLoRA: TRL's
     # bfloat16).
@@ -227,7 +238,7 @@ def _activation_parts(spec: JobSpec, config, counts: ParamCounts) -> tuple[int, 
     norm = 4 * h + a * h
     attention = a * (3 * q_dim + 2 * kv_saved)
     if m.attn_implementation == "eager":
-        attention += heads * d.max_seq_len * (4 + a)  # fp32 softmax and its cast back, per query token
+        attention += heads * seq * (4 + a)  # fp32 softmax and its cast back, per query token
     mlp = 4 * a * inter
     dropout = m.method != "full" and m.lora.dropout > 0
     copies = dropout or adapter != a

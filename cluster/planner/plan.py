@@ -56,8 +56,18 @@ class Plan:
 
     @property
     def fits(self) -> bool | None:
-        """Whether one GPU holds its share, reserve and plan.headroom included; None when no GPU type is known."""
-        return None if self.gpu is None else self.memory.total <= self.gpu.memory * (1 - self.spec.plan.headroom)
+        """Whether one GPU holds its share, reserve and plan.headroom included, and GRPO's vLLM rollout engine fits
+        its own GPU(s); None when no GPU type is known."""
+        if self.gpu is None:
+            return None
+        return self.memory.total <= self.gpu.memory * (1 - self.spec.plan.headroom) and bool(self.rollout_fits)
+
+    @property
+    def rollout_fits(self) -> bool | None:
+        """Whether GRPO's vLLM rollout engine fits its GPU (True when there is none); None when no GPU type is known."""
+        if self.gpu is None:
+            return None
+        return self.memory.rollout_engine <= self.gpu.memory * (1 - self.spec.plan.headroom)
 
     def to_json(self) -> dict:
         """The plan as a plain, JSON-serialisable dict (bytes, seconds, counts)."""

@@ -45,7 +45,7 @@ def format_plan(plan: Plan) -> str:
         f"model        {s.model.base}  [{plan.architecture}, config from {plan.config_source}]",
         f"parameters   {c.total:,} total, {c.trainable:,} trainable ({100 * c.trainable / c.total:.3f}%)",
         f"setup        {method}, {s.model.dtype}, {where}, {sharding}",
-        f"batch        micro-batch {s.train.micro_batch_size} x {s.data.max_seq_len} tokens, "
+        f"batch        micro-batch {s.train.micro_batch_size} x {_sequence_tokens(plan)} tokens, "
         f"gradient checkpointing {'on' if s.train.gradient_checkpointing else 'off'}",
         "",
         "memory per GPU" if plan.gpu is not None or s.cluster.use_gpu else "memory per worker (RAM)",
@@ -57,9 +57,15 @@ def format_plan(plan: Plan) -> str:
         *([f"  reference model        {_gib(m.reference)}   (frozen copy for {s.train.objective})"] if m.reference else []),
         f"  activations            {_gib(m.activations)}   (checkpointing on {_gib(m.activations_checkpointing).strip()}, "
         f"off {_gib(m.activations_no_checkpointing).strip()})",
+        *(
+            [f"  KV cache (sampling)    {_gib(m.generation)}   (not at once with activations: the larger counts)"]
+            if m.generation
+            else []
+        ),
         f"  reserve                {_gib(m.reserve)}",
         f"  total                  {_gib(m.total)}   " + _verdict(plan),
         "",
+        *_rollout_lines(plan),
         "total per GPU by sharding  " + ", ".join(f"{k} {v / GiB:.1f}" for k, v in plan.by_sharding.items()) + " GiB",
         f"host RAM per worker   offload {_gib(m.host_offload).strip()}, loading {_gib(m.host_load).strip()}",
         f"storage               checkpoint {_gib(m.checkpoint).strip()}, merged export {_gib(m.export).strip()}",
@@ -68,13 +74,34 @@ def format_plan(plan: Plan) -> str:
         f"compute      {t.flops_per_token / 1e9:.1f} GFLOP per token, {t.tokens_per_step:,} tokens per optimizer step",
     ]
     if t.tokens_per_s is not None:
-        lines.append(f"speed        {t.tokens_per_s:,.0f} tokens/s at {plan.mfu:.0%} utilisation, {t.step_time_s:.2f} s per step")
+        sampling = f" (sampling {t.sampling_s:.2f} s of it)" if t.sampling_s else ""
+        lines.append(
+            f"speed        {t.tokens_per_s:,.0f} tokens/s at {plan.mfu:.0%} utilisation, {t.step_time_s:.2f} s per step{sampling}"
+        )
     lines.append(f"train tokens {t.train_tokens:,}" if t.train_tokens is not None else "train tokens unknown")
     if plan.gpu is not None:
         lines.append(f"wall time    {_duration(t.wall_time_s)}")
         cost = "- (pass --price-per-gpu-hour or set plan.price_per_gpu_hour)" if t.cost is None else f"{t.cost:,.2f}"
         lines.append(f"cost         {cost}")
     return "\n".join(lines) + "\n"
+
+
+def _rollout_lines(plan: Plan) -> list[str]:
+    """GRPO's vLLM engine: its own device, so its own line and its own fit."""
+    m = plan.memory
+    if not m.rollout_engine:
+        return []
+    where = "its own GPU" if plan.spec.cluster.use_gpu else "one CPU, host RAM"
+    fit = ""
+    if plan.gpu is not None:
+        fit = "  FITS" if plan.rollout_fits else f"  DOES NOT FIT a {plan.gpu.name}"
+    return [f"rollout engine         {_gib(m.rollout_engine)}   (vLLM on {where}: weights, KV cache, reserve){fit}", ""]
+
+
+def _sequence_tokens(plan: Plan) -> int:
+    """Tokens of one training sequence: data.max_seq_len, or GRPO's prompt + answer."""
+    t, s = plan.throughput, plan.spec
+    return t.tokens_per_step // (s.train.micro_batch_size * s.train.gradient_accumulation_steps * s.cluster.num_workers)
 
 
 def _verdict(plan: Plan) -> str:

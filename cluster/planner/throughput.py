@@ -5,8 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from cluster.planner.gpus import Gpu
-from cluster.planner.params import ParamCounts
+from cluster.planner.params import DTYPE_BYTES, ParamCounts
 from cluster.spec.job import JobSpec
+
+# Share of the data-sheet memory bandwidth a decode step achieves (weights streamed once per token, small batches).
+DECODE_BANDWIDTH_USE = 0.5
 
 
 @dataclass(frozen=True)
@@ -15,11 +18,12 @@ class Throughput:
 
     flops_per_token: float  # hardware FLOPs per trained token, recomputation included
     tokens_per_step: int
-    tokens_per_s: float | None  # across all GPUs
-    step_time_s: float | None
+    tokens_per_s: float | None  # across all GPUs, while training (GRPO's sampling time is apart)
+    step_time_s: float | None  # one optimizer step, GRPO's sampling included
     train_tokens: int | None
     wall_time_s: float | None
     cost: float | None
+    sampling_s: float | None = None  # GRPO: decoding max_completion_length tokens per step (memory-bandwidth bound)
 
     def to_json(self) -> dict:
         """Plain dict."""
@@ -50,9 +54,12 @@ def throughput(
     price_per_gpu_hour: float | None,
 ) -> Throughput:
     """Estimated speed, wall time and cost of `spec` on `gpu` (cluster.num_workers of them)."""
+    from cluster.objectives import recipe_for
+
+    terms = recipe_for(spec).plan_terms(spec, config, counts)
     t, world = spec.train, spec.cluster.num_workers
     per_token = flops_per_token(spec, config, counts)
-    tokens_per_step = t.micro_batch_size * spec.data.max_seq_len * t.gradient_accumulation_steps * world
+    tokens_per_step = t.micro_batch_size * terms.sequence_tokens * t.gradient_accumulation_steps * world
     if t.max_steps is not None:
         train_tokens = t.max_steps * tokens_per_step  # packed rows are full, so every slot is a token
     elif dataset_tokens is not None:
@@ -63,6 +70,19 @@ def throughput(
         return Throughput(per_token, tokens_per_step, None, None, train_tokens, None, None)
     peak = gpu.bf16_flops if spec.model.dtype != "float32" else gpu.bf16_flops / 2  # TF32 runs at half the bf16 rate
     tokens_per_s = mfu * peak * world / per_token
-    wall = train_tokens / tokens_per_s if train_tokens is not None else None
+    sampling = sampling_seconds(spec, counts, gpu, terms.decode_steps) if terms.decode_steps else None
+    step = tokens_per_step / tokens_per_s + (sampling or 0.0)
+    wall = train_tokens / tokens_per_step * step if train_tokens is not None else None
     cost = wall / 3600 * world * price_per_gpu_hour if wall is not None and price_per_gpu_hour is not None else None
-    return Throughput(per_token, tokens_per_step, tokens_per_s, tokens_per_step / tokens_per_s, train_tokens, wall, cost)
+    return Throughput(per_token, tokens_per_step, tokens_per_s, step, train_tokens, wall, cost, sampling)
+
+
+def sampling_seconds(spec: JobSpec, counts: ParamCounts, gpu: Gpu, decode_steps: int) -> float:
+    """Time to decode `decode_steps` tokens one after another: each reads every weight once from GPU memory at
+    DECODE_BANDWIDTH_USE of the data-sheet bandwidth (GRPO's in-worker sampling gathers ZeRO-3 shards first; the
+    vLLM engine splits its weights over train.grpo.rollout_gpus)."""
+    m = spec.model
+    weights = counts.total * DTYPE_BYTES[m.quantization.compute_dtype if m.method == "qlora" else m.dtype]
+    if spec.train.grpo.rollout == "vllm":
+        weights //= spec.train.grpo.rollout_gpus
+    return decode_steps * weights / (DECODE_BANDWIDTH_USE * gpu.memory_bandwidth)

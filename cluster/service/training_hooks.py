@@ -15,6 +15,15 @@ from cluster.service import jobs
 from cluster.service.driver import SERVICE_JOB_ENV
 from cluster.service.store import Store
 
+# (TRL GRPOTrainer log key, metrics event field); each grader's mean is added as reward_<name>
+GRPO_METRICS = (
+    ("reward", "reward"),
+    ("reward_std", "reward_std"),
+    ("eval_reward", "valid_reward"),
+    ("kl", "kl"),
+    ("completions/mean_length", "completion_length"),
+    ("clip_ratio/region_mean", "clip_fraction"),
+)
 PAUSE_POLL_S = 2.0  # rank 0 looks for the pause flag at most this often (one HEAD request on object storage)
 
 
@@ -38,6 +47,12 @@ def metrics_sink(rank: int) -> Callable | None:
         for key, name in (("loss", "train_loss"), ("eval_loss", "valid_loss"), ("learning_rate", "learning_rate")):
             if key in logs:
                 data[name] = float(logs[key])
+        for key, name in GRPO_METRICS:  # reinforcement runs: the reward and what moves with it
+            if key in logs:
+                data[name] = float(logs[key])
+        data.update(
+            {f"reward_{k.split('/')[1]}": float(v) for k, v in logs.items() if k.startswith("rewards/") and k.endswith("/mean")}
+        )
         shown = ", ".join(f"{k} {v:.4g}" for k, v in data.items() if k in ("train_loss", "valid_loss") and v is not None)
         jobs.add_event(store, job_id, f"Step {step}/{total}: {shown or 'logged'}", type="metrics", data=data)
 

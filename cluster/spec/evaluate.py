@@ -8,8 +8,20 @@ from pydantic import Field
 
 from cluster.spec.base import Problem, Section
 
-INTERVAL_METRICS = ("rouge_l", "bleu", "exact_match", "format_compliance")  # bootstrapped over rows (evaluation/intervals.py)
-GateMetric = Literal["eval_loss", "rouge_l", "bleu", "exact_match", "format_compliance", "preference_accuracy", "reward_margin"]
+# bootstrapped over rows (evaluation/intervals.py); reward and pass_rate are GRPO's (evaluation/rewards.py)
+INTERVAL_METRICS = ("rouge_l", "bleu", "exact_match", "format_compliance", "reward", "pass_rate")
+GRADER_METRICS = ("reward", "pass_rate")  # scored by train.grpo.graders, so only GRPO runs have them
+GateMetric = Literal[
+    "eval_loss",
+    "rouge_l",
+    "bleu",
+    "exact_match",
+    "format_compliance",
+    "preference_accuracy",
+    "reward_margin",
+    "reward",
+    "pass_rate",
+]
 
 
 class EvaluateSpec(Section):
@@ -44,7 +56,9 @@ class EvaluateSpec(Section):
         "it (0: any improvement beyond noise). None: no improvement asked.",
     )
     gate_metric: GateMetric = Field(
-        "eval_loss", description="Metric the gate compares: eval_loss (lower is better) or a score (higher is better)."
+        "eval_loss",
+        description="Metric the gate compares: eval_loss (lower is better) or a score (higher is better); GRPO runs: "
+        "reward (the graders' weighted mean on held-out prompts) or pass_rate.",
     )
 
     def problems(self) -> list[Problem]:

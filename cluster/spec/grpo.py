@@ -9,14 +9,6 @@ from pydantic import Field
 from cluster.graders.grading import Grader
 from cluster.spec.base import Problem, Section
 
-# Said by the finetune job (before any worker starts) and by the worker's trainer choice, so a GRPO spec never
-# trains as another objective: graders, data checks and the spec are in place; the GRPOTrainer run is not yet.
-TRAINING_PENDING = (
-    "train.objective: grpo: the spec, its graders and the data pass their checks, but GRPO training on Ray Train "
-    "workers is not part of this rayfit version yet. Fix: try the graders with `rayfit graders run SPEC`, check the "
-    "data with `rayfit data check SPEC`, and train with objective sft, dpo or kto meanwhile."
-)
-
 # TRL 1.16's GRPOConfig.loss_type values (trl/trainer/grpo_config.py).
 GrpoLoss = Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo"]
 
@@ -44,7 +36,14 @@ class GrpoSpec(Section):
     rollout: Literal["in_worker", "vllm"] = Field(
         "in_worker", description="in_worker: the training workers sample; vllm: a vLLM engine on Ray does."
     )
-    generation_timeout_s: float = Field(600.0, gt=0, description="Longest one rollout (or weight sync) may take.")
+    rollout_gpus: int = Field(
+        1,
+        ge=1,
+        description="GPUs of the vLLM rollout engine (its tensor parallelism) on a GPU cluster; on CPUs it takes one CPU.",
+    )
+    generation_timeout_s: float = Field(
+        600.0, gt=0, description="Longest one rollout, weight sync or engine start may take before the run stops."
+    )
     max_grader_failures: int = Field(
         10, ge=0, description="Grader calls that may raise or time out (each scores 0 and is named) before the run stops."
     )
@@ -84,8 +83,11 @@ class GrpoSpec(Section):
         return out
 
 
-def grpo_problems(grpo: GrpoSpec, micro_batch_size: int, gradient_accumulation_steps: int, workers: int) -> list[Problem]:
-    """Rules between GRPO and the batch: every generation batch holds whole groups (paths relative to the root)."""
+def grpo_problems(
+    grpo: GrpoSpec, micro_batch_size: int, gradient_accumulation_steps: int, workers: int, evaluating: bool
+) -> list[Problem]:
+    """Rules between GRPO and the batch: every generation batch holds whole groups, and so does every evaluation
+    batch when evaluations run during training (TRL's GRPOConfig rules; paths relative to the root)."""
     out = []
     if not grpo.graders:
         out.append(
@@ -106,6 +108,17 @@ def grpo_problems(grpo: GrpoSpec, micro_batch_size: int, gradient_accumulation_s
                 f"{grpo.num_generations}.",
                 f"make micro_batch_size x gradient_accumulation_steps x num_workers a multiple of {grpo.num_generations}, "
                 f"or set num_generations to a divisor of {batch}.",
+            )
+        )
+    eval_batch = micro_batch_size * workers
+    if evaluating and grpo.num_generations >= 2 and eval_batch % grpo.num_generations:
+        out.append(
+            Problem(
+                "train.eval_steps",
+                f"evaluations during training sample whole groups of {grpo.num_generations} answers per batch, but "
+                f"an evaluation batch (micro_batch_size {micro_batch_size} x {workers} workers) holds {eval_batch}.",
+                f"make micro_batch_size x num_workers a multiple of {grpo.num_generations}, or set train.eval_steps: "
+                "null (the held-out reward is then measured by evaluate.enabled at the end).",
             )
         )
     return out

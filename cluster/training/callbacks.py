@@ -26,15 +26,10 @@ from cluster.training.checkpoints import (
     upload_with_file_table,
     write_manifest_after_uploads,
 )
+from cluster.training.collectives import barrier, gather_objects
 from cluster.training.loss_plot import plot_losses
 
 FAIL_AT_STEP_ENV = "RAYFIT_FAIL_AT_STEP"
-
-
-def barrier() -> None:
-    """Wait for every rank (a no-op without a process group)."""
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
 
 
 class CheckpointReporter(TrainerCallback):
@@ -97,7 +92,7 @@ class CheckpointReporter(TrainerCallback):
             ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=name)
         elif self.uploads:
             copy_checkpoint(folder, dest)
-        tables = _gather((self.rank, _node_id(self.under_ray), table))
+        tables = gather_objects((self.rank, _node_id(self.under_ray), table))
         if self.rank == 0:
             nodes: dict[str, Any] = {}
             for rank, node, files in tables:
@@ -148,15 +143,6 @@ def _world() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
-def _gather(item: Any) -> list[Any]:
-    """`item` from every rank, in rank order (a one-element list without a process group)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return [item]
-    out: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(out, item)
-    return out
-
-
 def node_leader(under_ray: bool, rank: int) -> bool:
     """Whether this rank is the lowest rank on its node, the one that uploads and cleans the node's folders.
 
@@ -164,7 +150,7 @@ def node_leader(under_ray: bool, rank: int) -> bool:
     share an address (several Ray nodes on one machine) would otherwise look like one node with one folder.
     """
     node = _node_id(under_ray)
-    return rank == min(r for r, n in enumerate(_gather(node)) if n == node)
+    return rank == min(r for r, n in enumerate(gather_objects(node)) if n == node)
 
 
 def _node_id(under_ray: bool) -> str:

@@ -35,12 +35,19 @@ def checkpoint_fields(
     world: int = 1,
     resumed_from: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """What a checkpoint's manifest says besides its files: spec, base model, method, dtype, step, metrics, the number
+    """What a checkpoint's manifest says besides its files: spec, base model, objective (and its own fields: GRPO's
+    graders), the metric that ranks checkpoints, method, dtype, step, metrics, the number
     of workers that wrote it (a resume on another number reshards ZeRO state), the checkpoint this attempt resumed
     from, and the adapter and quantization settings when there are any."""
+    from cluster.objectives import recipe_for
+
+    recipe = recipe_for(spec)
     fields: dict[str, Any] = {
         "spec": spec.model_dump(mode="json", exclude_unset=True),
         "base_model": spec.model.base,
+        "objective": recipe.name,
+        "rank_by": list(recipe.checkpoint_metric),  # how cluster.run_folder.best ranks this run's checkpoints
+        **recipe.manifest_fields(spec),
         "method": spec.model.method,
         "dtype": dtype,
         "step": step,

@@ -15,16 +15,17 @@ import torch.distributed as dist
 from cluster import storage
 from cluster.manifest import read_manifest
 from cluster.model.load import load_tokenizer, train_dtype
+from cluster.objectives import recipe_for
 from cluster.run_folder import local_copy, resume_point
 from cluster.service.training_hooks import metrics_sink, service_callbacks
 from cluster.sharding import SHARDINGS
 from cluster.spec import JobSpec, validate_spec
-from cluster.training.callbacks import CheckpointReporter, FaultInjection, RunArtifacts, barrier, node_leader
+from cluster.training.callbacks import CheckpointReporter, FaultInjection, RunArtifacts, node_leader
+from cluster.training.collectives import barrier, from_rank0
 from cluster.training.deepspeed_config import deepspeed_config
 from cluster.training.elastic import OwnStepCounters, checkpoint_world, for_world, universal_copy
 from cluster.training.fsdp import ConsolidatedWeights, trainer_on_cpu
 from cluster.training.levers import check_levers
-from cluster.training.objectives import build_objective_trainer
 from cluster.training.progress import ProgressLog
 
 
@@ -76,7 +77,7 @@ def train_loop(config: dict[str, Any], callbacks: tuple = ()) -> dict[str, Any]:
         os.environ["TENSORBOARD_LOGGING_DIR"] = _tensorboard_dir(run, scratch)
     dtype = str(train_dtype(spec, on_gpu)).removeprefix("torch.")
     with trainer_on_cpu(spec, on_gpu):
-        trainer = build_objective_trainer(
+        trainer = recipe_for(run_spec).trainer(
             run_spec,
             tokenizer,
             ds_config,
@@ -97,6 +98,7 @@ def train_loop(config: dict[str, Any], callbacks: tuple = ()) -> dict[str, Any]:
                 *service_callbacks(rank),
                 *callbacks,
             ],
+            actors=config.get("actors", {}),
         )
     trainer.remove_callback(PrinterCallback)  # ProgressLog prints the same numbers once, with tokens/s
     if under_ray:
@@ -138,7 +140,7 @@ def _resume_point(
         candidates = _recorded_checkpoints(config["run"]) if under_ray else [c for c in [config.get("resume_from")] if c]
         found = resume_point(candidates, cache)
         choice = (found[0], checkpoint_world(read_manifest(str(found[1])))) if found else None
-    choice = _from_rank0(choice)  # (URI, workers that wrote it): one manifest read, from rank 0's verified copy
+    choice = from_rank0(choice)  # (URI, workers that wrote it): one manifest read, from rank 0's verified copy
     if not choice:
         return None, None, None
     choice, written_by = choice
@@ -158,14 +160,6 @@ def _resumed_from(resume: str | None, reshard: int | None, world: int) -> dict[s
     if not resume:
         return None
     return {"checkpoint": resume, "world_size": reshard or world, **({"resharded_for": world} if reshard else {})}
-
-
-def _from_rank0(value: Any) -> Any:
-    if dist.is_available() and dist.is_initialized():
-        box = [value]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-    return value
 
 
 def _recorded_checkpoints(run: str) -> list[str]:

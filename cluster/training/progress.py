@@ -7,6 +7,20 @@ import time
 
 from transformers import TrainerCallback
 
+# (log key, label): the numbers of a line, when the trainer logs them. GRPO (TRL's GRPOTrainer) logs the reward's
+# mean and std, the KL to the reference (beta > 0), the mean answer length and the share of clipped token ratios.
+SHOWN = (
+    ("loss", "loss"),
+    ("eval_loss", "eval_loss"),
+    ("rewards/accuracies", "reward_acc"),
+    ("reward", "reward"),
+    ("reward_std", "reward_std"),
+    ("eval_reward", "eval_reward"),
+    ("kl", "kl"),
+    ("completions/mean_length", "answer_len"),
+    ("clip_ratio/region_mean", "clipped"),
+)
+
 
 def _duration(seconds: float) -> str:
     seconds = round(seconds)
@@ -18,9 +32,12 @@ def _duration(seconds: float) -> str:
 def progress_line(step: int, total: int, logs: dict, tokens_per_s: float | None, elapsed: float, eta: float | None) -> str:
     """`step 30/60 (50%) | loss 2.914 | eval_loss 3.015 | lr 1.0e-03 | 1,234 tok/s | 1:05 elapsed | ETA 1:05`."""
     parts = [f"step {step}/{total}" + (f" ({100 * step // total}%)" if total else "")]
-    for key, label in (("loss", "loss"), ("eval_loss", "eval_loss"), ("rewards/accuracies", "reward_acc")):
+    for key, label in SHOWN:
         if key in logs:
             parts.append(f"{label} {logs[key]:.4f}")
+    graders = [k.split("/")[1] for k in logs if k.startswith("rewards/") and k.endswith("/mean")]  # GRPO's graders
+    if len(graders) > 1:
+        parts.append(" ".join(f"{g} {logs[f'rewards/{g}/mean']:.3f}" for g in graders))
     if "learning_rate" in logs:
         parts.append(f"lr {logs['learning_rate']:.1e}")
     if tokens_per_s:

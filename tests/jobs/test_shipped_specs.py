@@ -74,3 +74,16 @@ def test_the_a10g_spec_uses_the_levers_the_planner_names_for_it():
     assert plain.fits is False and round(plain.memory.total / 2**30, 1) == 54.5
     first = suggest_changes(plain)[0]
     assert first.changes == {"cluster": {"sharding": "deepspeed_zero3"}} and round(first.total / 2**30, 1) == 19.0
+
+
+def test_the_grpo_specs_ship_and_the_gpu_one_is_planned_to_fit():
+    from cluster.planner import check_fit, make_plan
+
+    root = Path(__file__).resolve().parents[2] / "jobs" / "specs"
+    cpu = load_spec(root / "grpo-cpu.yaml")
+    assert cpu.model.base == "embedded:smollm2-135m-instruct" and cpu.train.objective == "grpo"
+    assert cpu.evaluate.gate_metric == "reward" and (root / "data" / "addition.jsonl").is_file()
+    gpu = load_spec(root / "grpo-llama-3.1-8b.yaml")
+    plan = make_plan(gpu, gpu="H100-80GB")
+    assert gpu.train.grpo.rollout == "vllm" and plan.memory.rollout_engine > 0 and plan.fits
+    check_fit(plan, gpu)  # nothing to refuse: 4 training GPUs and the engine's own each hold their share

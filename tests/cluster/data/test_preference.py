@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from cluster.data.preference import BadRow, normalise
-from cluster.data.preference_prepare import check_preferences, prepare_preferences
+from cluster.data import check_data as check_preferences  # the DPO/KTO recipes' checks, chosen by the spec
+from cluster.data import prepare_datasets as prepare_preferences
+from cluster.data.preference import BadRow, normalise_feedback, normalise_pair
 from cluster.spec import validate_spec
 
 USER = [{"role": "user", "content": "What is ROT?"}]
@@ -32,7 +33,7 @@ EXPECTED = {"prompt": USER, "chosen": GOOD, "rejected": BAD}
     ],
 )
 def test_common_pair_shapes_normalise_to_trl_conversational(record):
-    row = normalise(record, "dpo")[0]
+    row = normalise_pair(record)
     if record.get("chosen", [{}])[0].get("from") if isinstance(record.get("chosen"), list) else False:
         assert row["prompt"] == [{"role": "human", "content": "What is ROT?"}]  # ShareGPT roles are kept as given
         assert row["chosen"] == [{"role": "gpt", "content": GOOD[0]["content"]}]
@@ -42,18 +43,18 @@ def test_common_pair_shapes_normalise_to_trl_conversational(record):
 
 def test_system_column_and_system_prompt_go_first():
     rec = {"system": "Be brief.", "question": "What is ROT?", "chosen": "A deduction.", "rejected": "Paint."}
-    assert normalise(rec, "dpo")[0]["prompt"][0] == {"role": "system", "content": "Be brief."}
+    assert normalise_pair(rec)["prompt"][0] == {"role": "system", "content": "Be brief."}
     plain = {k: v for k, v in rec.items() if k != "system"}
-    assert normalise(plain, "dpo", "Answer as a tax adviser.")[0]["prompt"][0]["content"] == "Answer as a tax adviser."
+    assert normalise_pair(plain, "Answer as a tax adviser.")["prompt"][0]["content"] == "Answer as a tax adviser."
 
 
 def test_kto_reads_labels_and_unpairs_pairs():
-    up = normalise({"prompt": "What is ROT?", "completion": "A deduction.", "label": "true"}, "kto")
+    up = normalise_feedback({"prompt": "What is ROT?", "completion": "A deduction.", "label": "true"})
     assert up == [{"prompt": USER, "completion": [{"role": "assistant", "content": "A deduction."}], "label": True}]
-    two = normalise({"prompt": USER, "chosen": GOOD, "rejected": BAD}, "kto")
+    two = normalise_feedback({"prompt": USER, "chosen": GOOD, "rejected": BAD})
     assert [(r["completion"], r["label"]) for r in two] == [(GOOD, True), (BAD, False)]
     with pytest.raises(BadRow, match="expected true/false"):
-        normalise({"prompt": "q", "completion": "a", "label": "maybe"}, "kto")
+        normalise_feedback({"prompt": "q", "completion": "a", "label": "maybe"})
 
 
 def _write(path, records) -> str:

@@ -67,12 +67,12 @@ def test_packed_rows_follow_the_contract(tiny_tokenizer, tmp_path):
 def test_same_content_reuses_cache_and_changes_rehash(tiny_tokenizer, tmp_path, monkeypatch):
     spec = make_spec([{"path": "embedded:construction-faq"}], max_seq_len=512, eval_split=0.0)
     first = prepare_datasets(spec, tiny_tokenizer, str(tmp_path))
-    import cluster.data.prepare as prepare
+    import cluster.data.pipeline as pipeline  # SFT's recipe (cluster/objectives/sft.py) tokenizes through it
 
     def no_tokenizing(*a, **k):
         raise AssertionError("the cache was not used")
 
-    monkeypatch.setattr(prepare, "tokenize", no_tokenizing)
+    monkeypatch.setattr(pipeline, "tokenize", no_tokenizing)
     again = prepare_datasets(spec, tiny_tokenizer, "file://" + str(tmp_path))
     assert again.train_path == first.train_path and again.report == first.report
     assert again.eval_path is None

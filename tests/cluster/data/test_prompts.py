@@ -12,6 +12,7 @@ import yaml
 from cluster.data import check_data, prepare_datasets
 from cluster.data.prompts import read_prompts
 from cluster.errors import UserError
+from cluster.model.load import load_tokenizer
 from cluster.spec import validate_spec
 
 EXACT = {"type": "string_check", "name": "exact", "input": "{{sample.output_text}}", "reference": "{{item.answer}}",
@@ -55,7 +56,7 @@ def test_three_shapes_give_prompts_and_the_whole_row_as_item(tmp_path):
     ]
     assert rows[2]["item"]["ideal"] == "2" and rows[0]["item"]["answer"] == "4"
     assert rows[3]["where"] == f"{tmp_path}/trl.jsonl:1" and report.rows_read == 5 and report.rows_dropped == 0
-    assert check_data(validate_spec(spec_for(paths))).train_samples == 5
+    assert check_data(validate_spec(spec_for(paths))).train_samples == 3  # equal weights: one row of each source
 
 
 def test_rows_without_a_prompt_are_dropped_with_file_line(tmp_path):
@@ -84,10 +85,19 @@ def test_a_python_grader_that_raises_or_hangs_is_named_before_training(tmp_path,
         check_data(validate_spec(spec_for([path], graders=[grader])))
 
 
-def test_the_finetune_data_step_refuses_grpo_training_by_name(tmp_path):
-    path = write(tmp_path, "d.jsonl", [{"prompt": "a", "answer": "1"}])
-    with pytest.raises(UserError, match="GRPO training on Ray Train workers is not part of this rayfit version yet"):
-        prepare_datasets(validate_spec(spec_for([path])), tokenizer=None, cache_dir=str(tmp_path / "cache"))
+def test_prepare_saves_prompt_rows_with_their_items_and_drops_long_prompts_by_row(tmp_path):
+    rows = [{"prompt": f"{i}+{i}?", "answer": str(2 * i)} for i in range(10)] + [{"prompt": "long " * 40, "answer": "0"}]
+    path = write(tmp_path, "d.jsonl", rows)
+    spec = validate_spec({**spec_for([path]), "data": {"train": [{"path": path}], "eval_split": 0.2, "max_seq_len": 64}})
+    tokenizer = load_tokenizer(spec)
+    data = prepare_datasets(spec, tokenizer, str(tmp_path / "cache"))
+    train, held = data.train(), data.eval()
+    assert (len(train), len(held)) == (8, 2) and set(train.column_names) == {"prompt", "item_json", "where"}
+    row = next(r for r in [*train, *held] if r["where"] == f"{path}:3")
+    assert row["prompt"] == [{"role": "user", "content": "2+2?"}] and json.loads(row["item_json"]) == rows[2]
+    assert data.report.dropped["too long"].examples[0].startswith(f"{path}:11 (prompt of ")
+    again = prepare_datasets(spec, tokenizer, str(tmp_path / "cache"))  # the same content: the saved rows again
+    assert again.train_path == data.train_path and again.report.hash == data.report.hash
 
 
 def test_rayfit_data_check_names_missing_fields_without_a_traceback(tmp_path):

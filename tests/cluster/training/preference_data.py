@@ -44,10 +44,10 @@ def write_feedback(path: Path, n: int) -> Path:
 
 def prepared(spec_dict: dict, cache: Path) -> tuple[str, str | None]:
     """Train/eval paths of the spec's preference data, prepared as the finetune job does."""
-    from cluster.data.preference_prepare import prepare_preferences
+    from cluster.data import prepare_datasets
     from cluster.model.load import load_tokenizer
     from cluster.spec import validate_spec
 
     spec = validate_spec(spec_dict)
-    data = prepare_preferences(spec, load_tokenizer(spec), str(cache))
+    data = prepare_datasets(spec, load_tokenizer(spec), str(cache))
     return data.train_path, data.eval_path

@@ -37,7 +37,7 @@ def test_generation_equal_to_the_reference_is_skipped(tiny_model_dir):
 @pytest.mark.slow
 def test_pairs_are_generated_on_ray_data_and_read_by_dpo(ray_local, smollm2_dir, tiny_model_dir, tmp_path):
     """With SmolLM2 (the tiny random model only repeats the newline that ends its prompt, an empty answer)."""
-    from cluster.data.preference_prepare import check_preferences
+    from cluster.data import check_data
     from cluster.model.load import load_tokenizer
 
     sft = tmp_path / "sft.jsonl"
@@ -62,5 +62,5 @@ def test_pairs_are_generated_on_ray_data_and_read_by_dpo(ray_local, smollm2_dir,
     assert all(p["rejected"][0]["content"] and p["rejected"] != p["chosen"] for p in pairs)
     assert json.loads((tmp_path / "pairs.jsonl.report.json").read_text())["pairs_kept"] == 6
     assert "Rows: read 7, pairs kept 6" in report.to_table()  # nothing left out: no --limit
-    checked = check_preferences(spec, load_tokenizer(spec))  # the DPO spec reads the pairs file unchanged
+    checked = check_data(spec, load_tokenizer(spec))  # the DPO spec reads the pairs file unchanged
     assert checked.train_samples == 6 and not checked.dropped

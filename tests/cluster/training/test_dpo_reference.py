@@ -7,8 +7,8 @@ import gc
 import pytest
 import torch
 
+from cluster.objectives import recipe
 from cluster.spec import validate_spec
-from cluster.training.objectives import build_objective_trainer
 from tests.cluster.training.conftest import tiny_spec
 from tests.cluster.training.preference_data import prepared, write_pairs
 
@@ -29,7 +29,7 @@ def dpo_trainer(tiny_model_dir, tmp_path_factory, one_torch_thread):
     )
     spec = validate_spec(spec_dict)
     train_path, _ = prepared(spec_dict, tmp / "data")
-    trainer = build_objective_trainer(
+    trainer = recipe("dpo").trainer(
         spec, load_tokenizer(spec), None, False, 0, tmp / "hf", load_prepared(train_path), None, eval_on_start=False, callbacks=[]
     )
     return trainer

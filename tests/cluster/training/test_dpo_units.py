@@ -38,10 +38,11 @@ def test_objective_rules_are_reported_with_fixes():
 
 
 def test_dpo_config_carries_the_spec(tmp_path):
-    from cluster.training.objectives import preference_args
+    from cluster.objectives.dpo import dpo_args
+    from cluster.objectives.kto import kto_args
 
     spec = validate_spec(_spec(objective="dpo", dpo={"beta": 0.3, "loss_type": ["ipo"], "reference": "precomputed"}))
-    args = preference_args(spec, tmp_path, None, on_gpu=False, has_eval=False)
+    args = dpo_args(spec, tmp_path, None, on_gpu=False, has_eval=False)
     assert (args.beta, args.loss_type, args.max_length, args.precompute_ref_log_probs) == (0.3, ["ipo"], 2048, True)
     lora = validate_spec(
         {
@@ -49,7 +50,7 @@ def test_dpo_config_carries_the_spec(tmp_path):
             "model": {"base": "meta-llama/Llama-3.1-8B", "method": "lora"},
         }
     )
-    kto = preference_args(lora, tmp_path, None, on_gpu=False, has_eval=False)
+    kto = kto_args(lora, tmp_path, None, on_gpu=False, has_eval=False)
     assert (kto.undesirable_weight, kto.precompute_ref_log_probs) == (1.5, False)  # LoRA: the disabled adapter
 
 
@@ -60,7 +61,10 @@ def test_planner_counts_two_sequences_and_the_reference_copy():
         return make_plan(validate_spec(_spec(**train)), gpu="H100-80GB").memory
 
     sft, frozen, pre = memory(), memory(objective="dpo"), memory(objective="dpo", dpo={"reference": "precomputed"})
-    assert frozen.activations == 2 * sft.activations == pre.activations  # chosen and rejected per pair
+    # chosen and rejected per pair: every per-token term doubles (2,048 -> 4,096 tokens, within one logits tile); the
+    # fp32 gradient of the trained LM head (4 bytes x vocabulary x hidden size, Llama-3.1-8B's) does not
+    head_gradient = 4 * 128_256 * 4_096
+    assert frozen.activations == pre.activations == 2 * sft.activations - head_gradient
     params = 8_030_261_248  # Llama-3.1-8B
     assert frozen.reference == pytest.approx(params * 2 / 8, rel=0.01)  # bf16 copy, sharded by ZeRO-3 over 8 GPUs
     assert pre.reference == 0 and frozen.total - pre.total >= frozen.reference

@@ -1,7 +1,10 @@
-"""The steps after training as Ray tasks: merge and evaluate run on a node that can hold them, with the CPU, GPU and
-memory requests the planner worked out (cluster.planner.steps), never in the driver (the job's entrypoint).
+"""The steps after training on the cluster: merge and evaluate run on a node that can hold them, with the CPU, GPU
+and memory requests the planner worked out (cluster.planner.steps), never in the driver (the job's entrypoint).
 
-Only plain values cross the Ray boundary (URIs and `spec.model_dump()`); the task validates the spec again.
+Evaluation is two kinds of work: its answers come from vLLM engine replicas that Ray Data places (one bundle each:
+a CPU, plus a GPU on GPU clusters; cluster/generation/engine.py), and its losses from a Ray task with the planner's
+evaluate request, started after the engines are gone. Only plain values cross the Ray boundary (URIs and
+`spec.model_dump()`); the task validates the spec again.
 """
 
 from __future__ import annotations
@@ -21,20 +24,17 @@ def merge_on_cluster(checkpoint_uri: str, into: str, request: StepRequest) -> st
 
 
 def evaluate_on_cluster(spec: JobSpec, tuned_uri: str, out_uri: str, request: StepRequest) -> dict:
-    """Score base and tuned in a Ray task with `request`'s resources; returns the report (UserError if the gate fails)."""
-    return _run(_evaluate, EVALUATE_TASK, request, spec.model_dump(mode="json", exclude_unset=True), tuned_uri, out_uri)
+    """Score base and tuned: answers on vLLM engines, losses in a Ray task with `request`'s resources; returns the
+    report (UserError if the gate fails)."""
+    from cluster.evaluation import evaluate_run
+
+    return evaluate_run(spec, tuned_uri, out_uri, step=lambda fn, *args: _run(fn, EVALUATE_TASK, request, *args))
 
 
 def _merge(checkpoint_uri: str, into: str) -> str:
     from cluster.merge import merge_checkpoint
 
     return merge_checkpoint(checkpoint_uri, into=into)
-
-
-def _evaluate(spec: dict, tuned_uri: str, out_uri: str) -> dict:
-    from cluster.evaluation import evaluate_run
-
-    return evaluate_run(JobSpec.model_validate(spec), tuned_uri, out_uri)
 
 
 def _plain_errors(fn, *args) -> Any:

@@ -2,6 +2,7 @@
 
 On a cluster:  ray job submit --address http://127.0.0.1:8265 --working-dir . -- python -m jobs.evaluate ~/rayfit-runs/demo-cpu
 Writes report.json, report.md and chart.png (default RUN/eval), prints the table, and exits 1 when the spec's gate fails.
+The answers come from vLLM engines on Ray (RAY_ADDRESS inside `ray job submit`, else a private local Ray).
 The same command on this machine: `rayfit evaluate` (jobs/cli/evaluate.py).
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from cluster.errors import run_main
@@ -29,6 +31,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--spec", default=None, help="evaluate with this spec (base model, data, evaluate section) instead of the run's own"
     )
     p.add_argument("--out", default=None, help="where to write the reports (default: RUN/eval)")
+    p.add_argument(
+        "--address",
+        default=os.environ.get("RAY_ADDRESS"),
+        help="Ray cluster for the vLLM engines that answer (default: RAY_ADDRESS, as inside `ray job submit`; "
+        "else a new local Ray)",
+    )
 
 
 def run(args: argparse.Namespace) -> int | None:
@@ -45,6 +53,10 @@ def run(args: argparse.Namespace) -> int | None:
     cache = None if args.spec else part(run_folder, "data")
     spec = load_spec(args.spec) if args.spec else spec
     out = args.out or part(run_folder, "eval")
+    if spec.evaluate.max_samples != 0:  # the answers come from vLLM engines on Ray
+        from jobs.engine_ray import connect
+
+        connect(args.address)
     report = evaluate_run(spec, tuned, out, cache_dir=cache)
     print(markdown(report).split("\n## Sample")[0].rstrip())
     print(f"\nreports: {out}")

@@ -1,16 +1,14 @@
 """On-policy preference pairs from SFT data: chosen = the reference answer, rejected = the model's own generation.
 
-Generation is Ray Data batch inference: `map_batches` over an actor pool, each actor holding the model once. The
-engine is transformers' `generate` (the one evaluation uses), not vLLM: on CPU, vLLM compiles for 35-45 s per
-engine start, pins its compute to one core, and ray.data.llm's vLLM processor targets GPUs; for a few hundred FAQ
-rows on 2 cores generate is faster end to end. On a GPU cluster the same map_batches step takes vLLM's processor.
+The rejected answers come from the batch generation pipeline (cluster/generation: ray.data.llm's vLLM processor,
+`replicas` engines), as evaluation's do: prompts rendered with the spec's tokenizer and chat template, greedy, the
+spec's starting model (model.init_from, a LoRA checkpoint running as base + adapter, else model.base).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
 
 from cluster.data.drops import Drop, RowProblem
 from cluster.data.formats import detect_format, to_sample
@@ -76,55 +74,32 @@ def sft_prompts(source: str, spec: JobSpec, report: PairsReport) -> list[dict]:
     return out
 
 
-class Generator:
-    """A Ray Data actor: loads the run's starting model once, answers batches of prompts greedily."""
+def generate_on_cluster(
+    prompts: list[dict], spec: JobSpec, max_new_tokens: int, batch_size: int, replicas: int = 1, enforce_eager: bool = False
+) -> list[dict]:
+    """Every prompt answered greedily by the spec's starting model on vLLM engines (Ray must be initialised); a row
+    the engine refused keeps its reason in `error`."""
+    from cluster.evaluation.answers import start_answerer
+    from cluster.generation.answers import answer_prompts
+    from cluster.generation.settings import job_engine
+    from cluster.model.load import load_tokenizer
+    from cluster.training.warm_start import resolve_init
 
-    def __init__(self, spec: dict[str, Any], max_new_tokens: int):
-        from cluster.evaluation.models import load_base, load_tuned
-        from cluster.model.load import load_tokenizer
-        from cluster.spec import validate_spec
-
-        self.spec = validate_spec(spec)
-        self.tokenizer = load_tokenizer(self.spec)
-        init = self.spec.model.init_from
-        self.model = load_tuned(init, self.spec) if init else load_base(self.spec)
-        self.max_new_tokens = max_new_tokens
-
-    def __call__(self, batch: dict) -> dict:
-        from cluster.evaluation.heldout import Sample
-        from cluster.evaluation.scoring import generate
-
-        samples = []
-        for prompt in batch["prompt"]:
-            text = self.tokenizer.apply_chat_template(json.loads(prompt), add_generation_prompt=True, tokenize=False)
-            samples.append(Sample(self.tokenizer(text, add_special_tokens=False)["input_ids"], ""))
-        batch["generation"] = generate(self.model, self.tokenizer, samples, self.max_new_tokens, len(samples))
-        batch["prompt_tokens"] = [len(s.prompt_ids) for s in samples]
-        return batch
-
-
-def generate_on_cluster(prompts: list[dict], spec: JobSpec, max_new_tokens: int, batch_size: int) -> list[dict]:
-    """Every prompt answered by `cluster.num_workers` Generator actors through Ray Data (ray must be initialised)."""
-    import ray.data
-
-    from cluster.data.ray_tokenize import ordered_quietly
-
-    with ordered_quietly():
-        ds = ray.data.from_items(prompts).map_batches(
-            Generator,
-            fn_constructor_kwargs={"spec": spec.model_dump(mode="json", exclude_unset=True), "max_new_tokens": max_new_tokens},
-            batch_size=batch_size,
-            batch_format="pandas",
-            compute=ray.data.ActorPoolStrategy(size=spec.cluster.num_workers),
-            num_cpus=spec.cluster.cpus_per_worker,
-        )
-        return sorted(ds.take_all(), key=lambda r: prompts_order(r["where"]))
-
-
-def prompts_order(where: str) -> tuple[str, int]:
-    """Sort key of `file:line` so pairs come out in file order."""
-    path, _, line = where.rpartition(":")
-    return (path, int(line) if line.isdigit() else 0)
+    tokenizer = load_tokenizer(spec)
+    ids = [
+        tokenizer(
+            tokenizer.apply_chat_template(json.loads(p["prompt"]), add_generation_prompt=True, tokenize=False),
+            add_special_tokens=False,
+        )["input_ids"]
+        for p in prompts
+    ]
+    start = spec.model.init_from and resolve_init(spec.model.init_from)[0]
+    engine = job_engine(spec, max_new_tokens, replicas, batch_size, enforce_eager=enforce_eager)
+    answers = answer_prompts(ids, [start_answerer(spec, start or None)], engine)
+    return [
+        p | {"generation": text, "error": error, "prompt_tokens": len(i)}
+        for p, text, error, i in zip(prompts, answers.texts[0], answers.errors[0], ids, strict=True)
+    ]
 
 
 def to_pairs(answered: list[dict], tokenizer, report: PairsReport) -> list[dict]:
@@ -132,6 +107,9 @@ def to_pairs(answered: list[dict], tokenizer, report: PairsReport) -> list[dict]
     pairs, chosen_len, rejected_len = [], [], []
     for r in answered:
         gen, ref = str(r["generation"]).strip(), r["reference"].strip()
+        if r.get("error"):
+            report.add_drop(Drop("generation failed", r["where"], r["error"]))
+            continue
         if not gen:
             report.add_drop(Drop("empty", r["where"], "the model generated nothing"))
             continue
@@ -160,7 +138,14 @@ def to_pairs(answered: list[dict], tokenizer, report: PairsReport) -> list[dict]
 
 
 def build_pairs(
-    spec: JobSpec, source: str, out: str, max_new_tokens: int = 96, batch_size: int = 8, limit: int | None = None
+    spec: JobSpec,
+    source: str,
+    out: str,
+    max_new_tokens: int = 96,
+    batch_size: int = 8,
+    limit: int | None = None,
+    replicas: int = 1,
+    enforce_eager: bool = False,
 ) -> PairsReport:
     """Write on-policy pairs from the SFT `source` to `out` (JSON Lines) and `out`.report.json; returns the report."""
     from cluster import storage
@@ -170,7 +155,8 @@ def build_pairs(
     usable = sft_prompts(source, spec, report)
     prompts = usable[:limit]
     report.rows_over_limit = len(usable) - len(prompts)
-    pairs = to_pairs(generate_on_cluster(prompts, spec, max_new_tokens, batch_size), load_tokenizer(spec), report)
+    answered = generate_on_cluster(prompts, spec, max_new_tokens, batch_size, replicas, enforce_eager) if prompts else []
+    pairs = to_pairs(answered, load_tokenizer(spec), report)  # in file order: answers keep their prompt's place
     storage.write_text(out, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
     storage.write_text(out + ".report.json", report.to_json())
     return report

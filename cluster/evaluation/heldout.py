@@ -69,9 +69,11 @@ def last_answer(ids: list[int], labels: list[int]) -> tuple[list[int], list[int]
     return (ids[:start], ids[start : end + 1]) if start > 0 else None
 
 
-def generation_samples(rows, tokenizer, limit: int) -> list[Sample]:
-    """Up to `limit` prompts with reference answers, in eval-set order."""
+def generation_samples(rows, tokenizer, limit: int | None) -> list[Sample]:
+    """Up to `limit` prompts with reference answers (None: every one), in eval-set order."""
     out: list[Sample] = []
+    if limit == 0:
+        return out
     for row in rows:
         for ids, labels in split_samples(row):
             cut = last_answer(ids, labels)

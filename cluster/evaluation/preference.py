@@ -20,7 +20,7 @@ from cluster import storage
 from cluster.errors import UserError
 from cluster.evaluation.heldout import Sample, load_eval_rows
 from cluster.evaluation.report import enforce_gate, gate, write_report
-from cluster.evaluation.scoring import generate, text_metrics
+from cluster.evaluation.scoring import text_metrics
 from cluster.spec import JobSpec
 
 
@@ -79,10 +79,14 @@ def preference_scores(start: list[tuple], model: list[tuple], beta: float) -> di
     }
 
 
-def evaluate_preference_run(spec: JobSpec, tuned_uri: str, out_uri: str, cache_dir: str | None, beta: float) -> dict:
+def evaluate_preference_run(spec: JobSpec, tuned_uri: str, out_uri: str, cache_dir: str | None, beta: float, step=None) -> dict:
     """Score the starting and tuned models on held-out pairs with the run's `beta`; write report.json/.md and
-    chart.png like SFT runs."""
-    from cluster.evaluation.models import load_base, load_tuned
+    chart.png like SFT runs.
+
+    The answers come from vLLM engines (cluster/evaluation/answers.py); the log-probs from transformers models in
+    `step` (this process, or the planner-sized Ray task of cluster/tasks.py)."""
+    from cluster.evaluation.answers import base_and_tuned_answers
+    from cluster.evaluation.run import in_process
     from cluster.model.load import load_tokenizer
     from cluster.training.warm_start import resolve_init
 
@@ -97,27 +101,21 @@ def evaluate_preference_run(spec: JobSpec, tuned_uri: str, out_uri: str, cache_d
     items = [tokenized(p, tokenizer) for p in pairs]
     samples = [Sample(it["prompt"], p["chosen"][-1]["content"]) for it, p in zip(items, pairs, strict=True)][: cfg.max_samples]
     started = time.time()
-    scored = {}
     start = spec.model.init_from and resolve_init(spec.model.init_from)[0]  # a warm start is compared with its start
-    for name, load in (
-        ("base", lambda: load_tuned(start, spec) if start else load_base(spec)),
-        ("tuned", lambda: load_tuned(tuned_uri, spec)),
-    ):
-        model = load()
-        logps = answer_logps(model, items)
-        answers = generate(model, tokenizer, samples, cfg.max_new_tokens, cfg.batch_size)
-        scored[name] = (logps, answers)
-        del model
-    base_logps, tuned_logps = scored["base"][0], scored["tuned"][0]
+    base_answers, tuned_answers, generation = (
+        base_and_tuned_answers(spec, tuned_uri, [s.prompt_ids for s in samples], start or None) if samples else ([], [], None)
+    )
+    step = step or in_process
+    base_logps, tuned_logps = step(preference_logps, spec.model_dump(mode="json", exclude_unset=True), tuned_uri, cache_dir)
     base = {
         **preference_scores(base_logps, base_logps, beta),
         "model": start or spec.model.base,
-        **text_metrics(scored["base"][1], [s.reference for s in samples], cfg),
+        **text_metrics(base_answers, [s.reference for s in samples], cfg),
     }
     tuned = {
         **preference_scores(base_logps, tuned_logps, beta),
         "model": storage.normalize(tuned_uri),
-        **text_metrics(scored["tuned"][1], [s.reference for s in samples], cfg),
+        **text_metrics(tuned_answers, [s.reference for s in samples], cfg),
     }
     report = {
         "run": spec.output.name,
@@ -126,16 +124,37 @@ def evaluate_preference_run(spec: JobSpec, tuned_uri: str, out_uri: str, cache_d
         "eval_rows": len(pairs),
         "generation_samples": len(samples),
         "max_new_tokens": cfg.max_new_tokens,
+        "generation": generation,
         "base": base,
         "tuned": tuned,
         "delta": {k: tuned[k] - base[k] for k in base if isinstance(base[k], float) and isinstance(tuned.get(k), float)},
         "gate": gate(base, tuned, cfg),
         "samples": [
             {"prompt": tokenizer.decode(s.prompt_ids), "reference": s.reference, "base": b, "tuned": t}
-            for s, b, t in zip(samples, scored["base"][1], scored["tuned"][1], strict=False)
+            for s, b, t in zip(samples, base_answers, tuned_answers, strict=False)
         ][: cfg.samples_shown],
         "seconds": round(time.time() - started, 1),
     }
     write_report(report, out_uri)
     enforce_gate(report, out_uri)
     return report
+
+
+def preference_logps(spec: dict, tuned_uri: str, cache_dir: str | None) -> tuple[list[tuple], list[tuple]]:
+    """Log-probs of every held-out pair under the starting model and the tuned one, one loaded at a time (plain
+    arguments, so it runs as a Ray task too)."""
+    from cluster.evaluation.models import load_base, load_tuned
+    from cluster.model.load import load_tokenizer
+    from cluster.spec import validate_spec
+    from cluster.training.warm_start import resolve_init
+
+    job = validate_spec(spec)
+    tokenizer = load_tokenizer(job)
+    items = [tokenized(p, tokenizer) for p in pairs_of(load_eval_rows(job, tokenizer, cache_dir))]
+    start = job.model.init_from and resolve_init(job.model.init_from)[0]
+    out = []
+    for load in (lambda: load_tuned(start, job) if start else load_base(job), lambda: load_tuned(tuned_uri, job)):
+        model = load()
+        out.append(answer_logps(model, items))
+        del model
+    return out[0], out[1]

@@ -88,6 +88,10 @@ def markdown(report: dict) -> str:
         "| metric | base | tuned | change |",
         "|---|---:|---:|---:|",
     ]
+    g = report.get("generation")
+    if g:  # which engines answered (cluster/evaluation/answers.py)
+        failed = f"; {g['failed']} answers failed (scored as empty): {'; '.join(g['failures'])}" if g["failed"] else ""
+        lines[4:4] = [f"Answers from {g['engine']}, {g['how']}{failed}.", ""]
     for key, label, higher in rows_of(report):
         b, t = base.get(key), tuned.get(key)
         if b is None and t is None:
@@ -171,11 +175,15 @@ def chart(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(report: dict, out_uri: str) -> None:
-    """Write report.json, report.md and chart.png to `out_uri` (local or remote); report.json last."""
+def write_report(report: dict, out_uri: str, answers: list[dict] | None = None) -> None:
+    """Write report.json, report.md, chart.png and answers.jsonl (every scored prompt: reference, base and tuned
+    answer; when given) to `out_uri` (local or remote); report.json last."""
     with tempfile.TemporaryDirectory(prefix="rayfit-eval-") as tmp:
         chart(report, Path(tmp) / "chart.png")
         (Path(tmp) / "report.md").write_text(markdown(report), encoding="utf-8")
+        if answers is not None:
+            lines = "".join(json.dumps(a, ensure_ascii=False) + "\n" for a in answers)
+            (Path(tmp) / "answers.jsonl").write_text(lines, encoding="utf-8")
         storage.upload_dir(Path(tmp), storage.normalize(out_uri))
     storage.write_text(storage.join(storage.normalize(out_uri), "report.json"), json.dumps(report, indent=2))
 

@@ -19,7 +19,7 @@ from cluster.errors import UserError
 from cluster.evaluation.heldout import Sample, data_cache_dir
 from cluster.evaluation.intervals import mean_scores, paired
 from cluster.evaluation.report import enforce_gate, gate, write_report
-from cluster.evaluation.scoring import compliant, generate
+from cluster.evaluation.scoring import compliant
 from cluster.spec import JobSpec
 
 
@@ -65,22 +65,18 @@ def grade(spec: JobSpec, answers: list[str], items: list[dict], where: list[str]
 
 def evaluate_rewards(spec: JobSpec, tuned_uri: str, out_uri: str, cache_dir: str | None = None) -> dict:
     """Score the base and tuned models' answers to the held-out prompts with the run's graders; write report.json,
-    report.md and chart.png to `out_uri`, then apply the gate."""
-    import gc
-
-    from cluster.evaluation.models import load_base, load_tuned
+    report.md and chart.png to `out_uri`, then apply the gate. The answers come from vLLM engines on Ray Data, as
+    every evaluation's (cluster/evaluation/answers.py: a LoRA run's from one engine); Ray must be initialised."""
+    from cluster.evaluation.answers import base_and_tuned_answers
     from cluster.model.load import load_tokenizer
 
     cfg = spec.evaluate
     tokenizer = load_tokenizer(spec)
     samples, items, where = prompt_samples(spec, tokenizer, cache_dir)
     started = time.time()
-    answers, scores, per_row = {}, {}, {}
-    for name, load in (("base", lambda: load_base(spec)), ("tuned", lambda: load_tuned(tuned_uri, spec))):
-        model = load()
-        answers[name] = generate(model, tokenizer, samples, cfg.max_new_tokens, cfg.batch_size)
-        del model
-        gc.collect()
+    base_answers, tuned_answers, generation = base_and_tuned_answers(spec, tuned_uri, [s.prompt_ids for s in samples])
+    answers, scores, per_row = {"base": base_answers, "tuned": tuned_answers}, {}, {}
+    for name in ("base", "tuned"):
         scores[name], per_row[name] = grade(spec, answers[name], items, where)
     base = {**scores["base"], "model": spec.model.base}
     tuned = {**scores["tuned"], "model": storage.normalize(tuned_uri)}
@@ -93,6 +89,7 @@ def evaluate_rewards(spec: JobSpec, tuned_uri: str, out_uri: str, cache_dir: str
         "generation_samples": len(samples),
         "max_new_tokens": cfg.max_new_tokens,
         "graders": [x.name for x in spec.train.grpo.graders],
+        "generation": generation,
         "base": base,
         "tuned": tuned,
         "delta": {k: tuned[k] - base[k] for k in base if isinstance(base[k], float) and isinstance(tuned.get(k), float)},

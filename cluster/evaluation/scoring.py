@@ -1,4 +1,5 @@
-"""Scores of one model on the held-out set: eval loss and perplexity, greedy generations, and text metrics."""
+"""Scores of one model on the held-out set: eval loss and perplexity, and text metrics of its answers (the answers
+themselves come from vLLM engines: cluster/evaluation/answers.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from cluster.evaluation.heldout import IGNORE, Sample
+from cluster.evaluation.heldout import IGNORE
 from cluster.spec import EvaluateSpec
 
 METRICS_DIR = Path(__file__).resolve().parent / "metrics"
@@ -36,36 +37,6 @@ def eval_loss(model, rows) -> dict:
         count += int((target != IGNORE).sum())
     loss = total / max(count, 1)
     return {"eval_loss": loss, "perplexity": math.exp(min(loss, 50.0)), "eval_tokens": count}
-
-
-@torch.no_grad()
-def generate(model, tokenizer, samples: list[Sample], max_new_tokens: int, batch_size: int) -> list[str]:
-    """Greedy answers to each sample's prompt, batched with left padding."""
-    device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    answers = []
-    for i in range(0, len(samples), batch_size):
-        batch = [s.prompt_ids for s in samples[i : i + batch_size]]
-        width = max(len(p) for p in batch)
-        ids = torch.tensor([[pad] * (width - len(p)) + p for p in batch], device=device)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=device)
-        out = model.generate(
-            input_ids=ids,
-            attention_mask=mask,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=pad,
-            eos_token_id=_stop_ids(model, tokenizer),
-        )
-        answers += [tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in out.tolist()]
-    return answers
-
-
-def _stop_ids(model, tokenizer) -> list[int]:
-    """End-of-turn ids: the generation config's, plus the tokenizer's eos (the chat template's end of turn)."""
-    configured = model.generation_config.eos_token_id
-    ids = configured if isinstance(configured, list) else [configured] if configured is not None else []
-    return sorted({*ids, tokenizer.eos_token_id} - {None})
 
 
 @cache

@@ -12,17 +12,20 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cluster.generation.settings import GenerateSettings
+from cluster.generation.settings import EngineSettings
 from cluster.model.artefacts import adapter_rank, vllm_lora_rank
 
 # Columns a request carries through the engine to the output row.
 CARRIED = ("index", "sample", "where", "fields_json", "reference", "adapter")
 
 
-def engine_kwargs(settings: GenerateSettings, adapters: list[Path]) -> dict[str, Any]:
+def engine_kwargs(settings: EngineSettings, adapters: list[Path]) -> dict[str, Any]:
     """vLLM AsyncEngineArgs fields: dtype, context, batching, tensor parallelism and LoRA sized from the adapters."""
+    on_cpu = not settings.gpus_per_replica and settings.tensor_parallel_size == 1
     kwargs: dict[str, Any] = {
-        "dtype": settings.dtype,
+        # auto on CPU replicas is float32, as training and the Serve app there: vLLM's auto picks the config's
+        # bfloat16, which decodes several times slower on CPUs without bfloat16 units (docs/generate.md)
+        "dtype": "float32" if settings.dtype == "auto" and on_cpu else settings.dtype,
         "trust_remote_code": False,
         "max_num_seqs": settings.max_num_seqs,
         "tensor_parallel_size": settings.tensor_parallel_size,
@@ -33,12 +36,15 @@ def engine_kwargs(settings: GenerateSettings, adapters: list[Path]) -> dict[str,
         kwargs |= {
             "enable_lora": True,
             "max_lora_rank": vllm_lora_rank(max(adapter_rank(a) for a in adapters)),
-            "max_loras": len(adapters),
+            # One slot more than there are adapters, kept empty: vLLM's CPU LoRA ops (vllm/lora/ops/torch_ops) index
+            # the slots with -1 for a row without an adapter, which picks the LAST slot; were an adapter there, base
+            # rows would be answered with it (seen: base rows sharing an engine with adapter rows got its answer).
+            "max_loras": len(adapters) + 1,
         }
     return kwargs | settings.engine_kwargs
 
 
-def placement(settings: GenerateSettings) -> dict[str, Any]:
+def placement(settings: EngineSettings) -> dict[str, Any]:
     """One replica's bundles: one CPU on a CPU machine (Ray's default bundle asks for a GPU), else its GPUs."""
     if settings.tensor_parallel_size > 1:
         return {"bundle_per_worker": {"GPU": 1, "CPU": 1}, "strategy": "PACK"}
@@ -47,8 +53,10 @@ def placement(settings: GenerateSettings) -> dict[str, Any]:
     return {"bundles": [{"CPU": 1}]}
 
 
-def build(settings: GenerateSettings, model_path: str, adapters: list[Path], eos_ids: list[int]):
-    """The processor: a callable from a Dataset of requests (see `requests`) to a Dataset of answered rows."""
+def build(settings: EngineSettings, model_path: str, adapters: list[Path], eos_ids: list[int], templated: bool = True):
+    """The processor: a callable from a Dataset of requests (cluster.generation.pipeline.request) to a Dataset of
+    answered rows. `templated`: the requests hold messages for the model's chat template; else prompt token ids
+    already rendered (evaluation's held-out prompts, cut from the rows training tokenized)."""
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
     config = vLLMEngineProcessorConfig(
@@ -64,9 +72,18 @@ def build(settings: GenerateSettings, model_path: str, adapters: list[Path], eos
         # text, so Ray's separate tokenize and detokenize stages would only add actors.
         tokenize_stage={"enabled": False},
         detokenize_stage={"enabled": False},
-        chat_template_stage={"enabled": True, "num_cpus": 0.25},
+        chat_template_stage={"enabled": templated, "num_cpus": 0.25},
     )
-    return build_processor(config, preprocess=_Preprocess(model_path), postprocess=_Postprocess(settings.max_tokens, eos_ids))
+    # The row maps are light (JSON in, JSON out): a small CPU share each, so they fit beside the engine's bundle on a
+    # 2-CPU Ray (a finetune job's local cluster) instead of waiting for a whole CPU.
+    light = {"num_cpus": 0.1}
+    return build_processor(
+        config,
+        preprocess=_Preprocess(model_path),
+        postprocess=_Postprocess(settings.max_tokens, eos_ids),
+        preprocess_map_kwargs=light,
+        postprocess_map_kwargs=light,
+    )
 
 
 class _Preprocess:
@@ -76,9 +93,14 @@ class _Preprocess:
         self.model_path = model_path
 
     def __call__(self, row: dict) -> dict:
+        prompt = (
+            {"messages": json.loads(row["messages_json"])}
+            if row.get("messages_json")
+            else {"tokenized_prompt": [int(t) for t in row["prompt_ids"]]}
+        )
         return {
             **{k: row[k] for k in CARRIED},
-            "messages": json.loads(row["messages_json"]),
+            **prompt,
             "sampling_params": json.loads(row["sampling_json"]),
             "model": row["adapter"] or self.model_path,
             "tokenization_kwargs": {"add_special_tokens": False},
@@ -97,7 +119,7 @@ class _Postprocess:
         length = len(tokens) >= self.max_tokens and not ended
         return {
             **{k: row[k] for k in CARRIED},
-            "prompt": row["prompt"],
+            "prompt": row.get("prompt") or "",  # None when the request was token ids
             "output": row["generated_text"],
             "prompt_tokens": int(row["num_input_tokens"]),
             "output_tokens": int(row["num_generated_tokens"]),

@@ -28,6 +28,7 @@ class Prompt:
     reference: str | None
     fields_json: str
     problem: str | None = None
+    untold: list[dict] | None = None  # the conversation without `system_prompt` (a distilled training record's)
 
 
 def read_prompts(source: SourceSpec, system_prompt: str | None) -> list[Prompt]:
@@ -42,11 +43,13 @@ def _prompt(index: int, item: Record | Drop, fmt: str, source: SourceSpec, syste
     if isinstance(item, Drop):
         return Prompt(index, item.where, None, None, "{}", f"{item.reason}: {item.detail}".rstrip(": "))
     fields_json = json.dumps(item.fields, ensure_ascii=False, default=str)
+    fields = apply_fields(item.fields, source.fields)
     try:
-        messages, reference = conversation(apply_fields(item.fields, source.fields), fmt, source.roles, system_prompt)
+        messages, reference = conversation(fields, fmt, source.roles, system_prompt)
     except RowProblem as p:
         return Prompt(index, item.where, None, None, fields_json, f"{p.reason}: {p.detail}".rstrip(": "))
-    return Prompt(index, item.where, messages, reference, fields_json)
+    untold = conversation(fields, fmt, source.roles, None)[0] if system_prompt else messages
+    return Prompt(index, item.where, messages, reference, fields_json, untold=untold)
 
 
 def conversation(fields: dict, fmt: str, roles: dict[str, str], system_prompt: str | None) -> tuple[list[dict], str | None]:

@@ -8,20 +8,22 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
+from cluster.errors import UserError
 from cluster.generation.engine import CARRIED, build
 from cluster.generation.inputs import Prompt, read_prompts
-from cluster.generation.settings import GenerateSettings
+from cluster.generation.progress import Progress
+from cluster.generation.settings import EngineSettings, GenerateSettings
+from cluster.generation.teacher import REFUSED, answer_http, api_key
+from cluster.generation.training_rows import training_records
 from cluster.generation.writer import BlockWriter
 from cluster.model.artefacts import adapter_dir, base_and_adapter
 from cluster.spec.data import SourceSpec
-
-PROGRESS_EVERY_S = 10.0
 
 
 @dataclass
@@ -32,6 +34,7 @@ class GenerateReport:
     rows: int = 0
     failed: int = 0
     skipped_rows: int = 0  # input rows in blocks an earlier run had written
+    rejected: int = 0  # answers not made into training records (as_training_data): failed, cut off or empty
     output_tokens: int = 0
     seconds: float = 0.0
     failures: list[str] = field(default_factory=list)  # the first few, `file:line: reason`
@@ -40,13 +43,15 @@ class GenerateReport:
         """One line for a terminal."""
         rate = self.output_tokens / self.seconds if self.seconds else 0.0
         skipped = f", {self.skipped_rows} input rows already written by an earlier run" if self.skipped_rows else ""
+        if self.rejected:
+            skipped += f", {self.rejected} answers rejected as training data: {self.output}.rejected.jsonl"
         return (
             f"[rayfit] generate: {self.rows} rows written to {self.output} ({self.failed} failed{skipped}); "
             f"{self.output_tokens} output tokens in {self.seconds:.0f} s ({rate:.1f} tok/s)"
         )
 
 
-def request(prompt: Prompt, sample: int, settings: GenerateSettings, adapter: Path | None) -> dict:
+def request(prompt: Prompt, sample: int, settings: EngineSettings, adapter: Path | None) -> dict:
     """One engine request: the carried columns, the conversation and sampling params as JSON (one column type)."""
     return {
         "index": prompt.index,
@@ -60,13 +65,29 @@ def request(prompt: Prompt, sample: int, settings: GenerateSettings, adapter: Pa
     }
 
 
-def answer(settings: GenerateSettings, model_path: str, adapters: list[Path], requests: list[dict]) -> Iterator[dict]:
-    """Answered rows for `requests` (see `request`), as they finish: prompt, output, token counts, finish reason,
-    and `error` (None, or vLLM's reason for refusing the row)."""
+def token_request(index: int, prompt_ids: list[int], settings: EngineSettings, adapter: Path | None) -> dict:
+    """One engine request for a prompt already rendered to token ids (no chat template stage)."""
+    return {
+        "index": index,
+        "sample": 0,
+        "where": "",
+        "fields_json": "{}",
+        "reference": "",
+        "adapter": str(adapter) if adapter else "",
+        "prompt_ids": list(prompt_ids),
+        "sampling_json": json.dumps(settings.sampling.vllm_params(settings.max_tokens, 0)),
+    }
+
+
+def answer(settings: EngineSettings, model_path: str, adapters: list[Path], requests: list[dict]) -> Iterator[dict]:
+    """Answered rows for `requests` (all from `request`, or all from `token_request`), as they finish: prompt, output,
+    token counts, finish reason, and `error` (None, or vLLM's reason for refusing the row). One engine per replica
+    serves them all, base rows and adapter rows alike; the engines stop when the rows are answered."""
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = False  # the progress line below says more, once
-    processor = build(settings, model_path, adapters, eos_ids(model_path))
+    templated = "messages_json" in requests[0]
+    processor = build(settings, model_path, adapters, eos_ids(model_path), templated)
     for row in processor(ray.data.from_items(requests)).iter_rows():
         if row.get("__inference_error__"):  # Ray's error path skips postprocess: the raw row, with the reason
             yield {k: row[k] for k in CARRIED} | {
@@ -103,17 +124,22 @@ class Job:
     adapter: Path | None
     prompts: list[Prompt]
     writer: BlockWriter
+    api_key: str | None = field(default=None, repr=False)  # a teacher endpoint's, from the environment
 
 
 def prepare(settings: GenerateSettings) -> Job:
-    """Every check that can fail before an engine starts: the output is writable, the model and the input exist."""
+    """Every check that can fail before an engine starts: the output is writable, the model (or the teacher's API
+    key) and the input exist."""
     writer = BlockWriter(settings.output, settings.output_kind(), settings.block_rows, job_key(settings))
     writer.check_writable()
-    model_path, adapter = base_and_adapter(settings.model)
+    if settings.teacher:
+        model_path, adapter, key = settings.model, None, api_key(settings)
+    else:
+        (model_path, adapter), key = base_and_adapter(settings.model), None
     if settings.adapter:
         adapter = adapter_dir(settings.adapter)
     prompts = read_prompts(SourceSpec(path=settings.input, format=settings.input_format), settings.system_prompt)
-    return Job(settings, model_path, adapter, prompts, writer)
+    return Job(settings, model_path, adapter, prompts, writer, key)
 
 
 def generate(job: Job, say: Callable[[str], None] = print) -> GenerateReport:
@@ -151,12 +177,35 @@ def generate(job: Job, say: Callable[[str], None] = print) -> GenerateReport:
     for block in [b for b, count in expected.items() if count == 0]:  # an empty input still gets its one (empty) block
         writer.write_block(block, buffers.pop(block))
     requests = [request(p, s, settings, job.adapter) for p in todo if not p.problem for s in range(settings.n)]
-    if requests:
+    if requests and settings.teacher:
+        rows = answer_http(settings, requests, job.api_key)
+        try:
+            for row in rows:
+                refuse_if_unauthorised(row, settings)  # before the row is kept: a rerun with the right key answers it
+                add(row)
+        finally:
+            rows.close()  # stops Ray Data's execution when the run stops early
+    elif requests:
         for row in answer(settings, job.model_path, [job.adapter] if job.adapter else [], requests):
             add(row)
-    report.rows = writer.assemble(blocks)
+    if settings.as_training_data:
+        shape = partial(training_records, prompts={p.index: p for p in prompts}, settings=settings)
+        report.rows, report.rejected = writer.assemble(blocks, shape)
+    else:
+        report.rows, report.rejected = writer.assemble(blocks), 0
     report.seconds = time.perf_counter() - started
     return report
+
+
+def refuse_if_unauthorised(row: dict, settings: GenerateSettings) -> None:
+    """Stop at the first row the teacher refused for its key: every other row would be refused the same way. The
+    blocks already written are kept, so a rerun with the right key continues from them."""
+    if (row.get("error") or "").startswith(REFUSED):
+        raise UserError(
+            f"teacher endpoint {settings.teacher.url}: row {row['where']} was {row['error']}. The run stopped there "
+            f"(finished blocks are kept). Fix: export {settings.teacher.api_key_env} with a key this endpoint accepts "
+            f"for model {settings.model!r}, then run the same command again."
+        )
 
 
 def output_row(row: dict, prompt: Prompt, settings: GenerateSettings) -> dict:
@@ -198,42 +247,3 @@ def job_key(settings: GenerateSettings) -> dict:
     return settings.model_dump(
         mode="json", exclude={"output", "replicas", "gpus_per_replica", "batch_size", "max_num_seqs", "cpu_kv_cache_gib"}
     )
-
-
-class Progress:
-    """`[rayfit] generate 120/200 rows (60%) | 3.2 rows/s | 41 tok/s | 0:37 elapsed | ETA 0:25`, every few seconds.
-
-    Rates count from the first answer, so an engine's start-up does not make the ETA of the rest wrong."""
-
-    def __init__(self, total: int, say: Callable[[str], None]):
-        self.total, self.say, self.done, self.tokens = total, say, 0, 0
-        self.start = time.perf_counter()
-        self.first: float | None = None
-        self.last = 0.0
-
-    def tick(self, tokens: int) -> None:
-        """Count one row; print a line every PROGRESS_EVERY_S seconds and at the end."""
-        now = time.perf_counter()
-        if self.first is None:
-            self.first = now
-        self.done += 1
-        self.tokens += tokens
-        if now - self.last < PROGRESS_EVERY_S and self.done < self.total:
-            return
-        self.last, since = now, now - self.first
-        rate = (self.done - 1) / since if since > 0 else 0.0
-        eta = (self.total - self.done) / rate if rate else 0.0
-        self.say(
-            f"[rayfit] generate {self.done}/{self.total} rows ({100 * self.done // max(self.total, 1)}%) | "
-            f"{rate:.1f} rows/s | {self.tokens / since if since > 0 else 0:.0f} tok/s | "
-            f"{duration(now - self.start)} elapsed | ETA {duration(eta)}"
-        )
-        sys.stdout.flush()
-
-
-def duration(seconds: float) -> str:
-    """m:ss or h:mm:ss."""
-    seconds = round(seconds)
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from fsspec.core import url_to_fs
@@ -67,15 +68,24 @@ class BlockWriter:
         rows = sorted(rows, key=lambda r: (r["index"], r["sample"]))
         _write(storage.join(self.parts, f"part-{block:06d}.{self.kind}"), rows, self.kind)
 
-    def assemble(self, blocks: int) -> int:
-        """Join blocks 0..blocks-1 into the output, remove the parts folder; the number of rows written."""
+    def assemble(self, blocks: int, shape: Callable[[list[dict]], tuple[list, list]] | None = None) -> Any:
+        """Join blocks 0..blocks-1 into the output, remove the parts folder; the number of rows written.
+
+        With `shape` (rows -> (rows to write, rows set aside)) the output gets the first list, written as JSON Lines
+        whatever their shape, OUTPUT.rejected.jsonl the second, and the result is both counts."""
         rows = []
         for block in range(blocks):
             rows += _read(storage.join(self.parts, f"part-{block:06d}.{self.kind}"), self.kind)
-        _write(self.output, rows, self.kind)
+        if shape is None:
+            _write(self.output, rows, self.kind)
+        else:
+            kept, aside = shape(rows)
+            _write(self.output, kept, "jsonl")
+            if aside:
+                _write(self.output + ".rejected.jsonl", aside, "jsonl")
         fs, path = url_to_fs(self.parts)
         fs.rm(path, recursive=True)
-        return len(rows)
+        return len(rows) if shape is None else (len(kept), len(aside))
 
 
 def _write(uri: str, rows: list[dict], kind: str) -> None:

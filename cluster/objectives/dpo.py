@@ -74,11 +74,11 @@ def plan_terms(spec: JobSpec, config, counts) -> PlanTerms:
     return PlanTerms(2, spec.data.max_seq_len, reference=frozen_copy_bytes(spec, counts) if frozen else 0)
 
 
-def evaluate(spec: JobSpec, tuned_uri: str, out_uri: str, cache_dir: str | None = None) -> dict:
+def evaluate(spec: JobSpec, tuned_uri: str, out_uri: str, cache_dir: str | None = None, step=None) -> dict:
     """Preference accuracy and reward margin of start and tuned on held-out pairs."""
     from cluster.evaluation.preference import evaluate_preference_run
 
-    return evaluate_preference_run(spec, tuned_uri, out_uri, cache_dir, spec.train.dpo.beta)
+    return evaluate_preference_run(spec, tuned_uri, out_uri, cache_dir, spec.train.dpo.beta, step)
 
 
 RECIPE = Recipe(name="dpo", prepare=prepare, check=check, trainer=trainer, plan_terms=plan_terms, evaluate=evaluate)

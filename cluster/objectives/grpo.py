@@ -73,7 +73,7 @@ def plan_terms(spec: JobSpec, config, counts) -> PlanTerms:
     return PlanTerms(**terms, rollout_engine=engine)
 
 
-def evaluate(spec: JobSpec, tuned_uri: str, out_uri: str, cache_dir: str | None = None) -> dict:
+def evaluate(spec: JobSpec, tuned_uri: str, out_uri: str, cache_dir: str | None = None, step=None) -> dict:
     """The graders' reward and pass rate of base and tuned answers to held-out prompts."""
     from cluster.evaluation.rewards import evaluate_rewards
 

@@ -79,11 +79,11 @@ def plan_terms(spec: JobSpec, config, counts) -> PlanTerms:
     )
 
 
-def evaluate(spec: JobSpec, tuned_uri: str, out_uri: str, cache_dir: str | None = None) -> dict:
+def evaluate(spec: JobSpec, tuned_uri: str, out_uri: str, cache_dir: str | None = None, step=None) -> dict:
     """Preference accuracy and reward margin of start and tuned on held-out feedback paired per prompt."""
     from cluster.evaluation.preference import evaluate_preference_run
 
-    return evaluate_preference_run(spec, tuned_uri, out_uri, cache_dir, spec.train.kto.beta)
+    return evaluate_preference_run(spec, tuned_uri, out_uri, cache_dir, spec.train.kto.beta, step)
 
 
 RECIPE = Recipe(name="kto", prepare=prepare, check=check, trainer=trainer, plan_terms=plan_terms, evaluate=evaluate)

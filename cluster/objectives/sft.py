@@ -79,11 +79,11 @@ def plan_terms(spec: JobSpec, config, counts) -> PlanTerms:
     return PlanTerms(sequences_per_row=1, sequence_tokens=spec.data.max_seq_len)
 
 
-def evaluate(spec: JobSpec, tuned_uri: str, out_uri: str, cache_dir: str | None = None) -> dict:
+def evaluate(spec: JobSpec, tuned_uri: str, out_uri: str, cache_dir: str | None = None, step=None) -> dict:
     """Eval loss and generation metrics of base and tuned on the held-out rows."""
-    from cluster.evaluation.run import evaluate_generations
+    from cluster.evaluation.run import evaluate_generations, in_process
 
-    return evaluate_generations(spec, tuned_uri, out_uri, cache_dir)
+    return evaluate_generations(spec, tuned_uri, out_uri, cache_dir, step or in_process)
 
 
 RECIPE = Recipe(name="sft", prepare=prepare, check=check, trainer=trainer, plan_terms=plan_terms, evaluate=evaluate)

@@ -1,5 +1,5 @@
 """The placement check: refuse a job before training when no node of the Ray cluster can ever run its merge or
-evaluate task, with the numbers (what the task asks for, what the largest nodes have)."""
+evaluate task or an evaluation engine replica, with the numbers (what it asks for, what the largest nodes have)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ def check_placement(plan: Plan, nodes: list[dict]) -> None:
     if not plan.spec.plan.enforce:
         return
     alive = [n.get("Resources", {}) for n in nodes if n.get("Alive", True)]
-    problems = [_refusal(r, alive) for r in (plan.merge, plan.evaluate) if r is not None and not _holders(r, alive)]
+    steps = (plan.merge, plan.evaluate, plan.generate)
+    problems = [_refusal(r, alive) for r in steps if r is not None and not _holders(r, alive)]
     if problems:
         raise UserError(" ".join(problems) + " To start anyway, set plan.enforce: false.")
 
@@ -54,13 +55,15 @@ def _refusal(request: StepRequest, nodes: list[dict]) -> str:
         if eligible
         else f"no node has {request.num_cpus:g} CPU{' and a GPU' if request.num_gpus else ''}"
     )
-    fix = (
-        "add a node (worker group) with more memory, or set merge.enabled: false and merge later with "
-        "`rayfit merge RUN` on a machine that holds it"
-        if request.step == "merge"
-        else "add a node with more memory, or set evaluate.enabled: false and evaluate later with `rayfit evaluate RUN`"
-    )
+    fix = {
+        "merge": "add a node (worker group) with more memory, or set merge.enabled: false and merge later with "
+        "`rayfit merge RUN` on a machine that holds it",
+        "evaluate": "add a node with more memory, or set evaluate.enabled: false and evaluate later with `rayfit evaluate RUN`",
+        "generate": "add a node with more memory, set evaluate.max_samples: 0 (eval loss only, no engine), or set "
+        "evaluate.enabled: false and evaluate later with `rayfit evaluate RUN`",
+    }[request.step]
+    what = "an evaluation engine replica" if request.step == "generate" else f"the {request.step} task"
     return (
-        f"plan: the {request.step} task needs {need} ({request.how}), but {have} "
+        f"plan: {what} needs {need} ({request.how}), but {have} "
         f"({len(nodes)} alive node{'s' if len(nodes) != 1 else ''}). Fix: {fix}."
     )

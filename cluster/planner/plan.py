@@ -12,7 +12,7 @@ from cluster.planner.architectures import load_config
 from cluster.planner.gpus import Gpu, find_gpu, gpu_from_cluster_resources, known_gpu
 from cluster.planner.memory import Memory, memory
 from cluster.planner.params import ParamCounts, count_params
-from cluster.planner.steps import StepRequest, evaluate_request, merge_request
+from cluster.planner.steps import StepRequest, evaluate_request, generate_request, merge_request
 from cluster.planner.throughput import Throughput, throughput
 from cluster.spec.base import SpecError
 from cluster.spec.job import JobSpec
@@ -46,7 +46,8 @@ class Plan:
     throughput: Throughput
     by_sharding: dict[str, int]  # total bytes per GPU under each sharding setup that the spec's method allows
     merge: StepRequest | None = None  # the merge task's resources (when merge.enabled)
-    evaluate: StepRequest | None = None  # the evaluate task's resources (when evaluate.enabled)
+    evaluate: StepRequest | None = None  # the evaluate loss task's resources (when evaluate.enabled)
+    generate: StepRequest | None = None  # one vLLM engine replica of evaluation (when it generates answers)
     config: Any = field(repr=False, compare=False, default=None)
 
     @property
@@ -96,6 +97,7 @@ class Plan:
             "fits": self.fits,
             "merge": self.merge and self.merge.to_json(),
             "evaluate": self.evaluate and self.evaluate.to_json(),
+            "generate": self.generate and self.generate.to_json(),
         }
 
 
@@ -154,6 +156,7 @@ def plan_with(spec: JobSpec, config, source: str, gpu: Gpu | None, price: float 
         config=config,
         merge=merge_request(spec, config, counts) if spec.merge.enabled else None,
         evaluate=evaluate_request(spec, config, counts) if spec.evaluate.enabled else None,
+        generate=generate_request(spec, config, counts) if spec.evaluate.enabled and spec.evaluate.max_samples != 0 else None,
     )
 
 

@@ -112,10 +112,11 @@ def _verdict(plan: Plan) -> str:
 
 
 def _step_lines(plan: Plan) -> list[str]:
-    """One line per Ray task after training (merge, evaluate): what it asks for."""
+    """One line per Ray task or actor after training (merge, evaluate, an evaluation engine): what it asks for."""
     lines = []
-    for r in (plan.merge, plan.evaluate):
+    for r in (plan.merge, plan.evaluate, plan.generate):
         if r is not None:
             gpu = f", 1 GPU with {_gib(r.gpu_memory).strip()}" if r.num_gpus else ""
-            lines.append(f"{r.step + ' task':<21} host RAM {_gib(r.host_ram).strip()}{gpu}, {r.num_cpus:g} CPU ({r.how})")
+            name = "eval engine" if r.step == "generate" else r.step + " task"
+            lines.append(f"{name:<21} host RAM {_gib(r.host_ram).strip()}{gpu}, {r.num_cpus:g} CPU ({r.how})")
     return lines

@@ -6,9 +6,12 @@ refuses before training when no node ever can (cluster.planner.placement).
 - Merge runs on CPU. The streaming merge (LoRA and QLoRA, docs/merge-evaluate.md) holds the adapter, a few copies of
   the largest linear weight and one slice being copied; the in-memory merge (full fine-tunes, adapters with
   modules_to_save) holds the whole export, and one shard of it while saving.
-- Evaluate holds one model at a time (base, then tuned) plus one eval row's logits and the generation cache; on a GPU
-  cluster on one GPU, after loading through host RAM (from_pretrained reads into CPU memory first). Scoring a
-  checkpoint instead of an export (merge disabled) merges it in memory first.
+- Evaluate's loss task holds one model at a time (base, then tuned) plus one eval row's logits; on a GPU cluster on
+  one GPU, after loading through host RAM (from_pretrained reads into CPU memory first). Scoring a checkpoint
+  instead of an export (merge disabled) merges it in memory first.
+- Evaluate's answers come from vLLM engine replicas (cluster/evaluation/answers.py), each asking Ray for one CPU,
+  plus one GPU on GPU clusters (cluster/generation/engine.py). ray.data.llm's bundles carry no memory request, so
+  `generate_request`'s host RAM and GPU memory are checked against the nodes before training instead.
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ from cluster.spec.job import JobSpec
 
 # A process with torch, transformers, PEFT and bitsandbytes imported: 0.55 GiB measured (docs/benchmarks.md), rounded up.
 PROCESS_BASELINE = 1 * GiB
+# A vLLM engine replica's processes besides the weights and KV cache: Ray Data's engine actor, vLLM's engine core and
+# its worker came to about 2.1 GiB RSS on CPU with the tiny test model (docs/generate.md), rounded up.
+VLLM_BASELINE = int(2.5 * GiB)
+CPU_KV_CACHE = 1 * GiB  # cluster.generation.settings.EngineSettings.cpu_kv_cache_gib's default
 SLICE_BYTES = 4 * 2**20  # cluster.merge.stream.SLICE_BYTES, as float32, read and converted
 SHARD_BYTES = 5 * 10**9  # merge.max_shard_size's default; save_pretrained builds one shard at a time
 
@@ -29,7 +36,7 @@ SHARD_BYTES = 5 * 10**9  # merge.max_shard_size's default; save_pretrained build
 class StepRequest:
     """The resources one step's Ray task asks for, and what its host RAM figure counts."""
 
-    step: str  # "merge" or "evaluate"
+    step: str  # "merge", "evaluate" (its loss task) or "generate" (one vLLM engine replica of evaluation)
     num_cpus: float
     num_gpus: float
     host_ram: int  # bytes: Ray's `memory` resource of the task
@@ -68,20 +75,10 @@ def merge_request(spec: JobSpec, config, counts: ParamCounts) -> StepRequest:
 
 
 def evaluate_request(spec: JobSpec, config, counts: ParamCounts) -> StepRequest:
-    """Resources of scoring base and tuned on the held-out set, one model at a time."""
+    """Resources of the evaluation's loss task: base and tuned scored on every eval row, one model at a time."""
     width = DTYPE_BYTES[spec.model.dtype]
     model = counts.total * width
-    e, d = spec.evaluate, spec.data
-    tokens = d.max_seq_len + e.max_new_tokens
-    # one eval row's logits in float32 (and the cross-entropy's copy), or the batch's generation KV cache (generate
-    # computes logits for the last position only)
-    kv_dim = (getattr(config, "num_key_value_heads", None) or config.num_attention_heads) * (
-        getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    )
-    working = max(
-        d.max_seq_len * config.vocab_size * 4 * 2,
-        e.batch_size * (tokens * 2 * config.num_hidden_layers * kv_dim * width + config.vocab_size * 4 * 2),
-    )
+    working = spec.data.max_seq_len * config.vocab_size * 4 * 2  # one row's logits in float32 and the loss's copy
     merge_first = 0 if spec.merge.enabled else merge_request(spec, config, counts).host_ram - PROCESS_BASELINE
     if spec.cluster.use_gpu:
         return StepRequest(
@@ -90,11 +87,26 @@ def evaluate_request(spec: JobSpec, config, counts: ParamCounts) -> StepRequest:
             1,
             PROCESS_BASELINE + model + merge_first,
             model + working + CONTEXT_RESERVE,
-            "one model loaded through host RAM, scored on one GPU",
+            "loss task: one model loaded through host RAM, scored on one GPU",
         )
     return StepRequest(
-        "evaluate", 1, 0, PROCESS_BASELINE + model + working + merge_first, 0, "one model and one row's logits in host RAM"
+        "evaluate", 1, 0, PROCESS_BASELINE + model + working + merge_first, 0, "loss task: one model and one row's logits"
     )
+
+
+def generate_request(spec: JobSpec, config, counts: ParamCounts) -> StepRequest:
+    """Resources of one vLLM engine replica answering the held-out prompts: the weights and, on CPU, its KV cache in
+    host RAM; on a GPU, the weights and one longest sequence's KV cache (vLLM takes what is free for more)."""
+    width = DTYPE_BYTES[spec.model.dtype]
+    model = counts.total * width
+    kv_dim = (getattr(config, "num_key_value_heads", None) or config.num_attention_heads) * (
+        getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    )
+    sequence = (spec.data.max_seq_len + spec.evaluate.max_new_tokens) * 2 * config.num_hidden_layers * kv_dim * width
+    if spec.cluster.use_gpu:
+        how = "one vLLM engine replica: weights loaded through host RAM, weights + a sequence's KV cache on one GPU"
+        return StepRequest("generate", 1, 1, VLLM_BASELINE + model, model + sequence + CONTEXT_RESERVE, how)
+    return StepRequest("generate", 1, 0, VLLM_BASELINE + model + CPU_KV_CACHE, 0, "one vLLM engine replica: weights + KV cache")
 
 
 def _largest_linear(config) -> int:

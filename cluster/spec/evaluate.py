@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -29,10 +29,20 @@ class EvaluateSpec(Section):
 
     enabled: bool = Field(False, description="Compare base and tuned on the eval set when training ends.")
     max_samples: int | None = Field(
-        None, ge=1, description="Eval records scored with generation metrics (ROUGE-L, BLEU, exact match); null: every one."
+        None,
+        ge=0,
+        description="Eval records scored with generation metrics (ROUGE-L, BLEU, exact match); null: every one; 0: none "
+        "(eval loss only, no engine started).",
     )
     max_new_tokens: int = Field(128, ge=1, description="Greedy generation length for generation metrics.")
-    batch_size: int = Field(8, ge=1, description="Prompts generated together (left-padded) per model call.")
+    batch_size: int = Field(8, ge=1, description="Prompts sent to a vLLM engine at a time (Ray Data batch).")
+    replicas: int = Field(1, ge=1, description="vLLM engine replicas answering the held-out prompts (one GPU each on GPUs).")
+    enforce_eager: bool = Field(
+        False, description="vLLM without torch.compile / CUDA graphs: starts in seconds, decodes slower (small eval sets)."
+    )
+    engine_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Extra vLLM engine arguments for evaluation's engines (AsyncEngineArgs names)."
+    )
     samples_shown: int = Field(
         3, ge=0, description="Generations shown side by side (prompt, reference, base, tuned) in the report."
     )

@@ -11,6 +11,12 @@ EPILOG = """examples:
   rayfit generate BASE --config generate.yaml --sampling temperature=0.7 --sampling seed=1 --n 4
   ray job submit --working-dir . -- rayfit generate ~/rayfit-runs/demo-cpu --input IN.jsonl --output s3://b/out.jsonl
 
+distillation (training records: the conversation + the teacher's answer, the system prompt dropped):
+  rayfit generate embedded:smollm2-135m-instruct --input embedded:construction-faq --output distilled.jsonl \
+      --system-prompt "Answer in one short sentence." --as-training-data
+  OPENAI_API_KEY=... rayfit generate gpt-4o-mini --teacher-url https://api.openai.com/v1 --input q.jsonl \
+      --output distilled.jsonl --as-training-data
+
 A killed run continues where it stopped when run again with the same arguments (OUTPUT.parts/ holds finished blocks).
 docs/generate.md has every setting."""
 
@@ -31,7 +37,11 @@ FLAGS = {
     "batch_size": "batch_size",
     "block_rows": "block_rows",
     "enforce_eager": "enforce_eager",
+    "as_training_data": "as_training_data",
+    "keep_system_prompt": "keep_system_prompt",
 }
+# Flag name -> teacher field.
+TEACHER_FLAGS = {"teacher_url": "url", "teacher_api_key_env": "api_key_env", "teacher_timeout_s": "timeout_s"}
 
 
 def register(subparsers) -> None:
@@ -63,6 +73,18 @@ def register(subparsers) -> None:
     p.add_argument("--block-rows", type=int, help="input rows per output block (the unit a rerun skips)")
     p.add_argument("--enforce-eager", action="store_true", default=None, help="skip torch.compile: starts faster")
     p.add_argument(
+        "--as-training-data",
+        action="store_true",
+        default=None,
+        help="write training records {messages: conversation + answer} (distillation); rejects go to OUT.rejected.jsonl",
+    )
+    p.add_argument(
+        "--keep-system-prompt", action="store_true", default=None, help="with --as-training-data: keep --system-prompt"
+    )
+    p.add_argument("--teacher-url", help="answer through this OpenAI-compatible endpoint (MODEL is its model name)")
+    p.add_argument("--teacher-api-key-env", help="environment variable with the endpoint's API key (default OPENAI_API_KEY)")
+    p.add_argument("--teacher-timeout-s", type=float, help="seconds a teacher request may take before its row fails")
+    p.add_argument(
         "--address",
         default=os.environ.get("RAY_ADDRESS"),
         help="Ray cluster address (default: RAY_ADDRESS, as inside `ray job submit`; else a new local Ray)",
@@ -74,8 +96,12 @@ def run(args) -> int:
     """Validate, check output, model and input, start or join Ray, generate, print the summary."""
     from cluster.generation.pipeline import generate, prepare
     from cluster.generation.settings import load_settings
+    from jobs.engine_ray import connect
 
     flags = {"model": args.model} | {field: getattr(args, flag) for flag, field in FLAGS.items()}
+    teacher = {field: getattr(args, flag) for flag, field in TEACHER_FLAGS.items() if getattr(args, flag) is not None}
+    if teacher:
+        flags["teacher"] = teacher
     job = prepare(load_settings(args.config, flags, args.sampling))  # refused here, before Ray or an engine starts
     connect(args.address)
     report = generate(job)
@@ -83,18 +109,3 @@ def run(args) -> int:
     for failure in report.failures:
         print(f"  failed: {failure}")
     return 0
-
-
-def connect(address: str | None) -> None:
-    """Join the cluster at `address` (inside `ray job submit`, RAY_ADDRESS), else start a local Ray for this run.
-
-    A local Ray gets at least 3 logical CPUs: the engine's bundle, the chat-template stage and Ray Data's own tasks
-    must be schedulable together even on a 2-core machine (the engine pins its threads itself).
-    """
-    import ray
-
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    if address and address != "local":
-        ray.init(address=address, log_to_driver=False)
-    else:
-        ray.init(address="local", num_cpus=max(3, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False)

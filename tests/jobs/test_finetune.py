@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cluster.spec import load_spec
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -29,6 +31,8 @@ def _run(spec_path: Path, timeout: int = 600) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_finetune_job_end_to_end(tiny_model_dir, tmp_path):
+    """Train, merge, evaluate every held-out row (a vLLM engine on the job's 2-CPU local Ray, then the loss task):
+    about 50 s of job plus the engine's start: 90-210 s on a busy 2-core box."""
     spec = {
         "model": {"base": str(tiny_model_dir), "method": "lora", "dtype": "float32", "lora": {"r": 8, "alpha": 16}},
         "data": {"train": [{"path": "embedded:construction-faq"}], "eval_split": 0.05, "max_seq_len": 256},
@@ -45,7 +49,7 @@ def test_finetune_job_end_to_end(tiny_model_dir, tmp_path):
         "cluster": {"num_workers": 2, "gpus_per_worker": 0, "cpus_per_worker": 1},
         "output": {"storage": str(tmp_path / "runs"), "name": "job"},
         "merge": {"enabled": True},
-        "evaluate": {"enabled": True, "max_samples": 1, "max_new_tokens": 2},
+        "evaluate": {"enabled": True, "max_new_tokens": 2, "enforce_eager": True},  # every held-out row, as the demo
     }
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -59,7 +63,14 @@ def test_finetune_job_end_to_end(tiny_model_dir, tmp_path):
     assert record["best_checkpoint"] == record["latest_checkpoint"] == str(run / "checkpoint_00000004")
     assert record["metrics"]["step"] == 4 and "eval_loss" in record["metrics"]
     assert json.loads((Path(record["export"]) / "manifest.json").read_text())["kind"] == "export"
-    assert (run / "eval" / "report.json").is_file() and (run / "data_report.json").is_file()
+    assert (run / "data_report.json").is_file()
+    evaluation = json.loads((run / "eval" / "report.json").read_text())
+    held_out = json.loads((run / "data_report.json").read_text())["eval_samples"]
+    assert evaluation["generation_samples"] == evaluation["eval_samples"] == held_out > 20  # every held-out row
+    assert evaluation["generation"]["how"] == "one engine: base, and base + adapter"  # vLLM, then the loss task
+    assert "exact_match" in evaluation["intervals"]
+    # the demo (jobs/specs/demo-cpu.yaml, also the service demo's template) evaluates the same way: every held-out row
+    assert load_spec(REPO / "jobs" / "specs" / "demo-cpu.yaml").evaluate.max_samples is None
     assert (run / "loss.png").is_file() and list((run / "data").iterdir())
     assert "rayfit: plan:" in proc.stdout
 
@@ -77,8 +88,8 @@ def test_spec_errors_are_one_message_without_traceback(tmp_path):
 
 @pytest.mark.slow
 def test_a_merge_no_node_can_hold_is_refused_before_training(tiny_model_dir, tmp_path, monkeypatch):
-    """A Ray cluster whose only node offers 0.5 GiB of memory: the merge and evaluate tasks can never run there, so the
-    job stops after planning, with the numbers, and no training step is taken."""
+    """A Ray cluster whose only node offers 0.5 GiB of memory: the merge and evaluate tasks and evaluation's vLLM engine
+    can never run there, so the job stops after planning, with the numbers, and no training step is taken."""
     import ray
 
     from cluster.errors import UserError
@@ -113,5 +124,6 @@ def test_a_merge_no_node_can_hold_is_refused_before_training(tiny_model_dir, tmp
     assert "plan: the merge task needs 1 CPU, 1.0 GiB host RAM (streaming" in msg
     assert "but the largest node with 1 CPU has 0.5 GiB of Ray memory (1 alive node)" in msg
     assert "plan: the evaluate task needs 1 CPU" in msg and "set merge.enabled: false" in msg
+    assert "plan: an evaluation engine replica needs 1 CPU" in msg and "evaluate.max_samples: 0" in msg
     run = tmp_path / "runs" / "job"
     assert not list(run.glob("checkpoint_*")) and not (run / "log_history.json").exists()  # never trained

@@ -1,7 +1,9 @@
 """The merge and evaluate entrypoints as users run them: `python -m jobs.merge RUN`, `python -m jobs.evaluate RUN`.
 
 One real `python -m` process for each entrypoint; the other cases call the same `main()` in-process, since on a
-loaded 2-core box each new interpreter spends 10-30 s importing torch and transformers.
+loaded 2-core box each new interpreter spends 10-30 s importing torch and transformers. The run here evaluates with
+`max_samples: 0` (eval loss only): no vLLM engine starts in this module; evaluation's answers on vLLM are tested in
+tests/cluster/evaluation/test_evaluate_run.py and, inside the whole job, in tests/jobs/test_finetune.py.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def run_dir(tiny_model_dir, tmp_path_factory):
     torch.set_num_threads(1)  # see tests/cluster/evaluation/conftest.py: far faster on a shared 2-core box
     storage = tmp_path_factory.mktemp("storage")
     try:
-        train_run(tiny_model_dir, storage, steps=20)
+        train_run(tiny_model_dir, storage, steps=20, max_samples=0)
         yield storage / "eval-run"
     finally:
         torch.set_num_threads(threads)

@@ -2,8 +2,8 @@
 
 The package's one Ray and Serve app (conftest.py) answer the same prompts through the official `openai` client.
 Each generation below starts its own vLLM engine actor (about 30-90 s on a busy 2-core machine), so the module runs
-three in all: one over 200 base rows (with a too-long and an unreadable row), and a LoRA run killed halfway and run
-again. The module takes several minutes for that reason.
+four in all: one over 200 base rows (with a too-long and an unreadable row), a LoRA run killed halfway and run
+again, and the base with two adapters in one engine (evaluation's way). The module takes several minutes for that.
 """
 
 from __future__ import annotations
@@ -133,3 +133,26 @@ def test_killed_halfway_then_rerun_gives_the_full_output_once_and_equals_the_ser
     assert not parts.exists()
     assert written[0]["output"] == ANSWERS["alpha"]
     assert [r["output"] for r in written] == serve_answers(tiny_app, "alpha", [r["instruction"] for r in rows])
+
+
+def test_base_and_two_adapters_share_one_engine_and_each_answers_as_served(tiny_app, lora_set):
+    """What evaluation does for a LoRA run (cluster.generation.answers.answer_prompts): the same rendered prompts
+    answered by the base and by two adapters in ONE engine, each row equal to the Serve app's answer for its model.
+    Guards vLLM's CPU LoRA ops picking the last adapter slot for a row without an adapter (docs/generate.md)."""
+    from transformers import AutoTokenizer
+
+    from cluster.generation.answers import Answerer, answer_prompts
+    from cluster.generation.settings import EngineSettings
+    from tests.serve.lora_fixtures import chat_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(lora_set["base"])
+    questions = [QUESTION] + [r["instruction"] for r in faq_rows(11)]
+    prompt_ids = [chat_ids(tokenizer, q)[0] for q in questions]
+    base = str(lora_set["base"])
+    answerers = [Answerer(base), Answerer(base, lora_set["alpha"]), Answerer(base, lora_set["bravo"])]
+    settings = EngineSettings(max_tokens=MAX_TOKENS, max_model_len=512, enforce_eager=True)
+    answers = answer_prompts(prompt_ids, answerers, settings)
+    assert answers.engines == [{"model": base, "adapters": sorted([str(lora_set["alpha"]), str(lora_set["bravo"])]), "rows": 36}]
+    assert answers.texts[1][0] == ANSWERS["alpha"] and answers.texts[2][0] == ANSWERS["bravo"]
+    for texts, model in zip(answers.texts, ("tiny", "alpha", "bravo"), strict=True):
+        assert texts == [a.strip() for a in serve_answers(tiny_app, model, questions)], model

@@ -12,7 +12,8 @@ from tests.cluster.merge.checkpoints import lora_config, save_checkpoint
 
 
 def run_spec(base: Path, storage: Path, name: str = "eval-run", **evaluate) -> dict:
-    """A LoRA spec on the embedded FAQ with a 5% eval split, short rows and short generations."""
+    """A LoRA spec on the embedded FAQ with a 5% eval split, short rows, and short eager-vLLM answers to every
+    held-out prompt (enforce_eager: the engine starts in seconds instead of compiling)."""
     return {
         "model": {
             "base": str(base),
@@ -23,7 +24,7 @@ def run_spec(base: Path, storage: Path, name: str = "eval-run", **evaluate) -> d
         "data": {"train": [{"path": "embedded:construction-faq"}], "eval_split": 0.05, "max_seq_len": 256, "num_proc": 1},
         "output": {"storage": str(storage), "name": name},
         "merge": {"enabled": True},
-        "evaluate": {"enabled": True, "max_samples": 4, "max_new_tokens": 8, "samples_shown": 2, **evaluate},
+        "evaluate": {"enabled": True, "max_new_tokens": 8, "samples_shown": 2, "enforce_eager": True, **evaluate},
     }
 
 

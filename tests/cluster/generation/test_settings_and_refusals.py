@@ -35,6 +35,7 @@ def test_flags_win_over_the_file_and_sampling_flags_are_typed(tmp_path):
         "top_p": 1.0,
         "top_k": 0,
         "repetition_penalty": 1.0,
+        "ignore_eos": False,
         "max_tokens": 10,
         "seed": 6,
         "stop": ["a", "b"],

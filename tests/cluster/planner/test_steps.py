@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cluster.errors import UserError
-from cluster.planner import check_placement, make_plan
+from cluster.planner import check_placement, format_plan, make_plan
 from cluster.planner.memory import GiB
 from cluster.planner.plan import with_changes
 
@@ -65,3 +65,22 @@ def test_a_head_without_cpus_cannot_run_any_task(spec):
 def test_evaluate_needs_a_gpu_with_the_memory(spec):
     with pytest.raises(UserError, match=r"the evaluate task needs 1 CPU, .* 1 GPU with 1\d\d\.\d GiB"):
         check_placement(_plan(spec, evaluate={"enabled": True}, cluster={"gpus_per_worker": 1}), [HEAD, GPU_WORKER])
+
+
+def test_evaluation_engines_are_planned_and_placed_like_the_tasks(spec):
+    """Evaluation's answers come from vLLM engine replicas: one CPU (and one GPU on GPU clusters) each, the weights and
+    one longest sequence's KV cache on the GPU; no engine when max_samples is 0 (eval loss only)."""
+    small = with_changes(
+        spec("meta-llama/Llama-3.1-8B-Instruct"), {"evaluate": {"enabled": True}, "cluster": {"gpus_per_worker": 1}}
+    )
+    engine = make_plan(small, gpu="H100-80GB").generate
+    assert (engine.step, engine.num_cpus, engine.num_gpus) == ("generate", 1, 1)
+    assert 16e9 < engine.gpu_memory < 20 * GiB and engine.host_ram > 16e9  # 8B in bf16 + KV of 2048 + 128 tokens
+    check_placement(make_plan(small, gpu="H100-80GB"), [HEAD, GPU_WORKER])
+    cpu_worker = {"Alive": True, "Resources": {"CPU": 16.0, "memory": 64 * GiB}}
+    with pytest.raises(
+        UserError, match=r"an evaluation engine replica needs 1 CPU, .* 1 GPU with .* set evaluate.max_samples: 0"
+    ):
+        check_placement(make_plan(small, gpu="H100-80GB"), [HEAD, cpu_worker])
+    assert make_plan(with_changes(small, {"evaluate": {"max_samples": 0}}), gpu="H100-80GB").generate is None
+    assert "eval engine" in format_plan(make_plan(small, gpu="H100-80GB"))

@@ -1,4 +1,5 @@
-"""`rayfit data pairs`: SFT rows -> (reference answer, the model's own answer) pairs through Ray Data."""
+"""`rayfit data pairs`: SFT rows -> (reference answer, the model's own answer) pairs, the answers from the batch
+generation pipeline (vLLM engines on Ray Data)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ def test_generation_equal_to_the_reference_is_skipped(tiny_model_dir):
 
 @pytest.mark.slow
 def test_pairs_are_generated_on_ray_data_and_read_by_dpo(ray_local, smollm2_dir, tiny_model_dir, tmp_path):
-    """With SmolLM2 (the tiny random model only repeats the newline that ends its prompt, an empty answer)."""
+    """With SmolLM2 (the tiny random model only repeats the newline that ends its prompt, an empty answer) on one
+    eager vLLM engine: about 30-70 s on a busy 2-core box, most of it the engine's start."""
     from cluster.data import check_data
     from cluster.model.load import load_tokenizer
 
@@ -53,7 +55,7 @@ def test_pairs_are_generated_on_ray_data_and_read_by_dpo(ray_local, smollm2_dir,
         cluster={"num_workers": 1},
     )
     spec = validate_spec({**spec, "model": {**spec["model"], "base": "embedded:smollm2-135m-instruct"}})
-    report = build_pairs(spec, str(sft), str(out), max_new_tokens=8, batch_size=4)
+    report = build_pairs(spec, str(sft), str(out), max_new_tokens=8, batch_size=4, enforce_eager=True)
 
     pairs = [json.loads(line) for line in out.read_text().splitlines()]
     assert [p["source"] for p in pairs] == [f"{sft}:{i}" for i in range(1, 7)]

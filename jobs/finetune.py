@@ -92,7 +92,7 @@ def finetune(spec: JobSpec, address: str | None = None, service=None) -> dict:
         raise
     record = write_run_record(spec, "trained", result, plan=plan.to_json())
     if service and service.pause_requested():
-        service.paused()
+        service.paused(record)
         return write_run_record(spec, "paused", result, plan=plan.to_json())
     shown = {k: round(v, 4) for k, v in record["metrics"].items() if k in ("step", "train_loss", "eval_loss")}
     _say(f"best checkpoint {record['best_checkpoint']} {shown}")

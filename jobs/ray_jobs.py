@@ -147,6 +147,17 @@ def log_tail(client, job_id: str, lines: int = 30) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
+def submission_of(client, job_id: str) -> str:
+    """The Ray job `rayfit status|logs|stop JOB_ID` acts on: JOB_ID itself, or for the fine-tuning API's job id
+    (`ftjob-...`) the Ray job of its newest attempt (`ftjob-...-N`, found by the metadata the service submits it with)."""
+    from cluster.service.ray_jobs import JOB_KEY
+
+    if not job_id.startswith("ftjob-") or job_id.rsplit("-", 1)[-1].isdigit():
+        return job_id
+    attempts = [j.submission_id for j in call(client.list_jobs) if (j.metadata or {}).get(JOB_KEY) == job_id]
+    return max(attempts, key=lambda s: int(s.rsplit("-", 1)[-1]), default=job_id)
+
+
 def wait(client, job_id: str, timeout_s: float | None = None, poll_s: float = 2.0) -> str:
     """Poll until the job is SUCCEEDED, FAILED or STOPPED (or the timeout passes); returns the last status."""
     start = time.monotonic()

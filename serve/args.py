@@ -130,6 +130,11 @@ class FinetuneArgs(Section):
     )
     max_upload_bytes: int = Field(512 * 1024**2, ge=1, description="Largest file POST /v1/files accepts, in bytes.")
     reconcile_s: float = Field(5, gt=0, description="Seconds between checks of unfinished jobs against Ray.")
+    preload: bool = Field(
+        True,
+        description="Load a job's model into vLLM as soon as the job succeeds, so its first request does not wait for "
+        "the load; off: on its first request.",
+    )
 
 
 class ServeArgs(Section):

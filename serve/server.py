@@ -10,6 +10,7 @@ surrogates, and errors in OpenAI's shape without internal details.
 # No `from __future__ import annotations`: FastAPI must see real classes (Request) in the route signatures.
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -72,7 +73,7 @@ class OpenAIServer:
         from vllm.entrypoints.openai.api_server import init_app_state
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        from serve.vllm_config import adapter_ranks, vllm_namespace
+        from serve.vllm_config import WORKER_EXTENSION, adapter_ranks, vllm_namespace
 
         self.args = parse_args(args)
         self.keys = load_keys(self.args.api_keys)
@@ -81,6 +82,9 @@ class OpenAIServer:
         ranks = await asyncio.to_thread(adapter_ranks, self.args)
         namespace = vllm_namespace(self.args, model_path, ranks)
         self.engine = AsyncLLM.from_vllm_config(AsyncEngineArgs.from_cli_args(namespace).create_engine_config())
+        if namespace.worker_extension_cls == WORKER_EXTENSION:
+            changed = await self.engine.collective_rpc("rayfit_skip_idle_lora")
+            logger.info("rayfit: LoRA decode ops skipped for steps without adapters on %d CPU workers", sum(changed))
         self.state = State()
         await init_app_state(self.engine, self.state, namespace, supported_tasks=await self.engine.get_supported_tasks())
         self.capacity = self.args.max_ongoing_requests + self.args.max_queued_requests
@@ -93,9 +97,9 @@ class OpenAIServer:
             from serve.service_routes import use_service
 
             check_binding(self.args)
-            self.service = FineTuneService(self.args, self.keys)
+            self.service = FineTuneService(self.args, self.keys, namespace.max_lora_rank)
             use_service(self.service)
-            self.reconciler = asyncio.get_running_loop().create_task(self.service.reconcile_forever())
+            self.reconciler = asyncio.get_running_loop().create_task(self.service.reconcile_forever(self._preload))
         logger.info("rayfit: serving %s as %r with vLLM (LoRA ranks %s)", model_path, self.base, ranks or "none")
 
     def __del__(self):
@@ -205,17 +209,29 @@ class OpenAIServer:
                 param="model",
                 code="model_not_allowed",
             )
+        await self._loaded(model)
+        return model
+
+    async def _loaded(self, model: str) -> None:
+        """Load adapter `model` into vLLM unless it is loaded (one load at a time per name)."""
         models = self.state.openai_serving_models
         if model == self.base or model in models.lora_requests:
-            return model
+            return
         async with self.loading.setdefault(model, asyncio.Lock()):
             if model not in models.lora_requests:
                 await self._load(model)
-        return model
+
+    async def _preload(self, model: str) -> None:
+        """A model just published by a job of the fine-tuning API, loaded before anyone asks for it."""
+        try:
+            await self._loaded(model)
+        except ApiError as e:  # its first request gets the same answer; the log says why now
+            logger.warning("rayfit: could not preload %s: %s", model, e.message)
 
     async def _load(self, name: str) -> None:
         from vllm.entrypoints.serve.lora.protocol import LoadLoRAAdapterRequest
 
+        started = time.perf_counter()
         uri = await asyncio.to_thread(adapter_uri, self.args, name)
         if uri is None:
             raise ApiError(
@@ -244,4 +260,4 @@ class OpenAIServer:
                 param="model",
                 code="adapter_invalid",
             )
-        logger.info("rayfit: loaded adapter %s from %s", name, uri)
+        logger.info("rayfit: loaded adapter %s from %s in %.2f s", name, uri, time.perf_counter() - started)

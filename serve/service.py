@@ -80,10 +80,12 @@ class ServiceCore:
                 raise ApiError(400, "the form has no `file` part.", param="file")
             self._check_bytes(caller, up.size)
             try:
-                rows = await asyncio.to_thread(check_upload, up.path, up.filename)
+                rows, shape = await asyncio.to_thread(check_upload, up.path, up.filename)
             except BadFile as e:
                 raise ApiError(400, str(e), param="file", code="invalid_file") from None
-            record = await asyncio.to_thread(store_file, self.store, up.path, up.filename, caller.tenant, purpose, up.size, rows)
+            record = await asyncio.to_thread(
+                store_file, self.store, up.path, up.filename, caller.tenant, purpose, up.size, rows, shape
+            )
         return file_object(record)
 
     def _check_bytes(self, caller: Caller, size: int) -> None:

@@ -22,13 +22,18 @@ from serve.service import Caller, ServiceCore, not_found, page
 
 logger = logging.getLogger("ray.serve")
 DEMO_TEMPLATE = Path(__file__).resolve().parents[1] / "jobs" / "specs" / "demo-cpu.yaml"
+WATCH_S = 0.5  # how often a replica reads the status of the unfinished jobs it knows (one small read each)
 
 
 class FineTuneService(ServiceCore):
     """The whole fine-tuning API of one replica; its state is the store."""
 
-    def __init__(self, args, keys):
+    def __init__(self, args, keys, max_lora_rank: int | None = None):
         super().__init__(args, keys)
+        self.max_lora_rank = max_lora_rank  # the engine's: a job whose adapter it could not load is refused at creation
+        # Unfinished jobs this replica knows of, so it can load their models as they succeed. Only a shortcut: the
+        # store stays the truth, and a replica that never saw a job loads its model on first use instead.
+        self.watching: set[str] = set()
         bases = args.finetune.bases or {self.base: str(DEMO_TEMPLATE)}
         self.templates = {n: t if isinstance(t, dict) else read_yaml_file(t, "template spec").data for n, t in bases.items()}
         self._client = None
@@ -58,13 +63,16 @@ class FineTuneService(ServiceCore):
             )
         if req.suffix is not None and (why := names.suffix_problem(req.suffix)):
             raise ApiError(400, why, param="suffix")
-        train = self._job_file(caller, req.training_file, "training_file")
-        valid = self._job_file(caller, req.validation_file, "validation_file") if req.validation_file else None
+        method = req.method_type()
+        train = self._job_file(caller, req.training_file, "training_file", method)
+        valid = self._job_file(caller, req.validation_file, "validation_file", method) if req.validation_file else None
         job_id = new_id("ftjob")
         output = (self.store.uri("runs"), job_id)
         base_uri = self.args.model if parent == self.base else parent
         try:
-            spec, hyper = resolve_spec(req, copy.deepcopy(self.templates[parent]), base_uri, train, valid, output, init_from)
+            spec, hyper = resolve_spec(
+                req, copy.deepcopy(self.templates[parent]), base_uri, train, valid, output, init_from, self.max_lora_rank
+            )
         except BadRequest as e:
             raise ApiError(400, e.message, param=e.param, code=e.code) from None
         suffix = req.suffix or caller.tenant
@@ -88,11 +96,23 @@ class FineTuneService(ServiceCore):
         }
         return req, {"record": record, "spec": spec}
 
-    def _job_file(self, caller: Caller, file_id: str, param: str) -> str:
-        """The blob of the caller's file; another tenant's file is answered as one that does not exist."""
+    def _job_file(self, caller: Caller, file_id: str, param: str, method: str) -> str:
+        """The blob of the caller's file, whose rows `method` trains on; another tenant's file is answered as one that
+        does not exist."""
         record = self.store.get(f"records/files/{names.record_key(file_id)}.json") if file_id.startswith("file-") else None
         if record is None or record["tenant"] != caller.tenant:
             raise ApiError(400, f"{param} {file_id!r} does not exist (or was deleted).", param=param, code="file_not_found")
+        # A record without a shape predates DPO uploads, when the check accepted supervised rows only.
+        shape, wanted = record.get("shape", "sft"), "dpo" if method == "dpo" else "sft"
+        if shape != wanted:
+            held = "preference pairs" if shape == "dpo" else "supervised examples (conversations or completions)"
+            fix = "method {type: dpo}" if shape == "dpo" else "a file of preference pairs (OpenAI's DPO format)"
+            raise ApiError(
+                400,
+                f"{param} {file_id!r} holds {held}, which method {method} does not train on. Fix: use {fix}.",
+                param=param,
+                code="invalid_file_for_method",
+            )
         return self.store.uri(record["blob"])
 
     def _check_concurrency(self, caller: Caller) -> None:
@@ -116,6 +136,7 @@ class FineTuneService(ServiceCore):
         self._check_concurrency(caller)
         record = prepared["record"]
         await asyncio.to_thread(self._start, record, prepared["spec"])
+        self.watching.add(record["id"])
         return jobs.job_object(self.store, record)
 
     def _start(self, record: dict[str, Any], spec: dict[str, Any]) -> None:
@@ -220,6 +241,7 @@ class FineTuneService(ServiceCore):
             status = jobs.status_of(self.store, record["id"])["status"]
             if status not in ("validating_files", "queued", "running"):
                 continue
+            self.watching.add(record["id"])
             found = ray_jobs.state(self.ray(), record["submission_id"])
             if found is None:
                 self._submit(record)
@@ -236,13 +258,31 @@ class FineTuneService(ServiceCore):
                 error = {"code": "job_failed", "message": f"the Ray job ended {ray_status} ({message[-500:]}).", "param": None}
                 jobs.set_status(self.store, record["id"], "failed", f"Job failed: Ray job {ray_status}.", error=error)
 
-    async def reconcile_forever(self) -> None:
+    def newly_published(self) -> list[str]:
+        """The models of watched jobs that have succeeded since the last call (each is then no longer watched)."""
+        found = []
+        for job_id in list(self.watching):
+            state = jobs.status_of(self.store, job_id)
+            if state["status"] in jobs.FINISHED:
+                self.watching.discard(job_id)
+                if state["status"] == "succeeded" and state.get("fine_tuned_model"):
+                    found.append(state["fine_tuned_model"])
+        return found
+
+    async def reconcile_forever(self, preload) -> None:
+        """Reconcile every `finetune.reconcile_s`; between passes, every WATCH_S, hand each model whose job has just
+        succeeded to `preload` (an async function loading it into vLLM), so its first request does not wait for it."""
+        last = float("-inf")
         while True:
             try:
-                await asyncio.to_thread(self.reconcile)
+                if time.monotonic() - last >= self.args.finetune.reconcile_s:
+                    last = time.monotonic()
+                    await asyncio.to_thread(self.reconcile)
+                for name in await asyncio.to_thread(self.newly_published) if self.args.finetune.preload else []:
+                    await preload(name)
             except Exception:  # noqa: BLE001 - one bad pass (storage or Ray briefly away) must not end the loop
                 logger.exception("rayfit: reconciling fine-tuning jobs failed")
-            await asyncio.sleep(self.args.finetune.reconcile_s)
+            await asyncio.sleep(min(WATCH_S, self.args.finetune.reconcile_s))
 
 
 def _state_error(job_id: str, status: str, only: str) -> ApiError:

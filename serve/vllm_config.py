@@ -15,6 +15,7 @@ from serve.adapters import adapter_dir, adapter_uri, root_names
 from serve.args import ServeArgs
 
 DEFAULT_LORA_RANK = 16  # when only adapter_root is given and it is still empty at start
+WORKER_EXTENSION = "serve.vllm_worker.RayfitWorker"
 
 
 def adapter_ranks(args: ServeArgs) -> dict[str, int]:
@@ -81,6 +82,8 @@ def engine_kwargs(args: ServeArgs, model_path: str, ranks: dict[str, int]) -> di
         **({"distributed_executor_backend": "ray"} if args.vllm.tensor_parallel_size > 1 else {}),
         **lora_sizes(args, ranks),
     }
+    if kwargs.get("enable_lora"):  # rayfit's worker methods: skipping idle LoRA decode ops on CPU (serve/vllm_worker.py)
+        kwargs["worker_extension_cls"] = WORKER_EXTENSION
     return kwargs | args.vllm.engine_kwargs
 
 

@@ -3,7 +3,8 @@
 The shapes are TRL's dataset types (language modeling `text`, prompt-only, prompt/completion as strings or as
 message lists, preference pairs with an explicit or implicit prompt, unpaired preference for KTO), chat lists
 (`messages`, `conversations`; role/content or from/value; OpenAI's fine-tuning format with `tools`, `tool_calls`,
-`tool` results and `weight: 0`), alpaca, and OpenAI evals samples (`input` + `ideal`).
+`tool` results and `weight: 0`), alpaca, and OpenAI evals samples (`input` + `ideal`). OpenAI's DPO rows
+(`input.messages`, `preferred_output`, `non_preferred_output`) are preference pairs.
 
 A sample is a dict with every key present: `messages` + `train` (per message: is it trained) + `tools` for
 conversations, `text` for language modeling, `prompt` + `completion` for string prompt/completion.
@@ -29,7 +30,8 @@ SHAPES = {
     "text": "text (language modeling)",
     "prompt_completion": "prompt, completion (both text, or both lists of messages)",
     "openai_evals": "input (messages), ideal (the answer)",
-    "preference": "chosen, rejected, optional prompt (text or messages)",
+    "preference": "chosen, rejected, optional prompt (text or messages); or OpenAI's DPO rows: input.messages, "
+    "preferred_output, non_preferred_output",
     "unpaired_preference": "prompt, completion, label (true/false; KTO)",
     "prompt_only": "prompt only (for online methods such as GRPO)",
 }
@@ -49,8 +51,8 @@ def _signatures(fields: dict) -> set[str]:
         found.add("text")
     if has("input") and has("ideal"):
         found.add("openai_evals")
-    if has("chosen") and has("rejected"):
-        found.add("preference")
+    if (has("chosen") and has("rejected")) or (has("preferred_output") and has("non_preferred_output")):
+        found.add("preference")  # TRL's pairs, or OpenAI's DPO rows (input.messages, preferred/non_preferred_output)
     elif has("prompt") and has("completion") and isinstance(fields.get("label"), bool):
         found.add("unpaired_preference")
     elif has("prompt") and has("completion"):

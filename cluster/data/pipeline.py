@@ -21,6 +21,7 @@ from cluster.data.report import DataReport, SourceSummary
 from cluster.data.sources import Record, SourceRows, stream_source
 from cluster.errors import UserError
 from cluster.spec import DataSpec
+from cluster.spec.data import SourceSpec
 
 ROWS_PER_PROC = 200  # below this many rows per process, forking costs more than it saves
 COLUMNS = ["input_ids", "labels"]
@@ -62,6 +63,13 @@ def _mapped(stream, mapping: dict[str, str]):
             except RowProblem as p:
                 item = Drop(p.reason, item.where, p.detail)
         yield item
+
+
+def source_format(src: SourceSpec) -> str:
+    """The format of one source as read_all would take it: declared, or detected from its first DETECT_ROWS rows."""
+    head = list(itertools.islice(_mapped(stream_source(src), src.fields), DETECT_ROWS))
+    rows = SourceRows(src.path, [r for r in head if isinstance(r, Record)], [d for d in head if isinstance(d, Drop)])
+    return detect_format(rows, src.format)
 
 
 def read_all(data: DataSpec) -> Loaded:

@@ -3,7 +3,8 @@
 Rows keep TRL's own dataset shapes (explicit or implicit prompt, strings or message lists); each is normalised with
 TRL's `maybe_convert_to_chatml` and `maybe_extract_prompt` to the conversational {prompt, chosen, rejected} or
 {prompt, completion, label} that DPOTrainer/KTOTrainer tokenize themselves. Common column names of public preference
-sets (question/instruction, chosen_response, ...) are accepted as aliases.
+sets (question/instruction, chosen_response, ...) are accepted as aliases, and OpenAI's DPO fine-tuning rows
+(`{"input": {"messages": [...]}, "preferred_output": [...], "non_preferred_output": [...]}`) as pairs.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from cluster.data.drops import Drop
 
 # Column aliases seen in public preference sets (UltraFeedback, orca_dpo_pairs, HH-RLHF, argilla), first match wins.
 PROMPT_KEYS = ("prompt", "question", "instruction", "input", "query")
-CHOSEN_KEYS = ("chosen", "chosen_response", "response_chosen", "chosen_text")
-REJECTED_KEYS = ("rejected", "rejected_response", "response_rejected", "rejected_text")
+CHOSEN_KEYS = ("chosen", "chosen_response", "response_chosen", "chosen_text", "preferred_output")
+REJECTED_KEYS = ("rejected", "rejected_response", "response_rejected", "rejected_text", "non_preferred_output")
 COMPLETION_KEYS = ("completion", "response", "output", "answer")
 LABEL_KEYS = ("label", "thumbs_up", "desirable")
 LABEL_WORDS = {
@@ -50,6 +51,7 @@ def normalise_pair(fields: dict, system_prompt: str | None = None) -> dict:
     """A conversational {prompt, chosen, rejected} from one record; raises BadRow with the reason."""
     from trl.data_utils import maybe_extract_prompt
 
+    fields = _openai_pair(fields)
     chosen_key, rejected_key = _first(fields, CHOSEN_KEYS), _first(fields, REJECTED_KEYS)
     if chosen_key is None or rejected_key is None:
         missing = "chosen" if chosen_key is None else "rejected"
@@ -76,6 +78,21 @@ def normalise_pair(fields: dict, system_prompt: str | None = None) -> dict:
     if row["chosen"] == row["rejected"]:
         raise BadRow("identical chosen/rejected", "chosen and rejected are the same answer, which teaches nothing")
     return {**row, "prompt": _with_system(row["prompt"], fields, system_prompt)}
+
+
+def _openai_pair(fields: dict) -> dict:
+    """OpenAI's DPO row as {prompt, chosen, rejected} (its prompt is `input.messages`); any other record unchanged."""
+    if "preferred_output" not in fields and "non_preferred_output" not in fields:
+        return fields
+    for key in ("preferred_output", "non_preferred_output"):
+        if fields.get(key) is None:
+            raise BadRow("missing field", f"no '{key}' field (keys: {sorted(fields)})")
+    given = fields.get("input")
+    if not isinstance(given, dict) or not isinstance(given.get("messages"), list):
+        raise BadRow("missing prompt", "OpenAI's DPO format needs 'input' as {\"messages\": [...]}")
+    if given.get("tools"):  # TRL's DPO rows carry no tool definitions: training on the row without them would mislead
+        raise BadRow("wrong type", "'input.tools': tool definitions in preference rows are not supported; remove them")
+    return {"prompt": given["messages"], "chosen": fields["preferred_output"], "rejected": fields["non_preferred_output"]}
 
 
 def normalise_feedback(fields: dict, system_prompt: str | None = None) -> list[dict]:

@@ -24,6 +24,7 @@ from cluster.data.report import DataReport, SourceSummary
 from cluster.data.sources import read_source
 from cluster.errors import UserError
 from cluster.spec import JobSpec
+from cluster.spec.data import DataSpec
 
 PREFERENCE_VERSION = "1"
 
@@ -100,7 +101,12 @@ class PreferenceReport(DataReport):
 
 def read_preferences(spec: JobSpec, shape: Shape) -> tuple[list[dict], PreferenceReport, list[str]]:
     """Every train and eval source as TRL rows with `src` and `where`, the report so far, and source digests."""
-    data, objective = spec.data, shape.name
+    return read_preference_sources(spec.data, shape)
+
+
+def read_preference_sources(data: DataSpec, shape: Shape) -> tuple[list[dict], PreferenceReport, list[str]]:
+    """read_preferences for a data section alone (the fine-tuning service checks an uploaded file with it)."""
+    objective = shape.name
     report = PreferenceReport(objective=objective, max_dropped_fraction=data.max_dropped_fraction, max_seq_len=data.max_seq_len)
     rows, digests, seen = [], [PREFERENCE_VERSION, objective], {}
     for i, src in enumerate([*data.train, *data.eval]):

@@ -55,8 +55,12 @@ class ServiceRun:
     def pause_requested(self) -> bool:
         return self.store.exists(f"jobs/{self.job_id}/pause")
 
-    def paused(self) -> None:
-        self.status("paused", "Job paused after a checkpoint; resume continues from it.")
+    def paused(self, record: dict[str, Any]) -> None:
+        """Paused: the run stopped at its newest checkpoint, which a resumed attempt continues from."""
+        steps = [c["step"] for c in record.get("checkpoints", [])]
+        step = max(steps) if steps else None
+        where = f"at step {step}" if step is not None else "before its first checkpoint"
+        self.status("paused", f"Job paused {where}; resume continues from there.", paused_at_step=step)
 
     def succeeded(self, record: dict[str, Any]) -> None:
         """Record checkpoints, the evaluation and its gate, then publish (model record written last)."""
@@ -91,27 +95,22 @@ class ServiceRun:
         """Failed, with `eval_regression` when the evaluation gate refused the model (its report says so)."""
         report = _read_json(storage.join(part(run, "eval"), "report.json"))
         gate = (report or {}).get("gate")
+        message = str(error)[-2000:] or type(error).__name__
         if gate and not gate.get("passed", True):
             self._evaluation(report)
-            code = "eval_regression"
+            code, message = "eval_regression", f"{message} Metrics (base -> tuned): {_moved(report)}."
         else:
             code = "job_failed"
-        message = str(error)[-2000:] or type(error).__name__
         self.status("failed", f"Job failed: {message}", error={"code": code, "message": message, "param": None})
 
     def _evaluation(self, report: dict[str, Any]) -> None:
+        """The evaluation's metrics (base and tuned) as one event, and the gate's decision as another."""
         base, tuned = report.get("base", {}), report.get("tuned", {})
         shown = {k: {"base": base.get(k), "tuned": tuned.get(k)} for k in tuned if isinstance(tuned.get(k), int | float)}
-        moved = ", ".join(f"{k} {v['base']} -> {v['tuned']}" for k, v in shown.items())
-        self.event(f"Evaluation: {moved}", {"evaluation": shown})
+        self.event(f"Evaluation (base -> tuned): {_moved(report)}", {"evaluation": shown})
         gate = report.get("gate")
         if gate:
-            verdict = "passed" if gate.get("passed") else "failed"
-            self.event(
-                f"Gate {verdict}: tuned {gate.get('metric')} is worse than base by {gate.get('worse_by')} "
-                f"(max_regression {gate.get('max_regression')}).",
-                {"gate": gate},
-            )
+            self.event(_gate_line(gate), {"gate": gate})
 
     def _trained_tokens(self) -> int | None:
         found = jobs.latest_metrics(self.store, self.job_id)
@@ -138,6 +137,28 @@ class ServiceRun:
             },
         )
         return file_id
+
+
+def _moved(report: dict[str, Any]) -> str:
+    """`eval_loss 2.61 -> 0.41, exact_match 0 -> 0.5` for every metric both models were scored on."""
+    base, tuned = report.get("base", {}), report.get("tuned", {})
+    numbers = [k for k, v in tuned.items() if isinstance(v, int | float) and isinstance(base.get(k), int | float)]
+    return ", ".join(f"{k} {base[k]:.4g} -> {tuned[k]:.4g}" for k in numbers)
+
+
+def _gate_line(gate: dict[str, Any]) -> str:
+    """The gate's decision in words: the regression allowed and, when asked for, the improvement required."""
+    verdict, metric = "passed" if gate.get("passed") else "failed", gate.get("metric")
+    parts = []
+    if gate.get("max_regression") is not None and gate.get("worse_by") is not None:
+        worse = gate["worse_by"]
+        moved = f"worse than base by {worse:.1%}" if worse > 0 else f"better than base by {-worse:.1%}"
+        parts.append(f"tuned {metric} is {moved} (max_regression {gate['max_regression']:.1%})")
+    if gate.get("min_improvement") is not None:
+        low, high = gate.get("difference_interval") or (None, None)
+        span = f"[{low:+.4g}, {high:+.4g}]" if low is not None else "not measured"
+        parts.append(f"tuned - base on {metric} is in {span} (95%), required above {gate['min_improvement']}")
+    return f"Gate {verdict}: " + ("; ".join(parts) or f"on {metric}") + "."
 
 
 def _read_json(uri: str) -> Any:

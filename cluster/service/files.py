@@ -6,45 +6,57 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cluster.data.preference import PREFERENCE_REASONS
 from cluster.errors import UserError
 from cluster.service.store import Store, new_id
 
 # Drops that mean a row is broken (a duplicate row is not: the data check keeps one of them, as in training).
 BAD = ("unparseable", "not utf-8", "missing field", "unknown role", "empty content", "wrong role order", "no assistant turn")
+BAD_PAIRS = ("unparseable", "not utf-8", *PREFERENCE_REASONS)
 SHOWN = 5
+SHAPES = ("sft", "dpo")  # what a fine-tune file trains: conversations/completions, or preference pairs
 
 
 class BadFile(UserError):
     """The upload is refused; `message` names the first bad lines and their reasons."""
 
 
-def check_upload(path: Path, filename: str) -> int:
+def check_upload(path: Path, filename: str) -> tuple[int, str]:
     """Read every row of an uploaded JSONL file with the data pipeline's reader and format detection; returns the row
-    count, or raises BadFile naming the first bad lines (`file:line: reason (detail)`)."""
-    from cluster.data.pipeline import read_all
+    count and the file's shape (`sft`, or `dpo` for preference pairs, TRL's or OpenAI's DPO rows), or raises BadFile
+    naming the first bad lines (`file:line: reason (detail)`)."""
+    from cluster.data.pipeline import read_all, source_format
+    from cluster.data.preference_prepare import PAIRS, read_preference_sources
     from cluster.spec.data import DataSpec, SourceSpec
 
     if path.stat().st_size == 0:
         raise BadFile(f"{filename} is empty. Fix: upload JSONL with one training example per line.")
+    data = DataSpec(train=[SourceSpec(path=str(path))])
     try:
-        loaded = read_all(DataSpec(train=[SourceSpec(path=str(path))]))
+        shape = "dpo" if source_format(data.train[0]) == "preference" else "sft"
+        if shape == "dpo":
+            rows, report, _ = read_preference_sources(data, PAIRS)
+        else:
+            loaded = read_all(data)
+            rows, report = loaded.samples, loaded.report
     except UserError as e:
         raise BadFile(f"{filename}: {e}".replace(str(path), filename)) from None
-    report = loaded.report
+    broken = BAD_PAIRS if shape == "dpo" else BAD
     bad = sorted(
-        (_named(reason, example) for reason, entry in report.dropped.items() if reason in BAD for example in entry.examples),
+        (_named(reason, example) for reason, entry in report.dropped.items() if reason in broken for example in entry.examples),
         key=_line_of,
     )
     if bad:
-        count = sum(e.count for r, e in report.dropped.items() if r in BAD)
+        count = sum(e.count for r, e in report.dropped.items() if r in broken)
         shown = "; ".join(str(b).replace(str(path), filename) for b in bad[:SHOWN])
+        what = "preference pairs" if shape == "dpo" else "training examples"
         raise BadFile(
-            f"{filename}: {count} of {report.rows_read} lines are not valid training examples: {shown}"
+            f"{filename}: {count} of {report.rows_read} lines are not valid {what}: {shown}"
             f"{'; ...' if count > SHOWN else ''}. Fix: repair those lines (`rayfit data check` lists every one)."
         )
-    if not loaded.samples:
+    if not rows:
         raise BadFile(f"{filename} holds no training examples. Fix: upload JSONL with one example per line.")
-    return report.rows_read
+    return report.rows_read, shape
 
 
 def _named(reason: str, example: str) -> str:
@@ -65,7 +77,9 @@ def file_object(record: dict[str, Any]) -> dict[str, Any]:
     return {"object": "file", **{k: record[k] for k in keys}, "expires_at": None, "status_details": None}
 
 
-def store_file(store: Store, local: Path, filename: str, tenant: str, purpose: str, size: int, rows: int) -> dict[str, Any]:
+def store_file(
+    store: Store, local: Path, filename: str, tenant: str, purpose: str, size: int, rows: int, shape: str
+) -> dict[str, Any]:
     """Store the checked bytes, then the record (last, so a record always has its bytes); returns the record."""
     file_id = new_id("file")
     blob = f"blobs/{file_id}{local.suffix}"  # the suffix tells the data reader the file's kind (.jsonl or .json)
@@ -80,6 +94,7 @@ def store_file(store: Store, local: Path, filename: str, tenant: str, purpose: s
         "status": "processed",
         "tenant": tenant,
         "rows": rows,
+        "shape": shape,
     }
     store.put(f"records/files/{file_id}.json", record)
     return record

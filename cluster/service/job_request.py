@@ -124,8 +124,10 @@ def resolve_spec(
     valid_uri: str | None,
     output: tuple[str, str],
     init_from: str | None = None,
+    max_lora_rank: int | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(the validated spec as a plain dict, the resolved hyperparameters as OpenAI shows them)."""
+    """(the validated spec as a plain dict, the resolved hyperparameters as OpenAI shows them). `max_lora_rank` is the
+    largest rank the serving engine holds: a larger adapter would train, then be refused at its first request."""
     spec = copy.deepcopy(template)
     spec.setdefault("model", {})["base"] = base_uri
     if init_from:
@@ -163,6 +165,14 @@ def resolve_spec(
             "adapter. Fix: use lora or qlora here, or run the full fine-tune with `rayfit submit SPEC` and serve its "
             "export with `serve run serve.app:build_app model=EXPORT_URI`.",
             "rayfit.spec.model.method",
+        )
+    rank = final.model.lora.r if final.model.lora else None
+    if max_lora_rank is not None and rank is not None and rank > max_lora_rank:
+        raise BadRequest(
+            f"model.lora.r {rank} is above the largest LoRA rank this endpoint's vLLM engine serves ({max_lora_rank}, "
+            f"its vllm.max_lora_rank): the adapter would train, then be refused. Fix: set rayfit.spec.model.lora.r to "
+            f"at most {max_lora_rank}, or serve the base with a larger vllm.max_lora_rank.",
+            "rayfit.spec.model.lora.r",
         )
     t = final.train
     resolved = {

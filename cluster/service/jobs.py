@@ -136,6 +136,8 @@ def job_object(store: Store, record: dict[str, Any]) -> dict[str, Any]:
             "max_steps": record["hyperparameters"].get("max_steps"),
             "init_from": record.get("init_from"),
             "run": record["run"],
+            "attempt": record["attempt"],
+            "paused_at_step": state.get("paused_at_step"),
         },
     }
 

@@ -10,6 +10,7 @@ from typing import Any
 from cluster.noise import PROCESS_ENV
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+JOB_KEY = "rayfit_service_job"  # the Ray job's metadata: which fine-tuning job it is an attempt of
 
 
 def job_server(address: str | None) -> str:
@@ -47,7 +48,7 @@ def submit(jobs, submission_id: str, spec_uri: str, job_uri: str, runtime_env: d
         submission_id=submission_id,
         runtime_env=env,
         entrypoint_num_cpus=num_cpus,
-        metadata={"rayfit_service_job": job_uri.rsplit("/", 1)[-1]},
+        metadata={JOB_KEY: job_uri.rsplit("/", 1)[-1]},
     )
 
 

@@ -43,6 +43,8 @@ def metrics_sink(rank: int) -> Callable | None:
     store, job_id = job
 
     def sink(step: int, total: int, logs: dict, tokens_per_s: float | None, tokens_seen: int, eta_s: float | None) -> None:
+        if "loss" not in logs and "eval_loss" not in logs:  # the Trainer's summary when a run (or an attempt) ends
+            return
         data = {"step": step, "total_steps": total, "tokens_seen": tokens_seen, "tokens_per_s": tokens_per_s, "eta_s": eta_s}
         for key, name in (("loss", "train_loss"), ("eval_loss", "valid_loss"), ("learning_rate", "learning_rate")):
             if key in logs:

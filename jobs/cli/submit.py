@@ -13,6 +13,8 @@ from cluster.errors import UserError
 from cluster.spec import SpecError, load_spec
 from jobs import ray_jobs
 
+JOB_ID_HELP = "the Ray job id, or a fine-tuning API job id (ftjob-...: its newest attempt)"
+
 
 def register(subparsers) -> None:
     """Add the `submit`, `status`, `logs`, `stop` and `list` subcommands."""
@@ -38,18 +40,18 @@ def register(subparsers) -> None:
     p.set_defaults(run=submit)
 
     p = subparsers.add_parser("status", help="a job's status; a failed job prints the tail of its log and exits 1")
-    p.add_argument("job_id")
+    p.add_argument("job_id", help=JOB_ID_HELP)
     _address(p)
     p.set_defaults(run=status)
 
     p = subparsers.add_parser("logs", help="print a job's log")
-    p.add_argument("job_id")
+    p.add_argument("job_id", help=JOB_ID_HELP)
     p.add_argument("--follow", "-f", action="store_true", help="keep streaming until the job ends; exit 1 unless it succeeds")
     _address(p)
     p.set_defaults(run=logs)
 
     p = subparsers.add_parser("stop", help="stop a running job")
-    p.add_argument("job_id")
+    p.add_argument("job_id", help=JOB_ID_HELP)
     p.add_argument("--wait", action="store_true", help="wait until it has stopped")
     _address(p)
     p.set_defaults(run=stop)
@@ -111,6 +113,7 @@ def _submit_job(client, **kwargs) -> str:
 def status(args) -> int:
     """Print the job's status; a failed or stopped job raises with Ray's message and the tail of its log."""
     client = ray_jobs.connect(args.address)
+    args.job_id = ray_jobs.submission_of(client, args.job_id)
     info = ray_jobs.call(client.get_job_info, args.job_id)
     print(f"{args.job_id} {info.status.value}")
     if info.status.value in ("FAILED", "STOPPED"):
@@ -121,6 +124,7 @@ def status(args) -> int:
 def logs(args) -> int:
     """Print the job's log; with --follow, stream it until the job ends."""
     client = ray_jobs.connect(args.address)
+    args.job_id = ray_jobs.submission_of(client, args.job_id)
     if args.follow:
         return _follow(client, args.job_id)
     print(ray_jobs.call(client.get_job_logs, args.job_id), end="")
@@ -130,6 +134,7 @@ def logs(args) -> int:
 def stop(args) -> int:
     """Ask Ray to stop the job; with --wait, until it has."""
     client = ray_jobs.connect(args.address)
+    args.job_id = ray_jobs.submission_of(client, args.job_id)
     stopped = ray_jobs.call(client.stop_job, args.job_id)
     print(f"{args.job_id} {'stop requested' if stopped else 'was not running'}")
     if args.wait:

@@ -39,7 +39,10 @@ def render(build: str) -> list[dict]:
 @pytest.fixture(scope="module")
 def validators():
     if not CRD_DIR.is_dir():
-        pytest.skip(f"KubeRay CRDs not found at {CRD_DIR} (expected the v1.7.0 ray.io_*.yaml files there)")
+        pytest.skip(
+            f"KubeRay CRDs not found at {CRD_DIR} (expected the v1.7.0 ray.io_*.yaml files of KubeRay's "
+            "config/crd/bases/ there); set RAYFIT_KUBERAY_CRDS to the folder holding them (docs/deploy.md)"
+        )
     return load_crd_validators(CRD_DIR)
 
 

@@ -61,6 +61,9 @@ def test_namespace_is_what_vllm_parses_and_user_kwargs_win(tmp_path):
     )
     assert engine.max_num_seqs == 24 and engine.enable_prefix_caching is False
     assert engine.override_generation_config == {} and not engine.enable_lora  # no max_new_tokens: it caps every request
+    assert not engine.worker_extension_cls  # rayfit's worker methods only with LoRA (serve/vllm_worker.py)
+    with_lora = engine_kwargs(parse_args({"model": "m", "storage": str(tmp_path)}), "m", {})
+    assert with_lora["enable_lora"] and with_lora["worker_extension_cls"] == "serve.vllm_worker.RayfitWorker"
     assert namespace.enable_auto_tool_choice and namespace.tool_call_parser == "hermes"
     assert (
         engine_kwargs(parse_args({"model": "m", "vllm": {"tensor_parallel_size": 2}}), "m", {})["distributed_executor_backend"]

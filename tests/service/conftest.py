@@ -16,7 +16,7 @@ import pytest
 from tests.jobs.test_submit_e2e import BIN, REPO, _stop, _wait_for_job_server, free_ports
 from tests.serve.lora_fixtures import QUESTION, serve_base
 
-KEYS = {"tenant_a": "sk-svc-a-0123", "tenant_b": "sk-svc-b-4567"}
+KEYS = {"tenant_a": "sk-svc-a-0123", "tenant_b": "sk-svc-b-4567", "tenant_c": "sk-svc-c-8901"}
 ANSWER = "A building permit is required."
 # The template every job on the tiny base starts from: 1 CPU worker, LoRA, 60 steps, a checkpoint every 30.
 TEMPLATE = {
@@ -54,6 +54,20 @@ def training_rows(answer: str = ANSWER, n: int = 8) -> str:
     return "".join(json.dumps(r) + "\n" for r in rows)
 
 
+def preference_rows(chosen: str = ANSWER, rejected: str = "No permit is needed.", n: int = 8) -> str:
+    """JSONL in OpenAI's DPO format: `n` phrasings of QUESTION, `chosen` preferred over `rejected`."""
+    questions = [QUESTION] + [f"{QUESTION[:-1]}, please {i}?" for i in range(1, n)]
+    rows = [
+        {
+            "input": {"messages": [{"role": "user", "content": q}]},
+            "preferred_output": [{"role": "assistant", "content": chosen}],
+            "non_preferred_output": [{"role": "assistant", "content": rejected}],
+        }
+        for q in questions
+    ]
+    return "".join(json.dumps(r) + "\n" for r in rows)
+
+
 @pytest.fixture(scope="session")
 def ray_head():
     """`ray start --head` with the dashboard (Ray's job server) on free 127.0.0.1 ports; stopped by pid after."""
@@ -86,7 +100,7 @@ def ray_head():
 
 @pytest.fixture(scope="session")
 def service(ray_head, tiny_model_dir, tmp_path_factory):
-    """The app with `storage`: tenants a (1 concurrent job, 1 MB stored) and b, jobs submitted to the head's job
+    """The app with `storage`: tenants a (1 concurrent job, 1 MB stored), b and c, jobs submitted to the head's job
     server with this checkout on PYTHONPATH (the `finetune.runtime_env` arg). Yields a dict of what tests need."""
     import ray
     from ray import serve
@@ -109,6 +123,7 @@ def service(ray_head, tiny_model_dir, tmp_path_factory):
         "api_keys": [
             {"file": str(secrets / "tenant_a"), "max_concurrent_jobs": 1, "max_stored_bytes": 1_000_000},
             {"file": str(secrets / "tenant_b")},
+            {"file": str(secrets / "tenant_c")},  # test_pause_and_gate.py: its paused job blocks no one else
         ],
         "finetune": {
             "bases": {"tiny": TEMPLATE},

@@ -4,13 +4,14 @@ within a second, and nothing is stored. Also the per-tenant stored-bytes limit (
 from __future__ import annotations
 
 import io
+import json
 import time
 from pathlib import Path
 
 import openai
 import pytest
 
-from tests.service.conftest import client, training_rows
+from tests.service.conftest import client, preference_rows, training_rows
 
 pytestmark = pytest.mark.slow  # shares the session's Ray head and vLLM app (tests/service/conftest.py)
 
@@ -47,6 +48,14 @@ def test_bad_files_are_refused_and_nothing_is_stored(service):
     big = (training_rows() * 400).encode()  # about 1 MB against max_upload_bytes 200,000
     refused(upload(api, "big.jsonl", big), 400, "file", "max_upload_bytes (200000 bytes)")
     refused(upload(api, "faq.jsonl", training_rows().encode(), purpose="assistants"), 400, "purpose", "'assistants'")
+    pairs = preference_rows().splitlines()
+    one_sided = json.dumps({k: v for k, v in json.loads(pairs[2]).items() if k != "non_preferred_output"})
+    refused(
+        upload(api, "pairs.jsonl", "\n".join([*pairs[:2], one_sided, *pairs[3:]]).encode()),
+        400,
+        "file",
+        "not valid preference pairs: pairs.jsonl:3: missing field (no 'non_preferred_output' field",
+    )
     assert stored(service["storage"]) == before
 
 
@@ -84,6 +93,13 @@ def test_bad_jobs_are_refused_and_nothing_is_stored(service):
         "did you mean 'epochs'",
     )
     refused(create(extra_body={"rayfit": {"spec": {"output": {"name": "x"}}}}), 400, "rayfit.spec.output", "set by the service")
+    refused(
+        create(extra_body={"rayfit": {"spec": {"model": {"lora": {"r": 16}}}}}),  # the engine holds ranks up to 8
+        400,
+        "rayfit.spec.model.lora.r",
+        "vllm.max_lora_rank",
+    )
+    refused(create(method={"type": "dpo"}), 400, "training_file", "supervised examples")
     refused(
         create(extra_body={"rayfit": {"spec": {"model": {"method": "full", "lora": None}}}}),
         400,

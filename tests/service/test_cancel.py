@@ -37,6 +37,8 @@ def test_cancel_stops_the_ray_job_and_frees_its_workers(service):
         assert time.monotonic() < deadline, "the job never logged a training step"
         time.sleep(1)
     assert train_actors(service["head"]["jobs"])  # training is running
+    running = api.fine_tuning.jobs.retrieve(job.id)  # 5000 steps to go: the estimate is in the future
+    assert running.status == "running" and running.estimated_finish > time.time(), running
 
     start = time.monotonic()
     assert api.fine_tuning.jobs.cancel(job.id).status == "cancelled"

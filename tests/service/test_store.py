@@ -76,3 +76,38 @@ def test_hyperparameters_resolve_into_the_template(tmp_path):
             ("/runs", "x"),
         )
     assert e.value.param == "rayfit.spec.model.lora.lora_alpha"
+
+
+def test_a_lora_rank_the_engine_cannot_serve_is_refused_naming_the_field(tmp_path):
+    body = {"model": "tiny", "training_file": "file-1", "rayfit": {"spec": {"model": {"lora": {"r": 16}}}}}
+    args = (TEMPLATE, str(tmp_path), "/d.jsonl", None, ("/runs", "x"))
+    with pytest.raises(BadRequest, match=r"model.lora.r 16 is above .* \(8, its vllm.max_lora_rank\)") as e:
+        resolve_spec(parse_request(body), *args, max_lora_rank=8)
+    assert e.value.param == "rayfit.spec.model.lora.r"
+    assert resolve_spec(parse_request(body), *args, max_lora_rank=16)[0]["model"]["lora"]["r"] == 16
+
+
+def test_dpo_resolves_beta_and_the_objective(tmp_path):
+    body = {"model": "tiny", "training_file": "file-1", "method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.3}}}}
+    spec, hyper = resolve_spec(parse_request(body), TEMPLATE, str(tmp_path), "/d.jsonl", None, ("/runs", "x"))
+    assert spec["train"]["objective"] == "dpo" and spec["train"]["dpo"]["beta"] == 0.3 and hyper["beta"] == 0.3
+
+
+def test_the_upload_check_reads_sft_and_dpo_files_and_names_bad_lines(tmp_path):
+    import json
+
+    from cluster.service.files import BadFile, check_upload
+    from tests.service.conftest import preference_rows, training_rows
+
+    sft, dpo = tmp_path / "sft.jsonl", tmp_path / "dpo.jsonl"
+    sft.write_text(training_rows())
+    dpo.write_text(preference_rows())
+    assert check_upload(sft, "sft.jsonl") == (8, "sft")
+    assert check_upload(dpo, "dpo.jsonl") == (8, "dpo")
+    rows = preference_rows().splitlines()
+    half = {k: v for k, v in json.loads(rows[1]).items() if k != "non_preferred_output"}
+    dpo.write_text("\n".join([rows[0], json.dumps(half), "{oops", *rows[3:]]) + "\n")
+    with pytest.raises(
+        BadFile, match=r"2 of 8 lines are not valid preference pairs: dpo.jsonl:2: missing field .*dpo.jsonl:3: unparseable"
+    ):
+        check_upload(dpo, "dpo.jsonl")

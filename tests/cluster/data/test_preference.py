@@ -30,6 +30,7 @@ EXPECTED = {"prompt": USER, "chosen": GOOD, "rejected": BAD}
             "chosen": [{"from": "human", "value": "What is ROT?"}, {"from": "gpt", "value": GOOD[0]["content"]}],
             "rejected": [{"from": "human", "value": "What is ROT?"}, {"from": "gpt", "value": BAD[0]["content"]}],
         },
+        {"input": {"messages": USER}, "preferred_output": GOOD, "non_preferred_output": BAD},  # OpenAI's DPO fine-tuning
     ],
 )
 def test_common_pair_shapes_normalise_to_trl_conversational(record):
@@ -39,6 +40,19 @@ def test_common_pair_shapes_normalise_to_trl_conversational(record):
         assert row["chosen"] == [{"role": "gpt", "content": GOOD[0]["content"]}]
         return
     assert row == EXPECTED
+
+
+def test_openai_dpo_rows_are_detected_as_pairs_and_their_problems_named():
+    from cluster.data.formats import _signatures
+
+    row = {"input": {"messages": USER}, "preferred_output": GOOD, "non_preferred_output": BAD}
+    assert _signatures(row) == {"preference"}  # `input` without `ideal` is not an evals sample
+    with pytest.raises(BadRow, match="no 'non_preferred_output' field"):
+        normalise({k: v for k, v in row.items() if k != "non_preferred_output"}, "dpo")
+    with pytest.raises(BadRow, match=r"needs 'input' as \{\"messages\""):
+        normalise({**row, "input": "What is ROT?"}, "dpo")
+    with pytest.raises(BadRow, match="input.tools"):
+        normalise({**row, "input": {"messages": USER, "tools": [{"type": "function"}]}}, "dpo")
 
 
 def test_system_column_and_system_prompt_go_first():

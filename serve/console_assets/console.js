@@ -48,8 +48,9 @@ function confirmThen(question, action) {
   };
 }
 
-// Run fn now and every `ms` after it finishes, until it returns false or another view starts. A hidden tab (another
-// tab in front, a minimised window) asks nothing: the poll waits and runs again the moment the tab is shown.
+// Run fn now and every `ms` (a number, or a function giving the next wait) after it finishes, until it returns false or
+// another view starts. A hidden tab (another tab in front, a minimised window) asks nothing: the poll waits and runs
+// again the moment the tab is shown.
 function every(ms, fn) {
   const mine = { timer: null, waiting: false };
   mine.tick = async () => {
@@ -58,7 +59,7 @@ function every(ms, fn) {
     if (document.hidden) { mine.waiting = true; return; }
     let again = true;
     try { again = (await fn()) !== false; } catch (e) { flash(e.message); }
-    if (again && poll === mine) mine.timer = setTimeout(mine.tick, ms);
+    if (again && poll === mine) mine.timer = setTimeout(mine.tick, typeof ms === "function" ? ms() : ms);
   };
   poll = mine;
   mine.tick();
@@ -97,8 +98,11 @@ $("#forget").addEventListener("click", () => { sessionStorage.removeItem(STORE);
 // estimated_finish has moved (the API derives it from that same newest metrics event; a job still waiting for its
 // first step has none) and at most every PROGRESS_EVERY_MS per job: ten running jobs cost the app a few calls a
 // minute on top of the list itself, not one per job per poll (benchmarks/console_load.py).
-const LIST_EVERY_MS = 10000; // jobs run for minutes to hours; the job page itself follows one job every 2 s
 const PROGRESS_EVERY_MS = 30000;
+// The list is asked for every 10 s while some job's status changes, and twice as rarely after each poll that changed
+// none, up to every 40 s: jobs run for minutes to hours, and the job page follows one job every 2 s.
+const LIST_FIRST_MS = 10000;
+const LIST_MAX_MS = 40000;
 async function progressOf(job, seen) {
   if (job.status !== "running") { seen.delete(job.id); return ""; }
   const last = seen.get(job.id);
@@ -130,8 +134,13 @@ function jobsView() {
   show(h("h2", {}, "Fine-tuning jobs"), h("label", {}, "Status ", filter),
     table("jobs", ["Job", "Status", "Base", "Suffix", "Progress", "ETA", "Created", ""], body));
   const seen = new Map();
-  every(LIST_EVERY_MS, async () => {
+  let wait = LIST_FIRST_MS;
+  let statuses = "";
+  every(() => wait, async () => {
     const jobs = (await get("/v1/fine_tuning/jobs?limit=100")).data.filter((j) => filter.value === "all" || j.status === filter.value);
+    const now = jobs.map((j) => `${j.id}:${j.status}`).join(" ");
+    wait = now === statuses ? Math.min(2 * wait, LIST_MAX_MS) : LIST_FIRST_MS;
+    statuses = now;
     const progress = await Promise.all(jobs.map((j) => progressOf(j, seen)));
     body.replaceChildren(...jobs.map((j, i) => h("tr", { "data-job": j.id },
       h("td", {}, h("a", { href: `#/jobs/${j.id}` }, j.id)), h("td", { class: "status" }, j.status), h("td", {}, j.model),

@@ -99,6 +99,14 @@ class Console:
     def points(self, chart: str) -> int:
         return self.page.evaluate(f"() => document.querySelector('#{chart}')?.data?.[0]?.x?.length ?? 0")
 
+    def hide(self, hidden: bool) -> None:
+        """Make the page hidden or shown, as another tab in front or a minimised window would (headless has neither)."""
+        self.page.evaluate(
+            "h => { Object.defineProperty(document, 'hidden', {value: h, configurable: true}); "
+            "document.dispatchEvent(new Event('visibilitychange')); }",
+            hidden,
+        )
+
     def elsewhere(self) -> list[str]:
         """Requests this tab made to anywhere but the app (a CDN, a font service, ...)."""
         app = urlsplit(self.url).netloc
@@ -207,6 +215,15 @@ def test_a_job_from_upload_to_playground_and_alias(console, service, shots):
             tab.page.wait_for_selector(f"#job-status:text-is('{status}')")
             assert api.fine_tuning.jobs.retrieve(job_id).status == status
     assert api.fine_tuning.jobs.retrieve(job_id).status in ("queued", "running")
+
+    # A hidden tab asks nothing; shown again, it asks at once (this overlaps the resumed Ray job's start).
+    tab.hide(True)
+    tab.page.wait_for_timeout(2500)  # a poll already under way finishes
+    asked = len(tab.requested)
+    tab.page.wait_for_timeout(5000)  # two and a half of the job page's poll intervals
+    assert tab.requested[asked:] == []
+    with tab.page.expect_request(lambda r: f"/fine_tuning/jobs/{job_id}" in r.url, timeout=1000):
+        tab.hide(False)
 
     seen = _watch_job(tab)
     assert seen[-1][1] == "succeeded", seen

@@ -48,16 +48,25 @@ function confirmThen(question, action) {
   };
 }
 
+// Run fn now and every `ms` (a number, or a function giving the next wait) after it finishes, until it returns false or
+// another view starts. A hidden tab (another tab in front, a minimised window) asks nothing: the poll waits and runs
+// again the moment the tab is shown.
 function every(ms, fn) {
-  const tick = async () => {
-    const mine = poll;
+  const mine = { timer: null, waiting: false };
+  mine.tick = async () => {
+    mine.timer = null;
+    if (poll !== mine) return;
+    if (document.hidden) { mine.waiting = true; return; }
     let again = true;
     try { again = (await fn()) !== false; } catch (e) { flash(e.message); }
-    if (again && poll === mine) poll.timer = setTimeout(tick, ms);
+    if (again && poll === mine) mine.timer = setTimeout(mine.tick, typeof ms === "function" ? ms() : ms);
   };
-  poll = { timer: null };
-  tick();
+  poll = mine;
+  mine.tick();
 }
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden && poll?.waiting) { poll.waiting = false; poll.tick(); }
+});
 
 // Key entry
 
@@ -85,11 +94,25 @@ $("#forget").addEventListener("click", () => { sessionStorage.removeItem(STORE);
 
 // Jobs
 
-async function progressOf(job) {
-  if (job.status !== "running") return "";
+// A running job's step/total, from its newest metrics event. The list asks for it once, then again only when the job's
+// estimated_finish has moved (the API derives it from that same newest metrics event; a job still waiting for its
+// first step has none) and at most every PROGRESS_EVERY_MS per job: ten running jobs cost the app a few calls a
+// minute on top of the list itself, not one per job per poll (benchmarks/console_load.py).
+const PROGRESS_EVERY_MS = 30000;
+// The list is asked for every 10 s while some job's status changes, and twice as rarely after each poll that changed
+// none, up to every 40 s: jobs run for minutes to hours, and the job page follows one job every 2 s.
+const LIST_FIRST_MS = 10000;
+const LIST_MAX_MS = 40000;
+async function progressOf(job, seen) {
+  if (job.status !== "running") { seen.delete(job.id); return ""; }
+  const last = seen.get(job.id);
+  const stale = last && Date.now() - last.at >= PROGRESS_EVERY_MS && (last.eta !== job.estimated_finish || (!job.estimated_finish && last.text));
+  if (last && !stale) return last.text;
   const events = (await get(`/v1/fine_tuning/jobs/${job.id}/events?limit=10`)).data;
   const m = events.find((e) => e.type === "metrics");
-  return m ? `${m.data.step}/${m.data.total_steps}` : "";
+  const text = m ? `${m.data.step}/${m.data.total_steps}` : "";
+  seen.set(job.id, { eta: job.estimated_finish, at: Date.now(), text });
+  return text;
 }
 
 function jobActions(job) {
@@ -110,9 +133,15 @@ function jobsView() {
   filter.addEventListener("change", () => { location.hash = filter.value === "all" ? "#/jobs" : `#/jobs?status=${filter.value}`; });
   show(h("h2", {}, "Fine-tuning jobs"), h("label", {}, "Status ", filter),
     table("jobs", ["Job", "Status", "Base", "Suffix", "Progress", "ETA", "Created", ""], body));
-  every(5000, async () => {
+  const seen = new Map();
+  let wait = LIST_FIRST_MS;
+  let statuses = "";
+  every(() => wait, async () => {
     const jobs = (await get("/v1/fine_tuning/jobs?limit=100")).data.filter((j) => filter.value === "all" || j.status === filter.value);
-    const progress = await Promise.all(jobs.map(progressOf));
+    const now = jobs.map((j) => `${j.id}:${j.status}`).join(" ");
+    wait = now === statuses ? Math.min(2 * wait, LIST_MAX_MS) : LIST_FIRST_MS;
+    statuses = now;
+    const progress = await Promise.all(jobs.map((j) => progressOf(j, seen)));
     body.replaceChildren(...jobs.map((j, i) => h("tr", { "data-job": j.id },
       h("td", {}, h("a", { href: `#/jobs/${j.id}` }, j.id)), h("td", { class: "status" }, j.status), h("td", {}, j.model),
       h("td", {}, j.suffix ?? ""), h("td", { class: "progress" }, progress[i]), h("td", {}, when(j.estimated_finish)),
@@ -133,15 +162,27 @@ async function newEvents(id, known) {
   }
 }
 
-function chart(div, traces, title, ytitle) {
-  const layout = { title: { text: title }, height: 280, margin: { t: 40, r: 20, b: 40, l: 60 },
-    xaxis: { title: { text: "step" } }, yaxis: { title: { text: ytitle } }, legend: { orientation: "h" } };
+function chart(div, traces, title, ytitle, extra = {}) {
+  const layout = { title: { text: title }, height: 280, margin: { t: 40, r: 60, b: 40, l: 60 },
+    xaxis: { title: { text: "step" } }, yaxis: { title: { text: ytitle } }, legend: { orientation: "h" }, ...extra };
   window.Plotly.react(div, traces, layout, { displaylogo: false, responsive: true, staticPlot: false });
 }
 
-function metricTrace(metrics, field, name) {
+function metricTrace(metrics, field, name, more = {}) {
   const pts = metrics.filter((m) => typeof m[field] === "number");
-  return { x: pts.map((m) => m.step), y: pts.map((m) => m[field]), name, mode: "lines+markers", type: "scatter" };
+  return { x: pts.map((m) => m.step), y: pts.map((m) => m[field]), name, mode: "lines+markers", type: "scatter", ...more };
+}
+
+// GRPO's metrics events carry `reward`, `reward_<grader>`, `reward_std`, `kl` and `completion_length`: whenever any
+// event has a reward* key, the job page draws the rewards on one chart and KL with completion length on another.
+function rewardCharts(metrics, box) {
+  const keys = [...new Set(metrics.flatMap((m) => Object.keys(m)))];
+  const rewards = keys.filter((k) => k.startsWith("reward")).sort((a, b) => (a === "reward" ? -1 : b === "reward" ? 1 : a < b ? -1 : 1));
+  box.hidden = !rewards.length;
+  if (!rewards.length) return;
+  chart($("#reward-chart"), rewards.map((k) => metricTrace(metrics, k, k.replace(/_/g, " "))), "", "reward");
+  chart($("#policy-chart"), [metricTrace(metrics, "kl", "KL"), metricTrace(metrics, "completion_length", "completion length", { yaxis: "y2" })],
+    "", "KL", { yaxis2: { title: { text: "tokens" }, overlaying: "y", side: "right" } });
 }
 
 function dataReport(r) {
@@ -164,11 +205,14 @@ function evaluation(evalEvent, gateEvent, samples) {
 function jobView(id) {
   const known = new Map();
   const parts = Object.fromEntries(["head", "curves", "lr", "report", "plan", "checkpoints", "eval", "events"].map((k) => [k, h("div", { id: `job-${k}` })]));
-  show(h("h2", {}, id), parts.head, h("h3", {}, "Loss"), h("div", { id: "loss-chart", class: "chart" }),
+  const rewards = h("div", { id: "rewards", hidden: true }, h("h3", {}, "Reward"), h("div", { id: "reward-chart", class: "chart" }),
+    h("h3", {}, "KL and completion length"), h("div", { id: "policy-chart", class: "chart" }));
+  show(h("h2", {}, id), parts.head, h("h3", {}, "Loss"), h("div", { id: "loss-chart", class: "chart" }), rewards,
     h("h3", {}, "Learning rate"), h("div", { id: "lr-chart", class: "chart" }), h("h3", {}, "Data report"), parts.report,
     h("h3", {}, "Plan"), parts.plan, h("h3", {}, "Checkpoints"), parts.checkpoints, h("h3", {}, "Base vs tuned"), parts.eval,
     h("h3", {}, "Events"), parts.events);
   let samples = null;
+  let ckpts = null;
   every(2000, async () => {
     let job;
     try { job = await get(`/v1/fine_tuning/jobs/${id}`); } catch (e) {
@@ -176,6 +220,7 @@ function jobView(id) {
       show(h("p", { id: "not-found", class: "error" }, e.message));
       return false;
     }
+    const before = known.size;
     await newEvents(id, known);
     const events = [...known.values()].sort((a, b) => (a.id < b.id ? -1 : 1));
     const metrics = events.filter((e) => e.type === "metrics").map((e) => e.data);
@@ -186,12 +231,16 @@ function jobView(id) {
       job.fine_tuned_model ? h("span", {}, " · model ", h("code", { id: "ft-model" }, job.fine_tuned_model)) : "",
       job.error ? h("span", { class: "error" }, ` · ${job.error.message}`) : ""), h("p", {}, jobActions(job)));
     chart($("#loss-chart"), [metricTrace(metrics, "train_loss", "train loss"), metricTrace(metrics, "valid_loss", "eval loss")], "", "loss");
-    chart($("#lr-chart"), [metricTrace(metrics, "learning_rate", "learning rate")], "", "lr");
+    // From zero up: a constant rate (no schedule) would otherwise sit on an axis centred on it, reading as noise.
+    const lr = metricTrace(metrics, "learning_rate", "learning rate");
+    chart($("#lr-chart"), [lr], "", "lr", { yaxis: { title: { text: "lr" }, range: [0, 1.15 * Math.max(0, ...lr.y) || 1], exponentformat: "e" } });
+    rewardCharts(metrics, rewards);
     const find = (pred) => [...events].reverse().find(pred);
     parts.report.replaceChildren(dataReport(find((e) => e.data?.data_report)?.data.data_report));
     const plan = find((e) => e.data?.plan);
     parts.plan.replaceChildren(plan ? h("pre", { id: "plan" }, plan.message.replace(/^Plan:\n/, "")) : h("p", { class: "empty" }, "Not planned yet."));
-    const ckpts = (await get(`/v1/fine_tuning/jobs/${id}/checkpoints?limit=100`)).data;
+    // Checkpoints are recorded before the event that announces them (status, step): ask again only after new events.
+    if (ckpts === null || known.size !== before) ckpts = (await get(`/v1/fine_tuning/jobs/${id}/checkpoints?limit=100`)).data;
     parts.checkpoints.replaceChildren(ckpts.length ? table("checkpoints", ["Step", "Train loss", "Model name"], ckpts.map((c) =>
       h("tr", {}, h("td", {}, c.step_number), h("td", {}, num(c.metrics.train_loss)), h("td", {}, h("code", {}, c.fine_tuned_model_checkpoint)))))
       : h("p", { class: "empty" }, "None yet."));
@@ -221,6 +270,10 @@ function newJobView() {
   const field = (id, value) => h("input", { id, value, size: 8 });
   const fields = { n_epochs: field("n_epochs", "auto"), batch_size: field("batch_size", "auto"), learning_rate_multiplier: field("lr_multiplier", "auto") };
   const suffix = h("input", { id: "suffix", placeholder: "optional" });
+  // Base vs tuned at the end: rows held out of the training file, and the gate (`evaluate` in docs/merge-evaluate.md).
+  const evaluate = h("input", { id: "evaluate", type: "checkbox" });
+  const heldOut = h("input", { id: "eval-split", value: "0.1", size: 5 });
+  const maxRegression = h("input", { id: "max-regression", value: "0", size: 5 });
   const estimate = h("div", { id: "estimate" });
   let training = null;
 
@@ -245,8 +298,10 @@ function newJobView() {
       const v = input.value.trim();
       if (v !== "auto" && v !== "") hyper[k] = Number(v); // left out is "auto": the API resolves it (shown by the plan)
     }
+    const gate = maxRegression.value.trim();
+    const spec = { data: { eval_split: Number(heldOut.value) }, evaluate: { enabled: true, max_regression: gate === "" ? null : Number(gate) } };
     return { model: base.value, training_file: training, ...(suffix.value.trim() ? { suffix: suffix.value.trim() } : {}),
-      method: { type: method.value, [method.value]: { hyperparameters: hyper } } };
+      method: { type: method.value, [method.value]: { hyperparameters: hyper } }, ...(evaluate.checked ? { rayfit: { spec } } : {}) };
   };
   const listed = bases().then((ids) => base.replaceChildren(...ids.map((id) => h("option", { value: id }, id))));
   async function plan() {
@@ -266,11 +321,14 @@ function newJobView() {
       location.hash = `#/jobs/${job.id}`;
     } catch (e) { flash(e.message); }
   } }, "Create job");
-  [base, method, ...Object.values(fields)].forEach((i) => i.addEventListener("change", plan));
+  [base, method, ...Object.values(fields), evaluate, heldOut, maxRegression].forEach((i) => i.addEventListener("change", plan));
   show(h("h2", {}, "New fine-tuning job"),
     h("p", {}, h("label", {}, "Training file (JSONL) ", file)), verdict,
     h("p", {}, h("label", {}, "Base ", base), " ", h("label", {}, "Method ", method), " ", h("label", {}, "Suffix ", suffix)),
     h("p", {}, Object.entries(fields).map(([k, i]) => h("label", {}, `${k} `, i, " "))),
+    h("p", {}, h("label", {}, evaluate, " Compare base and tuned at the end on a held-out share of "), heldOut,
+      h("label", {}, " of the rows; fail the job (the gate) when tuned eval loss is worse than base by more than "), maxRegression,
+      " of base (empty: no gate)"),
     h("button", { id: "estimate-btn", onclick: plan }, "Estimate"), estimate, create);
   listed.catch((e) => flash(e.message));
 }

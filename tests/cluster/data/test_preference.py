@@ -48,11 +48,11 @@ def test_openai_dpo_rows_are_detected_as_pairs_and_their_problems_named():
     row = {"input": {"messages": USER}, "preferred_output": GOOD, "non_preferred_output": BAD}
     assert _signatures(row) == {"preference"}  # `input` without `ideal` is not an evals sample
     with pytest.raises(BadRow, match="no 'non_preferred_output' field"):
-        normalise({k: v for k, v in row.items() if k != "non_preferred_output"}, "dpo")
+        normalise_pair({k: v for k, v in row.items() if k != "non_preferred_output"})
     with pytest.raises(BadRow, match=r"needs 'input' as \{\"messages\""):
-        normalise({**row, "input": "What is ROT?"}, "dpo")
+        normalise_pair({**row, "input": "What is ROT?"})
     with pytest.raises(BadRow, match="input.tools"):
-        normalise({**row, "input": {"messages": USER, "tools": [{"type": "function"}]}}, "dpo")
+        normalise_pair({**row, "input": {"messages": USER, "tools": [{"type": "function"}]}})
 
 
 def test_system_column_and_system_prompt_go_first():

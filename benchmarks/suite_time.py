@@ -1,0 +1,98 @@
+"""How long the test suite takes: the README's test command on a fresh clone, or a pytest log already written.
+
+    python -m benchmarks.suite_time --clone [--name suite_time]          # git clone this checkout to a temporary
+                                                                          # folder, run `make test` there, time it
+    python -m benchmarks.suite_time --log FILE --name suite_time_before  # read a finished run's pytest output
+
+`--clone` is what CI does: a clean clone (so a missing install step shows), then `make test`, which creates the venv
+(pip's cache makes that minutes, not the first download) and runs pytest with `--durations=25`. The wall time is the
+whole `make test`; pytest's own line (`N passed, M skipped in S s`) and its 25 slowest steps are parsed from the
+output. Writes benchmarks/results/<name>.json (tables `total` and `durations`), which docs/testing.md quotes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.results import table, write_results
+
+REPO = Path(__file__).resolve().parents[1]
+SUMMARY = re.compile(r"^=*\s*(?P<counts>\d+ (?:passed|failed|error).*?) in (?P<seconds>[\d.]+)s", re.M)
+DURATION = re.compile(r"^(?P<seconds>[\d.]+)s (?P<phase>call|setup|teardown)\s+(?P<test>\S+)", re.M)
+
+
+def parse(output: str) -> dict:
+    """pytest's counts, its own seconds, and the slowest steps it listed (at most 25)."""
+    found = SUMMARY.findall(output)
+    if not found:
+        sys.exit("rayfit: no pytest summary line ('N passed ... in S s') in the output. Fix: pass a complete pytest log.")
+    counts_text, seconds = found[-1]
+    counts = {word: int(n) for n, word in re.findall(r"(\d+) (\w+)", counts_text)}
+    slowest = [
+        {"seconds": float(m["seconds"]), "phase": m["phase"], "test": m["test"]} for m in DURATION.finditer(output)
+    ][:25]
+    return {"counts": counts, "pytest_s": float(seconds), "slowest": slowest}
+
+
+def run_clone() -> tuple[str, float, str]:
+    """(output, wall seconds, commit) of `make test` in a fresh clone of this checkout's HEAD."""
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    with tempfile.TemporaryDirectory(prefix="rayfit-clone-") as tmp:
+        clone = Path(tmp) / "rayfit"
+        subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+        started = time.perf_counter()
+        proc = subprocess.run(["make", "test"], cwd=clone, capture_output=True, text=True)
+        wall = time.perf_counter() - started
+    output = proc.stdout + proc.stderr
+    if proc.returncode:
+        print(output[-5000:])
+        sys.exit(f"rayfit: `make test` failed in the fresh clone (exit {proc.returncode}); its output ends above.")
+    return output, wall, commit
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--clone", action="store_true", help="run `make test` in a fresh clone of HEAD")
+    source.add_argument("--log", type=Path, help="a finished pytest run's output (with --durations)")
+    parser.add_argument("--name", default="suite_time", help="results file name")
+    parser.add_argument("--commit", help="with --log: the commit that log's suite ran at")
+    args = parser.parse_args()
+    if args.clone:
+        output, wall, commit = run_clone()
+        how = "make test in a fresh git clone (venv created by make from pip's cache)"
+    else:
+        output, wall, commit = args.log.read_text(encoding="utf-8", errors="replace"), None, args.commit
+        how = f"parsed from the pytest output {args.log.name}"
+    parsed = parse(output)
+    counts = parsed["counts"]
+    run = {"commit": commit, "how": how, "wall_s": None if wall is None else round(wall, 1), **parsed}
+    minutes = f"{parsed['pytest_s'] / 60:.1f}"
+    total = table(
+        ["commit", "passed", "skipped", "failed", "pytest minutes", "make test minutes"],
+        [[
+            (commit or "")[:7],
+            counts.get("passed", 0),
+            counts.get("skipped", 0),
+            counts.get("failed", 0),
+            minutes,
+            "" if wall is None else f"{wall / 60:.1f}",
+        ]],
+    )
+    durations = table(["seconds", "phase", "test"], [[f"{s['seconds']:.1f}", s["phase"], s["test"]] for s in parsed["slowest"]])
+    write_results(
+        args.name,
+        runs=[run],
+        summary={"passed": counts.get("passed", 0), "pytest_s": parsed["pytest_s"], "wall_s": run["wall_s"]},
+        tables={"total": total, "durations": durations},
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -90,7 +90,8 @@ class FineTuneService(ServiceCore):
             "training_file": req.training_file,
             "validation_file": req.validation_file,
             "metadata": req.metadata,
-            "method": req.method_type(),
+            "method": method,
+            "grader": req.method.reinforcement.grader if method == "reinforcement" else None,  # shown in the job object
             "hyperparameters": hyper,
             "attempt": 1,
             "submission_id": f"{job_id}-1",

@@ -14,6 +14,7 @@ import yaml
 from fastapi import Request
 
 from cluster.service import jobs, names, published, ray_jobs
+from cluster.service.files import SHAPES
 from cluster.service.job_request import BadRequest, JobRequest, parse_request, resolve_spec
 from cluster.service.store import new_id
 from cluster.spec.reader import read_yaml_file
@@ -22,6 +23,7 @@ from serve.service import Caller, ServiceCore, not_found, page
 
 logger = logging.getLogger("ray.serve")
 DEMO_TEMPLATE = Path(__file__).resolve().parents[1] / "jobs" / "specs" / "demo-cpu.yaml"
+TRAINS = {"supervised": "sft", "dpo": "dpo", "reinforcement": "prompts"}  # the file shape (files.SHAPES) a method trains on
 WATCH_S = 0.5  # how often a replica reads the status of the unfinished jobs it knows (one small read each)
 
 
@@ -88,7 +90,8 @@ class FineTuneService(ServiceCore):
             "training_file": req.training_file,
             "validation_file": req.validation_file,
             "metadata": req.metadata,
-            "method": req.method_type(),
+            "method": method,
+            "grader": req.method.reinforcement.grader if method == "reinforcement" else None,  # shown in the job object
             "hyperparameters": hyper,
             "attempt": 1,
             "submission_id": f"{job_id}-1",
@@ -103,13 +106,12 @@ class FineTuneService(ServiceCore):
         if record is None or record["tenant"] != caller.tenant:
             raise ApiError(400, f"{param} {file_id!r} does not exist (or was deleted).", param=param, code="file_not_found")
         # A record without a shape predates DPO uploads, when the check accepted supervised rows only.
-        shape, wanted = record.get("shape", "sft"), "dpo" if method == "dpo" else "sft"
+        shape, wanted = record.get("shape", "sft"), TRAINS[method]
         if shape != wanted:
-            held = "preference pairs" if shape == "dpo" else "supervised examples (conversations or completions)"
-            fix = "method {type: dpo}" if shape == "dpo" else "a file of preference pairs (OpenAI's DPO format)"
+            fix = f"method {{type: {next(m for m, s in TRAINS.items() if s == shape)}}}, or a file of {SHAPES[wanted]}"
             raise ApiError(
                 400,
-                f"{param} {file_id!r} holds {held}, which method {method} does not train on. Fix: use {fix}.",
+                f"{param} {file_id!r} holds {SHAPES[shape]}, which method {method} does not train on. Fix: use {fix}.",
                 param=param,
                 code="invalid_file_for_method",
             )

@@ -11,6 +11,7 @@ a python grader that raises or hangs is named then, not mid-run.
 
 from __future__ import annotations
 
+import itertools
 import json
 
 from cluster import storage
@@ -18,9 +19,10 @@ from cluster.data.cache import PreparedData, cached, content_hash, save
 from cluster.data.conversations import normalize, text_of
 from cluster.data.drops import Drop, RowProblem
 from cluster.data.report import DataReport, SourceSummary
-from cluster.data.sources import read_source
+from cluster.data.sources import Record, read_source, stream_source
 from cluster.errors import UserError
-from cluster.spec import JobSpec
+from cluster.spec import DataSpec, JobSpec
+from cluster.spec.data import SourceSpec
 
 PROMPT_KEYS = {"rft": "messages", "openai_evals": "input", "trl": "prompt"}
 TRIED_ROWS = 3  # rows each grader is tried on before training: enough to catch a grader that always fails
@@ -53,10 +55,25 @@ def prompt_of(fields: dict, system_prompt: str | None = None) -> list[dict]:
     return messages
 
 
-def read_prompts(spec: JobSpec, digests: list[str] | None = None) -> tuple[list[dict], DataReport]:
-    """Every train and eval record as {src, where, prompt, item}, and the report of what was read and dropped;
-    each source's content digest is appended to `digests` when given (the cache key)."""
-    data = spec.data
+def holds_prompts(src: SourceSpec) -> bool:
+    """Whether a `messages` source holds RFT prompts rather than conversations to imitate: most of its first
+    DETECT_ROWS records end with a user turn (the detection's sample; a stray answered row is still a prompt)."""
+    from cluster.data.formats import DETECT_ROWS
+
+    asks = answered = 0
+    for rec in itertools.islice((r for r in stream_source(src) if isinstance(r, Record)), DETECT_ROWS):
+        try:
+            messages, _ = normalize(rec.fields.get("messages"), "messages", src.roles or {})
+        except RowProblem:
+            continue
+        last = messages[-1]["role"] if messages else None
+        asks, answered = asks + (last == "user"), answered + (last == "assistant")
+    return asks > answered
+
+
+def read_prompts(data: DataSpec, digests: list[str] | None = None) -> tuple[list[dict], DataReport]:
+    """Every train and eval record of `data` as {src, where, prompt, item}, and the report of what was read and
+    dropped; each source's content digest is appended to `digests` when given (the cache key)."""
     report = DataReport(max_dropped_fraction=data.max_dropped_fraction, max_seq_len=data.max_seq_len)
     rows = []
     for i, src in enumerate([*data.train, *data.eval]):
@@ -126,7 +143,7 @@ def checked(spec: JobSpec, tokenizer, digests: list[str] | None = None) -> tuple
     from cluster.data.mixing import split_rows
     from cluster.data.pipeline import check_threshold
 
-    rows, report = read_prompts(spec, digests)
+    rows, report = read_prompts(spec.data, digests)
     rows = measure(rows, spec, tokenizer, report)
     if not rows:
         why = ", ".join(f"{r}: {e.count} (e.g. {e.examples[0]})" for r, e in report.dropped.items())

@@ -14,7 +14,13 @@ from cluster.service.store import Store, new_id
 BAD = ("unparseable", "not utf-8", "missing field", "unknown role", "empty content", "wrong role order", "no assistant turn")
 BAD_PAIRS = ("unparseable", "not utf-8", *PREFERENCE_REASONS)
 SHOWN = 5
-SHAPES = ("sft", "dpo")  # what a fine-tune file trains: conversations/completions, or preference pairs
+# What a fine-tune file trains, and how a message names it: conversations/completions (method supervised),
+# preference pairs (dpo), or prompts without answers whose extra fields graders read (reinforcement).
+SHAPES = {
+    "sft": "supervised examples (conversations or completions)",
+    "dpo": "preference pairs",
+    "prompts": "prompts without answers (reinforcement fine-tuning rows)",
+}
 
 
 class BadFile(UserError):
@@ -23,19 +29,25 @@ class BadFile(UserError):
 
 def check_upload(path: Path, filename: str) -> tuple[int, str]:
     """Read every row of an uploaded JSONL file with the data pipeline's reader and format detection; returns the row
-    count and the file's shape (`sft`, or `dpo` for preference pairs, TRL's or OpenAI's DPO rows), or raises BadFile
-    naming the first bad lines (`file:line: reason (detail)`)."""
+    count and the file's shape (`sft`; `dpo` for preference pairs, TRL's or OpenAI's DPO rows; `prompts` for OpenAI's
+    RFT rows, messages ending with a user turn, or TRL's prompt-only rows), or raises BadFile naming the first bad
+    lines (`file:line: reason (detail)`)."""
     from cluster.data.pipeline import read_all, source_format
     from cluster.data.preference_prepare import PAIRS, read_preference_sources
+    from cluster.data.prompts import holds_prompts, read_prompts
     from cluster.spec.data import DataSpec, SourceSpec
 
     if path.stat().st_size == 0:
         raise BadFile(f"{filename} is empty. Fix: upload JSONL with one training example per line.")
     data = DataSpec(train=[SourceSpec(path=str(path))])
     try:
-        shape = "dpo" if source_format(data.train[0]) == "preference" else "sft"
+        fmt = source_format(data.train[0])
+        prompts = fmt == "prompt_only" or (fmt == "messages" and holds_prompts(data.train[0]))
+        shape = "dpo" if fmt == "preference" else "prompts" if prompts else "sft"
         if shape == "dpo":
             rows, report, _ = read_preference_sources(data, PAIRS)
+        elif shape == "prompts":
+            rows, report = read_prompts(data)
         else:
             loaded = read_all(data)
             rows, report = loaded.samples, loaded.report
@@ -49,7 +61,7 @@ def check_upload(path: Path, filename: str) -> tuple[int, str]:
     if bad:
         count = sum(e.count for r, e in report.dropped.items() if r in broken)
         shown = "; ".join(str(b).replace(str(path), filename) for b in bad[:SHOWN])
-        what = "preference pairs" if shape == "dpo" else "training examples"
+        what = {"dpo": "preference pairs", "prompts": "prompts"}.get(shape, "training examples")
         raise BadFile(
             f"{filename}: {count} of {report.rows_read} lines are not valid {what}: {shown}"
             f"{'; ...' if count > SHOWN else ''}. Fix: repair those lines (`rayfit data check` lists every one)."

@@ -3,8 +3,11 @@
 OpenAI's hyperparameters map onto the template spec of the base: `n_epochs` -> train.epochs (and max_steps off),
 `batch_size` -> examples per optimizer step (gradient accumulation over the template's workers and micro-batch),
 `learning_rate_multiplier` -> a multiple of the template's learning rate, DPO's `beta` -> train.dpo.beta; "auto" keeps
-the template's value. `extra_body={"rayfit": {"spec": {...}}}` overrides any part of the spec except what the service
-itself sets (the base, data and output), and is validated with the messages of `rayfit validate`.
+the template's value. `method: reinforcement` trains GRPO (train.objective grpo) rewarded by its one `grader`, checked
+as a train.grpo.graders entry; its `batch_size` counts prompts (each sampled train.grpo.num_generations times),
+`eval_interval` -> train.eval_steps, `eval_samples` -> evaluate.max_samples. `extra_body={"rayfit": {"spec": {...}}}`
+overrides any part of the spec except what the service itself sets (the base, data and output), and is validated with
+the messages of `rayfit validate`.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cluster.spec import SpecError, validate_spec
+from cluster.spec.base import Problem
 
 Auto = Literal["auto"]
 # union branch names in an error's loc (left out of the param a 400 names)
@@ -46,6 +50,15 @@ class DpoHyperparameters(Hyperparameters):
     )
 
 
+class ReinforcementHyperparameters(Hyperparameters):
+    """OpenAI's reinforcement hyperparameters; `batch_size` counts prompts."""
+
+    eval_interval: Auto | Annotated[int, Field(ge=1)] = Field("auto", description="Training steps between evaluations.")
+    eval_samples: Auto | Annotated[int, Field(ge=1)] = Field("auto", description="Held-out prompts the evaluation scores.")
+    compute_multiplier: Auto | float = Field("auto", description="OpenAI's exploration budget; only auto here.")
+    reasoning_effort: Literal["default", "low", "medium", "high"] = Field("default", description="Only default here.")
+
+
 class Supervised(Strict):
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
 
@@ -54,10 +67,16 @@ class Dpo(Strict):
     hyperparameters: DpoHyperparameters = Field(default_factory=DpoHyperparameters)
 
 
+class Reinforcement(Strict):
+    grader: dict[str, Any] = Field(description="One OpenAI grader, checked as a train.grpo.graders entry.")
+    hyperparameters: ReinforcementHyperparameters = Field(default_factory=ReinforcementHyperparameters)
+
+
 class Method(Strict):
-    type: Literal["supervised", "dpo"]
+    type: Literal["supervised", "dpo", "reinforcement"]
     supervised: Supervised | None = None
     dpo: Dpo | None = None
+    reinforcement: Reinforcement | None = None
 
 
 class RayfitExtension(Strict):
@@ -83,11 +102,11 @@ class JobRequest(Strict):
 
     def hyper(self) -> Hyperparameters:
         """The hyperparameters given (method's first, then the deprecated top-level ones)."""
-        m = self.method
-        inner = (m.supervised if m and m.type == "supervised" else m.dpo if m else None) if m else None
+        inner = getattr(self.method, self.method.type) if self.method else None
         if inner is not None:
             return inner.hyperparameters
-        return self.hyperparameters or (DpoHyperparameters() if self.method_type() == "dpo" else Hyperparameters())
+        kinds = {"dpo": DpoHyperparameters, "reinforcement": ReinforcementHyperparameters}
+        return self.hyperparameters or kinds.get(self.method_type(), Hyperparameters)()
 
 
 class BadRequest(Exception):
@@ -103,7 +122,7 @@ def parse_request(body: Any) -> JobRequest:
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object.")
     try:
-        return JobRequest.model_validate(body)
+        request = JobRequest.model_validate(body)
     except ValidationError as e:
         errors = e.errors(include_url=False)
         # A value that is neither "auto" nor a valid number fails both union branches: the number's error says more.
@@ -114,6 +133,12 @@ def parse_request(body: Any) -> JobRequest:
             raise BadRequest(f"unknown parameter {param!r}.", param, "unknown_parameter") from None
         got = first.get("input")
         raise BadRequest(f"invalid {param}: {first['msg']} (got {got!r:.60}).", param) from None
+    if request.method_type() == "reinforcement" and request.method.reinforcement is None:
+        raise BadRequest(
+            "method reinforcement needs method.reinforcement.grader: the grader that scores each sampled answer.",
+            "method.reinforcement.grader",
+        )
+    return request
 
 
 def resolve_spec(
@@ -139,22 +164,25 @@ def resolve_spec(
     spec["output"] = {"storage": output[0], "name": output[1]}
     spec.setdefault("merge", {})["enabled"] = False  # the adapter is what is published
     train = spec.setdefault("train", {})
-    if request.method_type() == "dpo":
+    method = request.method_type()
+    if method == "dpo":
         train["objective"] = "dpo"
     template_spec = _validated(spec, "template")
     hyper = request.hyper()
+    override = request.rayfit.spec if request.rayfit else {}
     workers, micro = template_spec.cluster.num_workers, template_spec.train.micro_batch_size
     if hyper.n_epochs != "auto":
         train["epochs"], train["max_steps"] = float(hyper.n_epochs), None
-    if hyper.batch_size != "auto":
+    if method == "reinforcement":
+        _reinforcement(request.method.reinforcement, spec, template_spec, override)
+    elif hyper.batch_size != "auto":
         train["gradient_accumulation_steps"] = max(1, math.ceil(hyper.batch_size / (workers * micro)))
     multiplier = 1.0 if hyper.learning_rate_multiplier == "auto" else hyper.learning_rate_multiplier
     train["learning_rate"] = template_spec.train.learning_rate * multiplier
     if request.seed is not None:
         train["seed"] = spec["data"]["seed"] = request.seed
-    if request.method_type() == "dpo" and getattr(hyper, "beta", "auto") != "auto":
+    if method == "dpo" and getattr(hyper, "beta", "auto") != "auto":
         train.setdefault("dpo", {})["beta"] = hyper.beta
-    override = request.rayfit.spec if request.rayfit else {}
     for path in SERVICE_OWNED:
         if _has(override, path):
             raise BadRequest(f"rayfit.spec.{path} is set by the service and cannot be overridden.", f"rayfit.spec.{path}")
@@ -175,13 +203,76 @@ def resolve_spec(
             "rayfit.spec.model.lora.r",
         )
     t = final.train
+    answers = final.cluster.num_workers * t.micro_batch_size * t.gradient_accumulation_steps
     resolved = {
         "n_epochs": math.ceil(t.epochs) if t.max_steps is None else "auto",
-        "batch_size": workers * t.micro_batch_size * t.gradient_accumulation_steps,
+        "batch_size": answers // t.grpo.num_generations if method == "reinforcement" else answers,
         "learning_rate_multiplier": multiplier,
         **({"beta": t.dpo.beta} if t.objective == "dpo" else {}),
     }
+    if method == "reinforcement":  # "auto": no evaluation during training; every held-out prompt
+        resolved |= {"eval_interval": t.eval_steps or "auto", "eval_samples": final.evaluate.max_samples or "auto"}
+        resolved |= {"compute_multiplier": "auto", "reasoning_effort": "default"}
     return final.model_dump(mode="json", exclude_unset=True), {**resolved, "seed": t.seed, "max_steps": t.max_steps}
+
+
+def _reinforcement(rft: Reinforcement, spec: dict[str, Any], template, override: dict[str, Any]) -> None:
+    """GRPO on the template: the request's grader; `batch_size` prompts (or the template's batch, rounded up to whole
+    groups of num_generations answers) per step; evaluations during training only where a batch holds whole groups."""
+    hyper = rft.hyperparameters
+    for name, auto in (("compute_multiplier", "auto"), ("reasoning_effort", "default")):
+        if getattr(hyper, name) != auto:
+            raise BadRequest(
+                f"method.reinforcement.hyperparameters.{name} is not supported by this endpoint (rayfit has no "
+                f"equivalent). Fix: leave it out or set it to {auto!r}; rayfit.spec.train.grpo holds GRPO's own settings.",
+                f"method.reinforcement.hyperparameters.{name}",
+            )
+    _check_grader(rft.grader)
+    train, evaluate = spec["train"], spec.setdefault("evaluate", {})
+    train["objective"] = "grpo"
+    train["grpo"] = {**train.get("grpo", {}), "graders": [rft.grader]}
+    evaluate["gate_metric"] = "reward"
+    wanted = _get(override, "train.grpo.num_generations")
+    group = wanted if isinstance(wanted, int) and wanted >= 2 else template.train.grpo.num_generations
+    per_pass = template.cluster.num_workers * template.train.micro_batch_size
+    least = group * hyper.batch_size if hyper.batch_size != "auto" else per_pass * template.train.gradient_accumulation_steps
+    steps = max(1, math.ceil(least / per_pass))
+    while (per_pass * steps) % group:
+        steps += 1
+    train["gradient_accumulation_steps"] = steps
+    whole = per_pass % group == 0  # TRL evaluates whole groups of answers per evaluation batch
+    if hyper.eval_interval != "auto" and not whole:
+        raise BadRequest(
+            f"method.reinforcement.hyperparameters.eval_interval: evaluations during training score whole groups of "
+            f"{group} answers per batch, but this base's evaluation batch (micro_batch_size x workers) holds {per_pass}. "
+            "Fix: leave eval_interval auto (the held-out reward is then measured when training ends, with "
+            "rayfit.spec.evaluate.enabled), or set rayfit.spec.train.micro_batch_size so that it holds whole groups.",
+            "method.reinforcement.hyperparameters.eval_interval",
+        )
+    if hyper.eval_interval != "auto":
+        train["eval_steps"] = hyper.eval_interval
+    elif not whole:
+        train["eval_steps"] = None
+    if hyper.eval_samples != "auto":
+        evaluate["max_samples"] = hyper.eval_samples
+
+
+def _check_grader(grader: dict[str, Any]) -> None:
+    """The grader validated as rayfit's spec validates a train.grpo.graders entry; a 400 naming its field otherwise."""
+    from cluster.graders.grading import GRADERS
+    from cluster.spec.grpo import GrpoSpec
+    from cluster.spec.load import validate_model
+
+    try:
+        validate_model(GrpoSpec, {"graders": [grader]})
+    except SpecError as e:
+        # pydantic's paths hold the grader type that chose the model (graders.0.string_check.operation): not a key
+        named = [
+            Problem(".".join(["method.reinforcement.grader", *(k for k in p.field.split(".")[2:] if k not in GRADERS)]),
+                    p.problem, p.fix)
+            for p in e.problems
+        ]  # fmt: skip
+        raise BadRequest("; ".join(str(p) for p in named), named[0].field) from None
 
 
 def _validated(spec: dict[str, Any], where: str):
@@ -202,10 +293,17 @@ def _merged(base: dict, override: dict) -> dict:
     return out
 
 
-def _has(tree: dict, path: str) -> bool:
+_MISSING = object()
+
+
+def _get(tree: dict, path: str, default: Any = None) -> Any:
     node: Any = tree
     for part in path.split("."):
         if not isinstance(node, dict) or part not in node:
-            return False
+            return default
         node = node[part]
-    return True
+    return node
+
+
+def _has(tree: dict, path: str) -> bool:
+    return _get(tree, path, _MISSING) is not _MISSING

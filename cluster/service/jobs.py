@@ -103,8 +103,9 @@ def job_object(store: Store, record: dict[str, Any]) -> dict[str, Any]:
     """OpenAI's FineTuningJob: the created record, its current state and the estimate from progress so far."""
     state = status_of(store, record["id"])
     hyper = {k: record["hyperparameters"][k] for k in ("n_epochs", "batch_size", "learning_rate_multiplier")}
-    method_hyper = {**hyper, **({"beta": record["hyperparameters"]["beta"]} if "beta" in record["hyperparameters"] else {})}
-    kind = record["method"]
+    # the method's own too (dpo's beta; reinforcement's eval_interval, eval_samples, ...); seed and max_steps are shown apart
+    method_hyper = {k: v for k, v in record["hyperparameters"].items() if k not in ("seed", "max_steps")}
+    kind, grader = record["method"], record.get("grader")
     estimated = None
     if state["status"] == "running":
         progress = latest_metrics(store, record["id"])
@@ -122,7 +123,7 @@ def job_object(store: Store, record: dict[str, Any]) -> dict[str, Any]:
         "seed": record["hyperparameters"]["seed"],
         "metadata": record.get("metadata"),
         "hyperparameters": hyper,
-        "method": {"type": kind, kind: {"hyperparameters": method_hyper}},
+        "method": {"type": kind, kind: {"hyperparameters": method_hyper, **({"grader": grader} if grader else {})}},
         "integrations": [],
         "status": state["status"],
         "error": state.get("error"),

@@ -111,3 +111,24 @@ def test_the_upload_check_reads_sft_and_dpo_files_and_names_bad_lines(tmp_path):
         BadFile, match=r"2 of 8 lines are not valid preference pairs: dpo.jsonl:2: missing field .*dpo.jsonl:3: unparseable"
     ):
         check_upload(dpo, "dpo.jsonl")
+
+
+def test_the_upload_check_tags_rft_prompts_and_names_bad_lines(tmp_path):
+    import json
+
+    from cluster.service.files import BadFile, check_upload
+    from tests.service.conftest import training_rows
+
+    rows = [{"messages": [{"role": "user", "content": f"What is {i} + 2?"}], "answer": str(i + 2)} for i in range(6)]
+    rft = tmp_path / "rft.jsonl"
+    rft.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert check_upload(rft, "rft.jsonl") == (6, "prompts")
+    sft = tmp_path / "sft.jsonl"  # conversations that end with the answer stay supervised examples
+    sft.write_text(training_rows())
+    assert check_upload(sft, "sft.jsonl") == (8, "sft")
+    no_question = {"messages": [{"role": "system", "content": "Add."}], "answer": "4"}
+    rft.write_text("\n".join([json.dumps(rows[0]), "{oops", *map(json.dumps, rows[2:4]), json.dumps(no_question)]) + "\n")
+    with pytest.raises(
+        BadFile, match=r"2 of 5 lines are not valid prompts: rft.jsonl:2: unparseable .*rft.jsonl:5: wrong role order"
+    ):
+        check_upload(rft, "rft.jsonl")

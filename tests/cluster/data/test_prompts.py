@@ -46,7 +46,7 @@ def spec_for(paths: list[str], graders=None) -> dict:
 
 def test_three_shapes_give_prompts_and_the_whole_row_as_item(tmp_path):
     paths = [write(tmp_path, name, rows) for name, rows in ROWS.items()]
-    rows, report = read_prompts(validate_spec(spec_for(paths)))
+    rows, report = read_prompts(validate_spec(spec_for(paths)).data)
     assert [r["prompt"] for r in rows] == [
         [{"role": "user", "content": "2+2?"}],
         [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "3+3?"}],  # the answer is not prompt
@@ -61,7 +61,7 @@ def test_three_shapes_give_prompts_and_the_whole_row_as_item(tmp_path):
 
 def test_rows_without_a_prompt_are_dropped_with_file_line(tmp_path):
     path = write(tmp_path, "mixed.jsonl", [{"prompt": "ok?", "answer": "y"}, {"question": "where?", "answer": "n"}])
-    _, report = read_prompts(validate_spec(spec_for([path])))
+    _, report = read_prompts(validate_spec(spec_for([path])).data)
     assert report.dropped["missing field"].examples[0].startswith(f"{path}:2 (no prompt: expected 'messages'")
 
 

@@ -34,9 +34,7 @@ def parse(output: str) -> dict:
         sys.exit("rayfit: no pytest summary line ('N passed ... in S s') in the output. Fix: pass a complete pytest log.")
     counts_text, seconds = found[-1]
     counts = {word: int(n) for n, word in re.findall(r"(\d+) (\w+)", counts_text)}
-    slowest = [
-        {"seconds": float(m["seconds"]), "phase": m["phase"], "test": m["test"]} for m in DURATION.finditer(output)
-    ][:25]
+    slowest = [{"seconds": float(m["seconds"]), "phase": m["phase"], "test": m["test"]} for m in DURATION.finditer(output)][:25]
     return {"counts": counts, "pytest_s": float(seconds), "slowest": slowest}
 
 
@@ -76,14 +74,16 @@ def main() -> None:
     minutes = f"{parsed['pytest_s'] / 60:.1f}"
     total = table(
         ["commit", "passed", "skipped", "failed", "pytest minutes", "make test minutes"],
-        [[
-            (commit or "")[:7],
-            counts.get("passed", 0),
-            counts.get("skipped", 0),
-            counts.get("failed", 0),
-            minutes,
-            "" if wall is None else f"{wall / 60:.1f}",
-        ]],
+        [
+            [
+                (commit or "")[:7],
+                counts.get("passed", 0),
+                counts.get("skipped", 0),
+                counts.get("failed", 0),
+                minutes,
+                "" if wall is None else f"{wall / 60:.1f}",
+            ]
+        ],
     )
     durations = table(["seconds", "phase", "test"], [[f"{s['seconds']:.1f}", s["phase"], s["test"]] for s in parsed["slowest"]])
     write_results(

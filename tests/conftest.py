@@ -41,9 +41,26 @@ def smollm2_dir() -> Path:
     return embedded_model_dir()
 
 
+# Packages whose tests share one expensive fixture (a session- or package-scoped Ray, Serve app or multi-node
+# cluster), heaviest first. Under pytest-xdist (`make test`: -n 2 --dist loadgroup) each is one group, so one worker
+# starts that fixture once; every other test file is a group of its own. The heavy groups are handed out first, so
+# the two workers end together instead of one waiting on the last big group.
+SHARED_FIXTURE_PACKAGES = ("service", "cluster/multinode", "cluster/training", "serve", "cluster/objectives")
+
+
+def xdist_group(item) -> str:
+    """The group an item runs in: its shared-fixture package, else its own file."""
+    path = Path(str(item.fspath)).resolve().relative_to(REPO / "tests").as_posix()
+    return next((p for p in SHARED_FIXTURE_PACKAGES if path.startswith(p + "/")), path)
+
+
 def pytest_collection_modifyitems(config, items):
     import torch
 
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(xdist_group(item)))
+    rank = {p: i for i, p in enumerate(SHARED_FIXTURE_PACKAGES)}
+    items.sort(key=lambda item: rank.get(xdist_group(item), len(rank)))  # stable: files keep their order
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU; this machine has none")

@@ -200,7 +200,11 @@ def main() -> None:
     print(format_table(results, device, flops, on_gpu))
     from benchmarks.results import write_results
 
-    write_results("gpu" if on_gpu else "gpu-smoke", runs=results, summary={"device": device, "flops_per_token": flops})
+    # A CPU smoke run (CI's test) writes its results file beside --out, not over the committed ones.
+    where = None if on_gpu else Path(args.out).resolve().parent
+    write_results(
+        "gpu" if on_gpu else "gpu-smoke", runs=results, summary={"device": device, "flops_per_token": flops}, directory=where
+    )
     total = time.perf_counter() - started
     print(f"\n[bench] {len(results)} cases in {total:.0f} s; JSON in {args.out}")
     Path(args.out).write_text(

@@ -239,7 +239,7 @@ def test_node_lost_mid_run_resumes_on_a_replacement(two_nodes, drivers, s3_endpo
 def test_zero2_lora_on_two_nodes_with_background_upload(two_nodes, drivers, s3_endpoint, tiny_model_dir, tmp_path):
     fs = s3fs_client(s3_endpoint)
     run = f"{BUCKET}/runs/zero2-lora"
-    spec = _spec(tiny_model_dir, "zero2-lora", deepspeed="zero2", checkpoint_upload="async")
+    spec = _spec(tiny_model_dir, "zero2-lora", sharding="deepspeed_zero2", checkpoint_upload="async")
     spec["model"].update(method="lora", lora={"r": 8, "alpha": 16, "dropout": 0.0})
     spec["train"].update(max_steps=4, learning_rate=1e-3)
     spec_path = tmp_path / "spec.yaml"

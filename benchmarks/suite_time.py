@@ -38,19 +38,21 @@ def parse(output: str) -> dict:
     return {"counts": counts, "pytest_s": float(seconds), "slowest": slowest}
 
 
-def run_clone() -> tuple[str, float, str]:
-    """(output, wall seconds, commit) of `make test` in a fresh clone of this checkout's HEAD."""
+def run_clone(log: Path) -> tuple[str, float, str]:
+    """(output, wall seconds, commit) of `make test` in a fresh clone of this checkout's HEAD; the output is also
+    written to `log` as it comes, so a long run can be followed."""
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
     with tempfile.TemporaryDirectory(prefix="rayfit-clone-") as tmp:
         clone = Path(tmp) / "rayfit"
         subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
         started = time.perf_counter()
-        proc = subprocess.run(["make", "test"], cwd=clone, capture_output=True, text=True)
+        with log.open("w") as out:
+            proc = subprocess.run(["make", "test"], cwd=clone, stdout=out, stderr=subprocess.STDOUT)
         wall = time.perf_counter() - started
-    output = proc.stdout + proc.stderr
+    output = log.read_text(encoding="utf-8", errors="replace")
     if proc.returncode:
         print(output[-5000:])
-        sys.exit(f"rayfit: `make test` failed in the fresh clone (exit {proc.returncode}); its output ends above.")
+        sys.exit(f"rayfit: `make test` failed in the fresh clone (exit {proc.returncode}); its output is in {log}.")
     return output, wall, commit
 
 
@@ -61,9 +63,10 @@ def main() -> None:
     source.add_argument("--log", type=Path, help="a finished pytest run's output (with --durations)")
     parser.add_argument("--name", default="suite_time", help="results file name")
     parser.add_argument("--commit", help="with --log: the commit that log's suite ran at")
+    parser.add_argument("--output", type=Path, default=Path("suite_time.log"), help="with --clone: where make test's output goes")
     args = parser.parse_args()
     if args.clone:
-        output, wall, commit = run_clone()
+        output, wall, commit = run_clone(args.output.resolve())
         how = "make test in a fresh git clone (venv created by make from pip's cache)"
     else:
         output, wall, commit = args.log.read_text(encoding="utf-8", errors="replace"), None, args.commit

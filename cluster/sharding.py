@@ -8,6 +8,7 @@ layer is read, quantized for QLoRA and partitioned before the next, so no worker
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 
@@ -68,3 +69,23 @@ SHARDINGS: dict[str, Sharding] = {
 
 # The deprecated `cluster.deepspeed` values and the `cluster.sharding` each one means.
 DEEPSPEED_SPELLINGS = {"none": "ddp", "zero2": "deepspeed_zero2", "zero3": "deepspeed_zero3"}
+
+
+@contextlib.contextmanager
+def without_zero3_init():
+    """Build a model plainly although a ZeRO-3 DeepSpeed config is alive in this process.
+
+    While a Trainer's ZeRO-3 config exists (its TrainingArguments, or TRL's DPOConfig/KTOConfig/GRPOConfig, created
+    before the model is loaded), transformers builds every model inside DeepSpeed's `zero.Init`, which partitions
+    each parameter as it is created: on the meta device that fails (`Cannot copy out of meta tensor`). The planner's
+    meta models and the layer-by-layer sharded loader (cluster/model/sharded_load.py), which partitions on its own,
+    build under this; the config is hidden for the duration and put back.
+    """
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    kept = hf_deepspeed._hf_deepspeed_config_weak_ref
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = kept

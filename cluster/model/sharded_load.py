@@ -54,7 +54,10 @@ def load_sharded(
     from accelerate import init_empty_weights
     from transformers import AutoModelForCausalLM
 
-    with init_empty_weights(include_buffers=False):  # buffers (rotary frequencies) are computed, not loaded
+    from cluster.sharding import without_zero3_init
+
+    # buffers (rotary frequencies) are computed, not loaded
+    with init_empty_weights(include_buffers=False), without_zero3_init():
         model = AutoModelForCausalLM.from_config(
             config,
             dtype=dtype,

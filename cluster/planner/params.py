@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import asdict, dataclass
 
 from cluster.errors import UserError
+from cluster.sharding import without_zero3_init
 from cluster.spec.model import ModelSpec
 
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
@@ -53,21 +53,6 @@ def count_params(config, model: ModelSpec) -> ParamCounts:
     return _CACHE[key]
 
 
-@contextlib.contextmanager
-def _without_zero3_init():
-    """transformers builds every model through ZeRO-3's init while a ZeRO-3 Trainer's DeepSpeed config is alive in this
-    process (after a ZeRO-3 run, in a benchmark or a test): on the meta device that fails (`Cannot copy out of meta
-    tensor`). Counting needs no partitioning, so the config is hidden for the duration and put back."""
-    from transformers.integrations import deepspeed as hf_deepspeed
-
-    kept = hf_deepspeed._hf_deepspeed_config_weak_ref
-    hf_deepspeed.unset_hf_deepspeed_config()
-    try:
-        yield
-    finally:
-        hf_deepspeed._hf_deepspeed_config_weak_ref = kept
-
-
 def _count(config, spec: ModelSpec) -> ParamCounts:
     import torch
     from transformers import AutoModelForCausalLM
@@ -75,7 +60,7 @@ def _count(config, spec: ModelSpec) -> ParamCounts:
     dtype = getattr(torch, spec.dtype)
     # torch's meta device rather than accelerate.init_empty_weights: under the latter, transformers 5.23 leaves tied
     # embeddings untied (SmolLM2 would count 162.8M parameters instead of 134.5M).
-    with torch.device("meta"), _without_zero3_init():
+    with torch.device("meta"), without_zero3_init():
         meta = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=spec.trust_remote_code)
     total = sum(p.numel() for p in meta.parameters())
     largest = max(

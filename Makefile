@@ -33,7 +33,7 @@ demo-direct: $(STAMP)
 	$(DEMO_ENV) $(PY) -m serve.ask ~/rayfit-runs/demo-cpu/export "What is a bygglov?"
 
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n 2 --dist loadgroup --durations=25
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n 2 --durations=25
 
 # Lint before the suite (CI runs it): ruff's checks and its formatter, zero findings.
 lint: $(STAMP)

@@ -42,25 +42,35 @@ def smollm2_dir() -> Path:
 
 
 # Packages whose tests share one expensive fixture (a session- or package-scoped Ray, Serve app or multi-node
-# cluster), heaviest first. Under pytest-xdist (`make test`: -n 2 --dist loadgroup) each is one group, so one worker
-# starts that fixture once; every other test file is a group of its own. The heavy groups are handed out first, so
-# the two workers end together instead of one waiting on the last big group.
+# cluster), heaviest first. Under pytest-xdist (`make test`: -n 2) each is one unit of work, so one worker starts that
+# fixture once; every other test file is a unit of its own. The heavy units are collected, so handed out, first, and
+# the two workers end together instead of one waiting on the last big unit.
 SHARED_FIXTURE_PACKAGES = ("service", "cluster/multinode", "cluster/training", "serve", "cluster/objectives")
 
 
-def xdist_group(item) -> str:
-    """The group an item runs in: its shared-fixture package, else its own file."""
-    path = Path(str(item.fspath)).resolve().relative_to(REPO / "tests").as_posix()
+def work_unit(path: str) -> str:
+    """The unit a test file (its path from the repository root) runs in: its shared-fixture package, else itself."""
+    path = path.removeprefix("tests/")
     return next((p for p in SHARED_FIXTURE_PACKAGES if path.startswith(p + "/")), path)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """pytest-xdist's scope scheduling with our units as scopes. (Its `--dist loadgroup` marks do not work with
+    pytest 9.2, which no longer reads the `_nodeid` that xdist 3.8 rewrites to add the group.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid.split("::", 1)[0])
+
+    return SharedFixtureScheduling(config, log)
 
 
 def pytest_collection_modifyitems(config, items):
     import torch
 
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(xdist_group(item)))
     rank = {p: i for i, p in enumerate(SHARED_FIXTURE_PACKAGES)}
-    items.sort(key=lambda item: rank.get(xdist_group(item), len(rank)))  # stable: files keep their order
+    items.sort(key=lambda item: rank.get(work_unit(item.nodeid.split("::", 1)[0]), len(rank)))  # stable: files keep order
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU; this machine has none")

@@ -76,13 +76,14 @@ def main() -> None:
     run = {"commit": commit, "how": how, "wall_s": None if wall is None else round(wall, 1), **parsed}
     minutes = f"{parsed['pytest_s'] / 60:.1f}"
     total = table(
-        ["commit", "passed", "skipped", "failed", "pytest minutes", "make test minutes"],
+        ["commit", "passed", "skipped", "failed", "errors", "pytest minutes", "make test minutes"],
         [
             [
                 (commit or "")[:7],
                 counts.get("passed", 0),
                 counts.get("skipped", 0),
                 counts.get("failed", 0),
+                counts.get("errors", 0),
                 minutes,
                 "" if wall is None else f"{wall / 60:.1f}",
             ]

@@ -25,6 +25,16 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 REPO = Path(__file__).resolve().parents[1]
 
 
+def private_ray(**kwargs):
+    """`ray.init(**kwargs)` for a fixture's own Ray, after shutting down one an earlier test left initialised in this
+    process (a library call that auto-initialises Ray, say): a leftover must not fail every later module."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    return ray.init(**kwargs)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A 2-layer random Llama with a trained BPE tokenizer and ChatML template, saved like a hub checkpoint."""

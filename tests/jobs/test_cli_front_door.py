@@ -20,7 +20,7 @@ FRONT_DOOR = {"finetune", "merge", "evaluate", "ask", "serve", "validate", "data
 # of these nouns and verbs, so a Fix message that names a command that does not exist fails either way.
 SUGGESTED = re.compile(r"(`?)\brayfit ([a-z][a-z-]*)(?: ([a-z][a-z-]*))?")
 PROSE = {"adds", "checkpoint", "does", "export", "fine-tuning", "job", "knows", "manifest", "never", "reads", "run"}
-PROSE |= {"reports", "service", "spec", "touches", "user", "uses", "version", "wrote"}
+PROSE |= {"has", "reports", "service", "spec", "touches", "user", "uses", "version", "wrote"}
 
 
 def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from cluster.spec import load_spec
+from tests.conftest import private_ray
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -107,7 +108,7 @@ def test_a_merge_no_node_can_hold_is_refused_before_training(tiny_model_dir, tmp
             "evaluate": {"enabled": True},
         }
     )
-    ray.init(
+    private_ray(
         address="local",
         num_cpus=2,
         include_dashboard=False,

@@ -23,6 +23,7 @@ from cluster.spec import JobSpec
 from jobs import evaluate as evaluate_job
 from jobs import merge as merge_job
 from tests.cluster.evaluation.runs import train_run
+from tests.conftest import private_ray
 
 pytestmark = pytest.mark.slow
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -95,7 +96,7 @@ def ray_with_state_api():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    context = ray.init(
+    context = private_ray(
         address="local",
         num_cpus=2,
         include_dashboard=True,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import private_ray
 from tests.serve.lora_fixtures import ANSWERS, as_checkpoint, serve_base, train_adapter
 from tests.tiny_model import TOOLS_CHATML
 
@@ -38,7 +39,7 @@ def serve_port():
     os.environ[ADMIN_ENV] = KEYS["admin"]  # before ray.init, so the replicas inherit it like a pod's secret env
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")  # shared CI boxes: do not pin a core
     port = free_port()
-    ray.init(num_cpus=3, include_dashboard=False, object_store_memory=200 * 1024**2, log_to_driver=False)
+    private_ray(num_cpus=3, include_dashboard=False, object_store_memory=200 * 1024**2, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         yield port

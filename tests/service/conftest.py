@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import private_ray
 from tests.jobs.test_submit_e2e import BIN, REPO, _stop, _wait_for_job_server, free_ports
 from tests.serve.lora_fixtures import QUESTION, serve_base
 
@@ -134,7 +135,7 @@ def service(ray_head, tiny_model_dir, tmp_path_factory):
             "reconcile_s": 2,
         },
     }
-    ray.init(address=ray_head["gcs"], runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}}, log_to_driver=False)
+    private_ray(address=ray_head["gcs"], runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}}, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(build_app(args), name="svc", route_prefix="/svc")

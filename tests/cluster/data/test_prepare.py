@@ -10,6 +10,7 @@ import pytest
 from cluster.data import DataQualityError, check_data, load_prepared, prepare_datasets
 from cluster.data.render import IGNORE
 from cluster.spec import validate_spec
+from tests.conftest import private_ray
 
 
 def make_spec(train, **data):
@@ -162,7 +163,7 @@ def test_ray_data_tokenization_matches_the_local_path(tiny_tokenizer, tmp_path, 
 
     spec = make_spec([{"path": "embedded:construction-faq"}], max_seq_len=512, eval_split=0.05)
     local = prepare_datasets(spec, tiny_tokenizer, str(tmp_path / "local"))
-    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2, log_to_driver=False)
+    private_ray(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2, log_to_driver=False)
     try:
         on_ray = prepare_datasets(spec, tiny_tokenizer, str(tmp_path / "ray"))
         # The tokenizing actors are gone once the data is prepared, so the trainer's workers can take every CPU.

@@ -21,6 +21,7 @@ from cluster.merge import merge_checkpoint
 from cluster.model.load import load_tokenizer
 from cluster.spec import JobSpec
 from tests.cluster.evaluation.runs import train_run
+from tests.conftest import private_ray
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +41,7 @@ def local_ray():
     import ray
 
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")  # shared CI boxes: do not pin a core
-    ray.init(address="local", num_cpus=3, include_dashboard=False, object_store_memory=200 * 1024**2, log_to_driver=False)
+    private_ray(address="local", num_cpus=3, include_dashboard=False, object_store_memory=200 * 1024**2, log_to_driver=False)
     try:
         yield
     finally:

@@ -14,6 +14,7 @@ import pytest
 from cluster.manifest import read_manifest
 from cluster.spec import validate_spec
 from tests.cluster.objectives.conftest import grpo_spec, rewards, write_prompts
+from tests.conftest import private_ray
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +27,7 @@ def ray_grpo():
     import ray
 
     os.environ["RAY_TRAIN_ENABLE_PRINT_PATCH"] = "0"
-    ray.init(
+    private_ray(
         num_cpus=3, include_dashboard=False, object_store_memory=300 * 1024**2, _node_ip_address="127.0.0.1", address="local"
     )
     yield

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from cluster.embedded import embedded_data_path
+from tests.conftest import private_ray
 
 
 def build_rows(model_dir: Path, n: int, max_len: int, packed: bool) -> list[dict]:
@@ -94,7 +95,7 @@ def ray_local():
     import ray
 
     os.environ["RAY_TRAIN_ENABLE_PRINT_PATCH"] = "0"
-    ray.init(
+    private_ray(
         num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2, _node_ip_address="127.0.0.1", address="local"
     )
     yield

@@ -6,9 +6,9 @@ The workload is serve_throughput's (`run_load`: `--clients` threads of the offic
 one-turn chats, greedy, fixed max_tokens, fp32), against the base model only: what the API costs the traffic that
 does not use it. Rounds alternate off / on in one local Ray, so machine noise hits all cases alike. With `storage`,
 the app also runs its reconcile loop and vLLM's LoRA support is on (so published adapters can be answered), which is
-the cost being measured. A third case, "on, vLLM's own LoRA ops", is the app with `storage` whose engine keeps vLLM's
-CPU LoRA decode ops as they are (`vllm.engine_kwargs: {worker_extension_cls: ""}`: rayfit's skip of LoRA ops in
-steps without adapters, serve/vllm_worker.py, is off). Goal: on >= 0.97x off.
+the cost being measured. A third case, "on, vLLM's LoRA wrappers in every step", is the app with `storage` whose
+engine keeps vLLM's CPU LoRA wrappers in every step (`vllm.engine_kwargs: {worker_extension_cls: ""}`: rayfit's
+bypass of them in steps without adapters, serve/vllm_worker.py, is off). Goal: on >= 0.97x off.
 Results: benchmarks/results/service_throughput.json.
 """
 
@@ -27,7 +27,8 @@ from benchmarks.serve_throughput import ENV, run_load
 def cases(storage: Path) -> list[tuple[str, dict]]:
     """(name, args added to the app's) of each case, in the order each round runs them."""
     plain_lora = {"vllm": {"enforce_eager": True, "engine_kwargs": {"worker_extension_cls": ""}}}
-    return [("off", {}), ("on", {"storage": str(storage)}), ("on, vLLM's own LoRA ops", {"storage": str(storage), **plain_lora})]
+    every_step = ("on, vLLM's LoRA wrappers in every step", {"storage": str(storage), **plain_lora})
+    return [("off", {}), ("on", {"storage": str(storage)}), every_step]
 
 
 def main() -> None:

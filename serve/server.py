@@ -83,8 +83,8 @@ class OpenAIServer:
         namespace = vllm_namespace(self.args, model_path, ranks)
         self.engine = AsyncLLM.from_vllm_config(AsyncEngineArgs.from_cli_args(namespace).create_engine_config())
         if namespace.worker_extension_cls == WORKER_EXTENSION:
-            changed = await self.engine.collective_rpc("rayfit_skip_idle_lora")
-            logger.info("rayfit: LoRA decode ops skipped for steps without adapters on %d CPU workers", sum(changed))
+            changed = await self.engine.collective_rpc("rayfit_bypass_idle_lora")
+            logger.info("rayfit: %d LoRA wrappers call their base layer in steps without adapters", sum(changed))
         self.state = State()
         await init_app_state(self.engine, self.state, namespace, supported_tasks=await self.engine.get_supported_tasks())
         self.capacity = self.args.max_ongoing_requests + self.args.max_queued_requests

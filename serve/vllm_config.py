@@ -82,7 +82,7 @@ def engine_kwargs(args: ServeArgs, model_path: str, ranks: dict[str, int]) -> di
         **({"distributed_executor_backend": "ray"} if args.vllm.tensor_parallel_size > 1 else {}),
         **lora_sizes(args, ranks),
     }
-    if kwargs.get("enable_lora"):  # rayfit's worker methods: skipping idle LoRA decode ops on CPU (serve/vllm_worker.py)
+    if kwargs.get("enable_lora"):  # rayfit's worker methods: base layers in steps without adapters on CPU (serve/vllm_worker.py)
         kwargs["worker_extension_cls"] = WORKER_EXTENSION
     return kwargs | args.vllm.engine_kwargs
 

@@ -101,11 +101,19 @@ def _add_create(sub) -> None:
     c.add_argument("--validation-file", help="a file id or a local JSONL file to upload")
     c.add_argument("--suffix", help="part of the published name ft:<base>:<suffix>:<job-id> (64 characters at most)")
     c.add_argument("--seed", type=int, help="random seed")
-    c.add_argument("--method", choices=["supervised", "dpo"], default="supervised", help="default: supervised")
+    c.add_argument("--method", choices=["supervised", "dpo", "reinforcement"], default="supervised", help="default: supervised")
     c.add_argument("--n-epochs", type=auto_or(int), help="passes over the training file (default: auto)")
     c.add_argument("--batch-size", type=auto_or(int), help="examples per optimizer step (default: auto)")
     c.add_argument("--learning-rate-multiplier", type=auto_or(float), help="multiple of the template's rate (default: auto)")
     c.add_argument("--beta", type=auto_or(float), help="DPO's beta (with --method dpo; default: auto)")
+    c.add_argument(
+        "--grader",
+        metavar="YAML",
+        help="with --method reinforcement: a file holding one OpenAI grader (e.g. {type: string_check, name: exact, "
+        "input: '{{sample.output_text}}', reference: '{{item.answer}}', operation: eq})",
+    )
+    c.add_argument("--eval-interval", type=auto_or(int), help="training steps between evaluations (reinforcement)")
+    c.add_argument("--eval-samples", type=auto_or(int), help="held-out prompts each evaluation scores (reinforcement)")
     c.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE", help="a label on the job; repeatable")
     c.add_argument(
         "--spec",
@@ -139,28 +147,41 @@ def create_body(args) -> dict[str, Any]:
             ("batch_size", args.batch_size),
             ("learning_rate_multiplier", args.learning_rate_multiplier),
             ("beta", args.beta),
+            ("eval_interval", args.eval_interval),
+            ("eval_samples", args.eval_samples),
         )
         if v is not None
     }
     if "beta" in hyper and args.method != "dpo":
         raise UserError("--beta is a DPO hyperparameter. Fix: add --method dpo, or drop --beta.")
-    body: dict[str, Any] = {"model": args.model, "method": {"type": args.method, args.method: {"hyperparameters": hyper}}}
+    own = sorted({"eval_interval", "eval_samples"} & hyper.keys())
+    if (own or args.grader) and args.method != "reinforcement":
+        flag = "--grader" if args.grader else f"--{own[0].replace('_', '-')}"
+        raise UserError(f"{flag} is for reinforcement fine-tuning. Fix: add --method reinforcement, or drop {flag}.")
+    method: dict[str, Any] = {"hyperparameters": hyper}
+    if args.method == "reinforcement":
+        if not args.grader:
+            raise UserError("--method reinforcement needs a grader. Fix: add --grader grader.yaml (one OpenAI grader).")
+        method["grader"] = _mapping_file(args.grader, "grader", "a grader is a mapping (e.g. {type: string_check, ...})")
+    body: dict[str, Any] = {"model": args.model, "method": {"type": args.method, args.method: method}}
     for key in ("suffix", "seed"):
         if getattr(args, key) is not None:
             body[key] = getattr(args, key)
     if args.metadata:
         body["metadata"] = pairs(args.metadata, "--metadata")
     if args.spec:
-        body["rayfit"] = {"spec": _spec_part(args.spec)}
+        example = "a spec override is a mapping of spec sections (e.g. train: {max_steps: 40})"
+        body["rayfit"] = {"spec": _mapping_file(args.spec, "spec override", example)}
     return body
 
 
-def _spec_part(path: str) -> dict[str, Any]:
+def _mapping_file(path: str, what: str, shape: str) -> dict[str, Any]:
+    """The YAML (or JSON) mapping in `path`; a UserError naming the file otherwise."""
     from cluster.spec.reader import read_yaml_file
 
-    data = read_yaml_file(path, "spec override").data
+    data = read_yaml_file(path, what).data
     if not isinstance(data, dict):
-        raise UserError(f"{path}: a spec override is a mapping of spec sections (e.g. train: {{max_steps: 40}}).")
+        raise UserError(f"{path}: {shape}. Fix: write the {what} as a YAML mapping.")
     return data
 
 

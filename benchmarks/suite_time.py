@@ -3,6 +3,7 @@
     python -m benchmarks.suite_time --clone [--name suite_time]          # git clone this checkout to a temporary
                                                                           # folder, run `make test` there, time it
     python -m benchmarks.suite_time --log FILE --name suite_time_before  # read a finished run's pytest output
+    python -m benchmarks.suite_time --clone --target demo --name demo_fresh_clone   # `make demo` in a fresh clone
 
 `--clone` is what CI does: a clean clone (so a missing install step shows), then `make test`, which creates the venv
 (pip's cache makes that minutes, not the first download) and runs pytest with `--durations=25`. The wall time is the
@@ -13,6 +14,7 @@ output. Writes benchmarks/results/<name>.json (tables `total` and `durations`), 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import subprocess
 import sys
@@ -38,35 +40,58 @@ def parse(output: str) -> dict:
     return {"counts": counts, "pytest_s": float(seconds), "slowest": slowest}
 
 
-def run_clone(log: Path) -> tuple[str, float, str]:
-    """(output, wall seconds, commit) of `make test` in a fresh clone of this checkout's HEAD; the output is also
-    written to `log` as it comes, so a long run can be followed."""
+def run_clone(log: Path, target: str = "test") -> tuple[str, float, str, dict | None]:
+    """(output, wall seconds, commit, the demo's own results or None) of `make TARGET` in a fresh clone of this
+    checkout's HEAD; the output is also written to `log` as it comes, so a long run can be followed."""
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
     with tempfile.TemporaryDirectory(prefix="rayfit-clone-") as tmp:
         clone = Path(tmp) / "rayfit"
         subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
         started = time.perf_counter()
         with log.open("w") as out:
-            proc = subprocess.run(["make", "test"], cwd=clone, stdout=out, stderr=subprocess.STDOUT)
+            proc = subprocess.run(["make", target], cwd=clone, stdout=out, stderr=subprocess.STDOUT)
         wall = time.perf_counter() - started
+        demo = clone / "benchmarks" / "results" / "demo.json"
+        demo_results = json.loads(demo.read_text()) if target == "demo" and demo.exists() else None
     output = log.read_text(encoding="utf-8", errors="replace")
     if proc.returncode:
         print(output[-5000:])
-        sys.exit(f"rayfit: `make test` failed in the fresh clone (exit {proc.returncode}); its output is in {log}.")
-    return output, wall, commit
+        sys.exit(f"rayfit: `make {target}` failed in the fresh clone (exit {proc.returncode}); its output is in {log}.")
+    return output, wall, commit, demo_results
+
+
+def write_demo(name: str, wall: float, commit: str, demo: dict | None) -> None:
+    """The fresh clone's `make demo`: its wall time (the venv's creation included) and the demo's own step times."""
+    if demo is None:
+        sys.exit(
+            "rayfit: `make demo` wrote no benchmarks/results/demo.json in the clone. Fix: run it by hand and read its output."
+        )
+    steps = demo["summary"]
+    run = {
+        "commit": commit,
+        "how": "make demo in a fresh git clone (venv created by make from pip's cache)",
+        "wall_s": round(wall, 1),
+    }
+    rows = [[(commit or "")[:7], f"{wall / 60:.1f}", f"{steps['total_s'] / 60:.1f}", f"{steps['job_s']:.0f}"]]
+    rows[0].append(f"{steps['success_to_first_answer_s']:.1f}")
+    total = table(["commit", "make demo minutes", "demo minutes (venv ready)", "job seconds", "success to first answer s"], rows)
+    write_results(name, runs=[{**run, "demo": demo}], summary={"wall_s": run["wall_s"], **steps}, tables={"total": total})
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--clone", action="store_true", help="run `make test` in a fresh clone of HEAD")
+    source.add_argument("--clone", action="store_true", help="run `make test` (or --target) in a fresh clone of HEAD")
     source.add_argument("--log", type=Path, help="a finished pytest run's output (with --durations)")
     parser.add_argument("--name", default="suite_time", help="results file name")
     parser.add_argument("--commit", help="with --log: the commit that log's suite ran at")
-    parser.add_argument("--output", type=Path, default=Path("suite_time.log"), help="with --clone: where make test's output goes")
+    parser.add_argument("--output", type=Path, default=Path("suite_time.log"), help="with --clone: where make's output goes")
+    parser.add_argument("--target", choices=["test", "demo"], default="test", help="with --clone: the make target")
     args = parser.parse_args()
     if args.clone:
-        output, wall, commit = run_clone(args.output.resolve())
+        output, wall, commit, demo = run_clone(args.output.resolve(), args.target)
+        if args.target == "demo":
+            return write_demo(args.name, wall, commit, demo)
         how = "make test in a fresh git clone (venv created by make from pip's cache)"
     else:
         output, wall, commit = args.log.read_text(encoding="utf-8", errors="replace"), None, args.commit

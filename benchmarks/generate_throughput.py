@@ -13,11 +13,13 @@ FAQ, the model's chat template), same lengths (every answer exactly --max-tokens
 3. `rayfit generate` with 1, then 2 replicas on a ray.cluster_utils.Cluster of a head (0 CPUs: the driver) and two
    nodes of 2 logical CPUs each, all on this one machine.
 Tokens/s are reported end to end (engine start included) and for decoding alone: transformers' after its model load,
-rayfit's over the second half of the rows (from the moment half were written to the last block: the engines' start
-and the first wave of batches are behind it; at least a few hundred prompts make that half long enough). During
+rayfit's from its first written block to its last (`after_first_block`: an upper estimate, as rows in flight at the
+first block had part of their decoding before it; with many more prompts than the engine batches, the first block
+comes after the engine's start and the estimate converges). During
 run 2 the peak RSS of the engine's processes (Ray Data's engine actor, vLLM's engine core and worker) is sampled:
 cluster/planner/steps.py's VLLM_BASELINE is that sum less the weights and the 1 GiB KV cache.
-Writes benchmarks/results/generate_throughput.json (tables `engines`, `replicas`), which docs/benchmarks.md quotes.
+Writes benchmarks/results/generate_throughput.json (tables `engines`, `replicas`), which docs/benchmarks.md quotes;
+`--resummarize` recomputes its summary and tables from the runs it holds, without measuring again.
 """
 
 from __future__ import annotations
@@ -106,7 +108,7 @@ def rayfit_generate(prompts: list[str], max_tokens: int, replicas: int, folder: 
         dtype="float32",
         replicas=replicas,
         batch_size=8,
-        block_rows=8,  # small blocks: their times show the steady decoding rate (_second_half)
+        block_rows=8,  # small blocks: their times show the decoding rate (after_first_block)
         sampling={"ignore_eos": True},
     )
     blocks: list[tuple[float, int]] = []  # (when, rows) of each written block
@@ -120,7 +122,7 @@ def rayfit_generate(prompts: list[str], max_tokens: int, replicas: int, folder: 
 
     def write_block(block, rows):
         original(block, rows)
-        blocks.append((time.perf_counter(), len(block)))
+        blocks.append((time.perf_counter(), len(rows)))
 
     job.writer.write_block = write_block
     report = generate(job, say=say)
@@ -134,25 +136,19 @@ def rayfit_generate(prompts: list[str], max_tokens: int, replicas: int, folder: 
         "seconds": done - started,
         "first_block_s": blocks[0][0] - started if blocks else None,
         "tok_s": report.output_tokens / (done - started),
-        "second_half_tok_s": _second_half(blocks, max_tokens),
         "blocks": [(round(when - started, 2), n) for when, n in blocks],
         "failed": report.failed,
     }
 
 
-def _second_half(blocks: list[tuple[float, int]], max_tokens: int) -> float | None:
-    """Decoding alone: tokens/s of the answers written in the second half of the run's rows, from the moment half the
-    rows were written to the last block. The engines' start and the first wave of batches (all finishing together)
-    are behind it, so it is the steady rate, comparable with transformers' tokens/s after its model load."""
-    total = sum(n for _, n in blocks)
-    written, half_at = 0, None
-    for when, n in blocks:
-        written += n
-        if half_at is None and written >= total / 2:
-            half_at, rows_then = when, written
-    if half_at is None or blocks[-1][0] <= half_at:
+def after_first_block(blocks: list[list[float]], max_tokens: int) -> float | None:
+    """Decoding, engine start left out: tokens/s of the rows written after the first block, over the time from the
+    first block to the last (`blocks`: [seconds since the start, rows] of each written block). Rows in flight when
+    the first block was written had part of their decoding before it, so this is an upper estimate of the steady
+    rate; the end-to-end rate (start included) is the lower one."""
+    if len(blocks) < 2 or blocks[-1][0] <= blocks[0][0]:
         return None
-    return (total - rows_then) * max_tokens / (blocks[-1][0] - half_at)
+    return sum(n for _, n in blocks[1:]) * max_tokens / (blocks[-1][0] - blocks[0][0])
 
 
 class EngineMemory:
@@ -211,13 +207,16 @@ def main() -> None:
     import ray
     from ray.cluster_utils import Cluster
 
-    from benchmarks.results import table, write_results
+    from benchmarks.results import write_results
     from cluster.embedded import embedded_model_dir
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--resummarize", action="store_true", help="recompute the results file's tables from its runs")
     args = parser.parse_args()
+    if args.resummarize:
+        return resummarize()
     prompts = questions(args.prompts)
     runs = []
     with tempfile.TemporaryDirectory(prefix="rayfit-bench-generate-") as tmp:
@@ -248,6 +247,31 @@ def main() -> None:
                 cluster.remove_node(node)
             cluster.shutdown()
 
+    summary, tables = summarize(runs, len(prompts), args.max_tokens)
+    write_results("generate_throughput", runs=runs, summary=summary, tables=tables)
+
+
+def resummarize() -> None:
+    """Recompute the summary and tables of benchmarks/results/generate_throughput.json from its raw runs (no new
+    measurement); the file keeps its measuring command, and says when it was recomputed."""
+    from benchmarks.results import read_results, write_results
+
+    old = read_results("generate_throughput")
+    old_summary = old["summary"]
+    for run in old["runs"]:
+        run.pop("second_half_tok_s", None)  # an earlier estimate, counted from the middle row: wrong when rows end in waves
+    summary, tables = summarize(old["runs"], old_summary["prompts"], old_summary["max_tokens"])
+    summary["load_average"] = old_summary.get("load_average")
+    note = f"measured {old['date']} by `{old['command']}`; summary and tables recomputed from the runs by --resummarize"
+    write_results("generate_throughput", runs=old["runs"], summary=summary, tables=tables, command=old["command"], notes=note)
+
+
+def summarize(runs: list[dict], prompts: int, max_tokens: int) -> tuple[dict, dict]:
+    """The summary and the tables `engines` and `replicas` from the four runs."""
+    from benchmarks.results import table
+
+    for run in runs[1:]:
+        run["after_first_block_tok_s"] = after_first_block(run["blocks"], max_tokens)
     hf, local, one, two = runs
     fmt = lambda v: "n/a" if v is None else f"{v:.1f}"  # noqa: E731
     engines = table(
@@ -260,36 +284,29 @@ def main() -> None:
                 local["output_tokens"],
                 fmt(local["seconds"]),
                 fmt(local["tok_s"]),
-                fmt(local["second_half_tok_s"]),
+                fmt(local["after_first_block_tok_s"]),
                 fmt(local["tok_s"] / hf["tok_s"]),
-                fmt((local["second_half_tok_s"] or 0) / hf["decode_tok_s"]),
+                fmt((local["after_first_block_tok_s"] or 0) / hf["decode_tok_s"]),
             ],
         ],
     )
     replicas = table(
-        ["replicas", "simulated nodes used", "wall s", "tok/s end to end", "tok/s decoding (second half)"]
+        ["replicas", "simulated nodes used", "wall s", "tok/s end to end", "tok/s decoding (after the first block)"]
         + ["vs 1 replica (decoding)"],
         [
-            [r["replicas"], len(r["engine_nodes"]), fmt(r["seconds"]), fmt(r["tok_s"]), fmt(r["second_half_tok_s"])]
-            + [fmt((r["second_half_tok_s"] or 0) / (one["second_half_tok_s"] or 1))]
+            [r["replicas"], len(r["engine_nodes"]), fmt(r["seconds"]), fmt(r["tok_s"]), fmt(r["after_first_block_tok_s"])]
+            + [fmt((r["after_first_block_tok_s"] or 0) / (one["after_first_block_tok_s"] or 1))]
             for r in (one, two)
         ],
     )
-    write_results(
-        "generate_throughput",
-        runs=runs,
-        summary={
-            "prompts": len(prompts),
-            "max_tokens": args.max_tokens,
-            "end_to_end_ratio": local["tok_s"] / hf["tok_s"],
-            "decoding_ratio": (local["second_half_tok_s"] or 0) / hf["decode_tok_s"],
-            "two_replicas_vs_one": (two["second_half_tok_s"] or 0) / (one["second_half_tok_s"] or 1),
-            "engine_rss_less_weights_and_kv_gib": local["engine_rss_less_weights_and_kv_gib"],
-            "load_average": os.getloadavg(),
-        },
-        tables={"engines": engines, "replicas": replicas},
-    )
-
-
-if __name__ == "__main__":
-    main()
+    summary = {
+        "prompts": prompts,
+        "max_tokens": max_tokens,
+        "end_to_end_ratio": local["tok_s"] / hf["tok_s"],
+        "decoding_ratio": (local["after_first_block_tok_s"] or 0) / hf["decode_tok_s"],
+        "two_replicas_vs_one": (two["after_first_block_tok_s"] or 0) / (one["after_first_block_tok_s"] or 1),
+        "two_replicas_vs_one_end_to_end": two["tok_s"] / one["tok_s"],
+        "engine_rss_less_weights_and_kv_gib": local["engine_rss_less_weights_and_kv_gib"],
+        "load_average": os.getloadavg(),
+    }
+    return summary, {"engines": engines, "replicas": replicas}

@@ -199,7 +199,7 @@ def engine_nodes() -> list[str]:
     from ray.util.state import list_actors
 
     actors = list_actors(filters=[("class_name", "=", "MapWorker(MapBatches(vLLMEngineStageUDF))")], detail=True)
-    return sorted({a.node_id[:8] for a in actors})
+    return sorted({a.node_id[:8] for a in actors if a.node_id})  # an actor never placed has no node
 
 
 def main() -> None:

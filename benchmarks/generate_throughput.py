@@ -310,3 +310,7 @@ def summarize(runs: list[dict], prompts: int, max_tokens: int) -> tuple[dict, di
         "load_average": os.getloadavg(),
     }
     return summary, {"engines": engines, "replicas": replicas}
+
+
+if __name__ == "__main__":
+    main()

@@ -60,22 +60,24 @@ def run_clone(log: Path, target: str = "test") -> tuple[str, float, str, dict | 
     return output, wall, commit, demo_results
 
 
-def write_demo(name: str, wall: float, commit: str, demo: dict | None) -> None:
+def write_demo(name: str, wall: float, commit: str, demo: dict | None, command: str | None = None) -> None:
     """The fresh clone's `make demo`: its wall time (the venv's creation included) and the demo's own step times."""
     if demo is None:
-        sys.exit(
-            "rayfit: `make demo` wrote no benchmarks/results/demo.json in the clone. Fix: run it by hand and read its output."
-        )
+        sys.exit("rayfit: `make demo` wrote no benchmarks/results/demo.json in the clone. Fix: run it by hand, read its output.")
     steps = demo["summary"]
-    run = {
-        "commit": commit,
-        "how": "make demo in a fresh git clone (venv created by make from pip's cache)",
-        "wall_s": round(wall, 1),
-    }
+    how = "make demo in a fresh git clone (venv created by make from pip's cache)"
+    run = {"commit": commit, "how": how, "wall_s": round(wall, 1)}
+    header = ["commit", "make demo minutes", "demo minutes (venv ready)", "job seconds"]
+    header += ["job success to first token s", "job success to whole answer s"]
     rows = [[(commit or "")[:7], f"{wall / 60:.1f}", f"{steps['total_s'] / 60:.1f}", f"{steps['job_s']:.0f}"]]
-    rows[0].append(f"{steps['success_to_first_answer_s']:.1f}")
-    total = table(["commit", "make demo minutes", "demo minutes (venv ready)", "job seconds", "success to first answer s"], rows)
-    write_results(name, runs=[{**run, "demo": demo}], summary={"wall_s": run["wall_s"], **steps}, tables={"total": total})
+    rows[0] += [f"{steps['success_to_first_token_s']:.1f}", f"{steps['success_to_first_answer_s']:.1f}"]
+    write_results(
+        name,
+        runs=[{**run, "demo": demo}],
+        summary={"wall_s": run["wall_s"], **steps},
+        tables={"total": table(header, rows)},
+        command=command,
+    )
 
 
 def main() -> None:

@@ -18,6 +18,8 @@ first block had part of their decoding before it; with many more prompts than th
 comes after the engine's start and the estimate converges). During
 run 2 the peak RSS of the engine's processes (Ray Data's engine actor, vLLM's engine core and worker) is sampled:
 cluster/planner/steps.py's VLLM_BASELINE is that sum less the weights and the 1 GiB KV cache.
+`--sweep` instead runs `rayfit generate` alone with each engine setting of SWEEP (max_num_seqs, eager or torch.compile)
+and writes benchmarks/results/generate_sweep.json (table `sweep`): what the CPU defaults are chosen from.
 Writes benchmarks/results/generate_throughput.json (tables `engines`, `replicas`), which docs/benchmarks.md quotes;
 `--resummarize` recomputes its summary and tables from the runs it holds, without measuring again.
 """
@@ -92,8 +94,9 @@ def transformers_path(prompts: list[str], max_tokens: int, batch_size: int = 8) 
     }
 
 
-def rayfit_generate(prompts: list[str], max_tokens: int, replicas: int, folder: Path, label: str) -> dict:
-    """`rayfit generate` (prepare + generate, as the CLI runs them) on the Ray this process is connected to."""
+def rayfit_generate(prompts: list[str], max_tokens: int, replicas: int, folder: Path, label: str, **engine) -> dict:
+    """`rayfit generate` (prepare + generate, as the CLI runs them) on the Ray this process is connected to; `engine`:
+    GenerateSettings fields that differ from its defaults (max_num_seqs, batch_size, enforce_eager)."""
     from cluster.generation.pipeline import generate, prepare
     from cluster.generation.settings import GenerateSettings
 
@@ -110,6 +113,7 @@ def rayfit_generate(prompts: list[str], max_tokens: int, replicas: int, folder: 
         batch_size=8,
         block_rows=8,  # small blocks: their times show the decoding rate (after_first_block)
         sampling={"ignore_eos": True},
+        **engine,
     )
     blocks: list[tuple[float, int]] = []  # (when, rows) of each written block
 
@@ -132,6 +136,7 @@ def rayfit_generate(prompts: list[str], max_tokens: int, replicas: int, folder: 
     return {
         "path": label,
         "replicas": replicas,
+        **engine,
         "output_tokens": report.output_tokens,
         "seconds": done - started,
         "first_block_s": blocks[0][0] - started if blocks else None,
@@ -152,14 +157,16 @@ def after_first_block(blocks: list[list[float]], max_tokens: int) -> float | Non
 
 
 class EngineMemory:
-    """Peak RSS per process of a vLLM engine (sampled every 0.5 s in a thread) while the `with` block runs."""
+    """Peak RSS of each process of a vLLM engine (sampled every 0.5 s in a thread) while the `with` block runs, by
+    pid: Ray retitles its actor process with the method it runs (`.__init__`, `.submit`), so one process shows
+    under several titles; `peak` names each pid by its first title."""
 
     NAMES = ("VLLM::", "MapBatches(vLLMEngineStageUDF)")
 
     def __enter__(self):
         import threading
 
-        self.peak: dict[str, int] = {}
+        self.peaks: dict[int, tuple[str, int]] = {}  # pid -> (title, peak RSS)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._watch, daemon=True)
         self.thread.start()
@@ -169,17 +176,21 @@ class EngineMemory:
         import psutil
 
         while not self.stop.is_set():
-            for p in psutil.process_iter(["cmdline", "memory_info"]):
+            for p in psutil.process_iter(["pid", "cmdline", "memory_info"]):
                 name = " ".join(p.info["cmdline"] or [])
-                kind = next((n for n in self.NAMES if n in name), None)
-                if kind and p.info["memory_info"]:
-                    key = name.split()[0][:60]
-                    self.peak[key] = max(self.peak.get(key, 0), p.info["memory_info"].rss)
+                if any(n in name for n in self.NAMES) and p.info["memory_info"]:
+                    title, peak = self.peaks.get(p.info["pid"], (name.split()[0][:60], 0))
+                    self.peaks[p.info["pid"]] = (title, max(peak, p.info["memory_info"].rss))
             self.stop.wait(0.5)
 
     def __exit__(self, *exc):
         self.stop.set()
         self.thread.join()
+
+    @property
+    def peak(self) -> dict[str, int]:
+        """Peak RSS per process, keyed `title (pid)`."""
+        return {f"{title} ({pid})": rss for pid, (title, rss) in self.peaks.items()}
 
 
 def float32_bytes(folder: Path) -> int:
@@ -214,10 +225,13 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--resummarize", action="store_true", help="recompute the results file's tables from its runs")
+    parser.add_argument("--sweep", action="store_true", help="engine settings against each other instead (generate_sweep)")
     args = parser.parse_args()
     if args.resummarize:
         return resummarize()
     prompts = questions(args.prompts)
+    if args.sweep:
+        return sweep(prompts, args.max_tokens)
     runs = []
     with tempfile.TemporaryDirectory(prefix="rayfit-bench-generate-") as tmp:
         folder = Path(tmp)
@@ -249,6 +263,41 @@ def main() -> None:
 
     summary, tables = summarize(runs, len(prompts), args.max_tokens)
     write_results("generate_throughput", runs=runs, summary=summary, tables=tables)
+
+
+# (max_num_seqs, enforce_eager) tried by --sweep; Ray Data sends each engine up to 8 batches at once, so the batch
+# size is max_num_seqs / 8 to keep that many rows in flight.
+SWEEP = ((64, False), (64, True), (128, True), (256, True))
+
+
+def sweep(prompts: list[str], max_tokens: int) -> None:
+    """`rayfit generate` on local Ray with each engine setting of SWEEP: which CPU defaults start and decode fastest.
+    Writes benchmarks/results/generate_sweep.json (table `sweep`)."""
+    import ray
+
+    from benchmarks.results import table, write_results
+
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="rayfit-bench-generate-") as tmp:
+        ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False)
+        try:
+            for seqs, eager in SWEEP:
+                label = f"max_num_seqs {seqs}, " + ("eager" if eager else "torch.compile")
+                engine = {"max_num_seqs": seqs, "batch_size": max(1, seqs // 8), "enforce_eager": eager}
+                run = rayfit_generate(prompts, max_tokens, 1, Path(tmp), label, **engine)
+                run["after_first_block_tok_s"] = after_first_block(run["blocks"], max_tokens)
+                runs.append(run)
+                print({k: v for k, v in run.items() if k != "blocks"}, flush=True)
+        finally:
+            ray.shutdown()
+    fmt = lambda v: "n/a" if v is None else f"{v:.1f}"  # noqa: E731
+    rows = [
+        [r["path"], fmt(r["first_block_s"]), fmt(r["seconds"]), fmt(r["tok_s"]), fmt(r["after_first_block_tok_s"])] for r in runs
+    ]
+    header = ["engine", "first block s", "wall s", "tok/s end to end", "tok/s decoding (after the first block)"]
+    best = max(runs, key=lambda r: r["tok_s"])
+    summary = {"prompts": len(prompts), "max_tokens": max_tokens, "fastest_end_to_end": best["path"]}
+    write_results("generate_sweep", runs=runs, summary=summary, tables={"sweep": table(header, rows)})
 
 
 def resummarize() -> None:

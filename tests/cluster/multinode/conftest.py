@@ -6,6 +6,7 @@ Every process is started here and stopped here by its pid, also when a test fail
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -24,13 +26,14 @@ BUCKET = "rayfit"
 
 
 class Cluster:
-    """Ray nodes on this machine; `add_node` starts one, `kill_raylet` takes one away as a lost machine would."""
+    """Ray nodes on this machine; `add_node` starts one, `lose_node` takes one away as a lost machine would."""
 
     def __init__(self, root: Path, env: dict[str, str]):
         self.root, self.env = root, env
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.nodes: list[tuple[str, subprocess.Popen]] = []
+        self.lost: set[str] = set()  # nodes taken away (lose_node) or replaced (heal)
 
     def node_env(self, name: str) -> dict[str, str]:
         """The environment of a node's processes (and so of its Ray workers): its own TMPDIR and rayfit cache."""
@@ -38,16 +41,17 @@ class Cluster:
         (tmp / "tmp").mkdir(parents=True, exist_ok=True)
         return {**self.env, "TMPDIR": str(tmp / "tmp"), "RAYFIT_CACHE": str(tmp / "cache")}
 
-    def add_node(self, cpus: int = 2, live: int | None = None) -> str:
-        """Start a node (the head first) and wait until the cluster has `live` live nodes (default: every node
-        started here and still running); returns its name."""
-        import psutil  # noqa: F401  (kill_raylet needs it; fail early if missing)
+    def add_node(self, cpus: int = 2) -> str:
+        """Start a node (the head first) and wait until Ray lists it alive, with every other running node and no
+        node this harness took away; returns its name (also its Ray node name)."""
+        import psutil  # noqa: F401  (lose_node needs it; fail early if missing)
 
         name = f"node{len(self.nodes)}"
         args = [
             "ray",
             "start",
             "--block",
+            f"--node-name={name}",
             f"--num-cpus={cpus}",
             "--node-ip-address=127.0.0.1",
             "--disable-usage-stats",
@@ -74,19 +78,48 @@ class Cluster:
             start_new_session=True,
         )
         self.nodes.append((name, proc))
-        self.wait_for_nodes(live or sum(1 for _, p in self.nodes if p.poll() is None))
+        self.wait_for_nodes()
         return name
 
-    def alive_nodes(self) -> int:
-        code = f"import ray; ray.init(address='{self.address}'); print(sum(n['Alive'] for n in ray.nodes()))"
-        out = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True, timeout=120, check=False)
-        return int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else -1
+    def running(self) -> set[str]:
+        """Names of the nodes whose `ray start --block` still runs (it exits when its raylet dies)."""
+        return {name for name, proc in self.nodes if proc.poll() is None}
 
-    def wait_for_nodes(self, count: int, timeout: float = 120) -> None:
+    def alive_nodes(self) -> set[str] | None:
+        """Names of the nodes Ray's GCS lists alive; None when it cannot be asked. (ray.init prints its own lines
+        to stdout, about nodes that died among them: the answer is the line after a marker.)"""
+        code = (
+            f"import json, ray; ray.init(address='{self.address}'); "
+            "print('ALIVE ' + json.dumps([n['NodeName'] for n in ray.nodes() if n['Alive']]))"
+        )
+        out = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True, timeout=120, check=False)
+        answers = [line[len("ALIVE ") :] for line in out.stdout.splitlines() if line.startswith("ALIVE ")]
+        return set(json.loads(answers[-1])) if out.returncode == 0 and answers else None
+
+    def wait_for_nodes(self, timeout: float = 120) -> None:
+        """Wait until Ray lists exactly the running nodes alive: a node just started has registered, and a node just
+        lost is no longer counted (its death is noticed by the GCS's health checks, seconds later). Counting alone
+        passed too early, with the lost node still listed and its replacement not yet."""
         deadline = time.time() + timeout
-        while self.alive_nodes() != count:
-            assert time.time() < deadline, f"the cluster did not reach {count} live nodes; see {self.root}/node*.log"
-            time.sleep(2)
+        while (alive := self.alive_nodes()) != self.running():
+            assert time.time() < deadline, (
+                f"Ray lists {alive} alive, the harness runs {self.running()}; see {self.root}/node*.log"
+            )
+            time.sleep(1)
+
+    def heal(self, count: int = 2) -> None:
+        """Start nodes until `count` run, and wait until Ray lists them: a test starts with its two nodes even when an
+        earlier test failed before giving back the node it took, or a node's raylet ended by itself (seen once on
+        this 2-core machine under load), which is warned about with the node's log."""
+        for name, proc in self.nodes:
+            if proc.poll() is not None and name not in self.lost:
+                tail = (self.root / f"{name}.log").read_text(errors="replace")[-2000:]
+                said = f"multinode harness: {name} ended by itself (exit {proc.returncode}); replaced. Its log:\n{tail}"
+                warnings.warn(said, stacklevel=2)
+                self.lost.add(name)
+        while len(self.running()) < count:
+            self.add_node()
+        self.wait_for_nodes()
 
     def lose_node(self, name: str) -> None:
         """Node `name` disappears as a reclaimed spot machine does: its raylet is SIGKILLed first, then every other
@@ -100,12 +133,16 @@ class Cluster:
         for p in raylets:
             p.kill()
         time.sleep(2)
-        for p in [*children, psutil.Process(proc.pid)]:
+        for p in children:
             try:
                 p.kill()
             except psutil.NoSuchProcess:
                 pass
+        if proc.poll() is None:  # `ray start --block` may have ended already, on seeing its raylet die
+            proc.kill()
         proc.wait()
+        self.lost.add(name)
+        self.wait_for_nodes()
 
     def stop(self) -> None:
         """Stop every node: the `ray start --block` process (it stops its own children), then any child left."""

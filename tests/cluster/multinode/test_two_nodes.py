@@ -92,6 +92,7 @@ class Drivers:
 
 @pytest.fixture
 def drivers(two_nodes, tmp_path):
+    two_nodes.heal()
     d = Drivers(two_nodes, tmp_path)
     try:
         yield d
@@ -228,7 +229,7 @@ def test_node_lost_mid_run_resumes_on_a_replacement(two_nodes, drivers, s3_endpo
     _wait_for(lambda: _recorded(fs, run), driver, log)
     lost = two_nodes.nodes[-1][0]
     two_nodes.lose_node(lost)  # the node holding rank 1 (spread placement: one worker per node)
-    two_nodes.add_node(live=2)  # a replacement joins
+    two_nodes.add_node()  # a replacement joins
     out = drivers.finish(driver, log)
     resumed = re.findall(rf"resuming from s3://{run}/checkpoint_(\d{{8}})", out)
     assert resumed and int(resumed[0]) < STEPS, out[-3000:]
@@ -292,7 +293,7 @@ def test_elastic_run_goes_on_with_the_node_left(two_nodes, drivers, s3_endpoint,
         for step, loss in losses.items():
             assert abs(loss - expected[step]) <= 1e-3, (step, loss, expected[step])
     finally:
-        two_nodes.add_node(live=2)
+        two_nodes.add_node()
 
 
 def test_elastic_run_grows_back_when_a_node_returns(two_nodes, drivers, s3_endpoint, tiny_model_dir, tmp_path):
@@ -311,7 +312,7 @@ def test_elastic_run_grows_back_when_a_node_returns(two_nodes, drivers, s3_endpo
         driver, log = drivers.start(spec_path)
         _wait_for(lambda: _recorded(fs, run), driver, log)
         assert "training on 1 of 2 workers" in log.read_text()
-        two_nodes.add_node(live=2)
+        two_nodes.add_node()
         out = drivers.finish(driver, log)
         grown = re.findall(rf"resuming from s3://{run}/checkpoint_(\d{{8}}) \(written by 1 worker; resharded for 2\)", out)
         assert grown and int(grown[0]) < steps, out[-3000:]
@@ -324,5 +325,5 @@ def test_elastic_run_grows_back_when_a_node_returns(two_nodes, drivers, s3_endpo
             "resharded_for": 2,
         }
     finally:
-        if two_nodes.alive_nodes() < 2:
-            two_nodes.add_node(live=2)
+        if len(two_nodes.running()) < 2:
+            two_nodes.add_node()

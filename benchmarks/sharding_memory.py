@@ -1,6 +1,7 @@
 """The planner's memory per worker against what 2 sharded CPU workers really hold (ZeRO-3 QLoRA, FSDP2 QLoRA/full).
 
     .venv/bin/python -m benchmarks.sharding_memory [--runs 2] [--steps 4] [--model embedded:smollm2-135m-instruct]
+        [--cases zero3-qlora fsdp2-qlora fsdp2-full]
 
 Each case is rayfit's `train_loop` on 2 processes (torch.distributed's launcher, gloo, no Ray: Ray's own processes
 would blur the numbers), on the embedded SmolLM2-135M at float32 (rayfit's CPU dtype), packed 256-token rows. Each
@@ -130,6 +131,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--model", default="embedded:smollm2-135m-instruct")
+    parser.add_argument(
+        "--cases",
+        nargs="+",
+        choices=[c[0] for c in CASES],
+        default=[c[0] for c in CASES],
+        help="measure only these (printed, the results file left as it is)",
+    )
     args = parser.parse_args()
     datasets.disable_progress_bars()
     mib = 2**20
@@ -137,7 +145,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         data_path = None
-        for name, method, sharding in CASES:
+        for name, method, sharding in [c for c in CASES if c[0] in args.cases]:
             spec = validate_spec(spec_dict(args.model, method, sharding, "embedded:construction-faq", str(tmp), args.steps))
             if data_path is None:
                 data_path = prepare_datasets(spec, load_tokenizer(spec), str(tmp / "data")).train_path
@@ -172,6 +180,9 @@ def main() -> None:
                     f"{100 * (ratio - 1):+.0f}%",
                 ]
             )
+    if len(args.cases) < len(CASES):  # a partial run must not replace the results of every case
+        print(json.dumps({"summary": summary, "rows": rows}, indent=1), file=sys.stderr)
+        return
     from benchmarks.results import table, write_results
 
     write_results(

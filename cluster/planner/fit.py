@@ -37,6 +37,7 @@ def check_fit(plan: Plan, spec: JobSpec) -> None:
         "optimizer": m.optimizer,
         "gathered layers": m.gather_buffers,
         "activations": m.activations,
+        "never at once": -m.overlap,  # FSDP2's head tiles and gradients (cluster/planner/memory.py)
         "reserve": m.reserve,
     }
     breakdown = ", ".join(f"{k} {_gib(v)}" for k, v in parts.items() if v)

@@ -12,11 +12,13 @@ from dataclasses import asdict, dataclass
 from cluster.planner.params import DTYPE_BYTES, ParamCounts
 from cluster.sharding import SHARDINGS
 from cluster.spec.job import JobSpec
+from cluster.training.deepspeed_config import PREFETCH_BUCKET
 
 GiB = 1024**3
 CONTEXT_RESERVE = 1 * GiB  # CUDA context and NCCL communicators, outside max_memory_allocated
 FRAGMENTATION = 0.05  # caching-allocator slack on top of what is allocated
 SHARD_BYTES = 5 * 10**9  # safetensors shards on the hub are at most 5 GB; loading maps one at a time
+CPU_FALLBACK_TILES = 8.25  # float32 logits tiles TRL's chunked head holds at once without Triton (head_tile_bytes)
 ADAM_MOMENT_BYTES = {"adamw_torch": None, "adamw_torch_fused": None, "adamw_8bit": 2, "paged_adamw_8bit": 2}
 
 
@@ -40,6 +42,7 @@ class Memory:
     reference: int = 0  # full fine-tunes with a frozen reference (DPO/KTO frozen_copy, GRPO with beta > 0): its shard
     generation: int = 0  # GRPO's in-worker rollouts: the KV cache of the answers a worker samples at once
     rollout_engine: int = 0  # GRPO's vLLM rollouts: what the engine needs on its own device (not in `total`)
+    overlap: int = 0  # counted in both gradients and activations but never held at once (FSDP2: head tiles, gradients)
 
     @property
     def allocated(self) -> int:
@@ -55,6 +58,7 @@ class Memory:
             + self.gather_buffers
             + max(self.activations, self.generation)
             + self.reference
+            - self.overlap
         )
 
     @property
@@ -102,14 +106,12 @@ def memory(spec: JobSpec, config, counts: ParamCounts) -> Memory:
         host_offload += (optimizer + (grads if fsdp else 4 * elems)) // state_shard
         optimizer = 0
         grads = 0 if fsdp else grads
+    gather = _gather_bytes(spec, counts, weights + lora) if backend.shards_weights else 0
     weights, lora = weights // param_shard, lora // param_shard
     if c.offload_params:
         host_offload += weights + lora
         weights = lora = 0
     ddp_buckets = grads if c.sharding == "ddp" and world > 1 else 0  # DDP's reducer keeps a bucket copy of each gradient
-    # The gathered current and prefetched block; QLoRA's unquantized embedding (half dtype) is the largest of every
-    # model in the table.
-    gather = 2 * counts.largest_block * half if backend.shards_weights else 0
     act_ckpt = activation_bytes(spec, config, counts, True, terms)
     act_full = activation_bytes(spec, config, counts, False, terms)
     act = act_ckpt if spec.train.gradient_checkpointing else act_full
@@ -120,7 +122,13 @@ def memory(spec: JobSpec, config, counts: ParamCounts) -> Memory:
     gradients = grads // state_shard + ddp_buckets
     optimizer //= state_shard
     reference = terms.reference // param_shard
-    allocated = weights + lora + gradients + optimizer + gather + max(act, terms.generation) + reference
+    # FSDP2 makes each sharded gradient at its layer's reduce-scatter and the Trainer's zero_grad frees them after the
+    # step, so the chunked head's tiles, which live only while the backward starts, never sit beside them, unless
+    # the gradients of earlier micro-batches wait there for the step (gradient accumulation).
+    tiles = head_tile_bytes(spec, config, _activation_parts(spec, config, counts, terms)[0])
+    fresh = fsdp and spec.train.gradient_accumulation_steps == 1
+    overlap = min(gradients, tiles) if fresh and not spec.train.activation_offloading and act >= terms.generation else 0
+    allocated = weights + lora + gradients + optimizer + gather + max(act, terms.generation) + reference - overlap
     saved_weights = counts.total * half if m.method == "full" else counts.trainable_bytes
     return Memory(
         weights=weights,
@@ -141,7 +149,21 @@ def memory(spec: JobSpec, config, counts: ParamCounts) -> Memory:
         reference=reference,
         generation=terms.generation,
         rollout_engine=terms.rollout_engine,
+        overlap=overlap,
     )
+
+
+def _gather_bytes(spec: JobSpec, counts: ParamCounts, whole: int) -> int:
+    """Weights ZeRO-3 or FSDP2 hold whole at once: the current and the prefetched block (QLoRA's unquantized
+    embedding, in the half dtype, is the largest of every model in the table). ZeRO-3 gathers up to
+    stage3_prefetch_bucket_size elements in one all-gather, into a flat buffer that it then copies parameter by
+    parameter and keeps until the bucket's last use, so a bucket costs twice its size; on a model whose blocks are
+    small (a 4-bit 135M) one bucket holds all `whole` bytes of the model."""
+    half = DTYPE_BYTES[spec.model.dtype]
+    block = counts.largest_block * half
+    if SHARDINGS[spec.cluster.sharding].engine == "deepspeed":
+        block = max(block, min(PREFETCH_BUCKET * half, whole))
+    return 2 * block
 
 
 def _frozen_bytes(spec: JobSpec, counts: ParamCounts) -> int:
@@ -200,15 +222,25 @@ def activation_bytes(spec: JobSpec, config, counts: ParamCounts, checkpointing: 
 
 def fused_head_bytes(spec: JobSpec, config, tokens: int) -> int:
     """The loss's working memory beyond what each token keeps. TRL 1.16 computes every objective's loss with its own
-    chunked LM head (`trl.trainer.utils.add_fused_lm_head`, `ChunkedLogProbFunction`): logits exist only as one tile
-    of at most 4,096 tokens x 32,768 vocabulary entries, in the forward and again in the backward, and the head's
-    weight gradient is accumulated in float32 when the head trains (a full fine-tune). It also refuses Liger's fused
-    cross-entropy, so the chunked head is what every rayfit run computes."""
+    chunked LM head (`trl.trainer.utils.add_fused_lm_head`, `ChunkedLogProbFunction`): logits exist only as tiles
+    of at most 4,096 tokens x 32,768 vocabulary entries (head_tile_bytes), and the head's weight gradient is
+    accumulated in float32 when the head trains (a full fine-tune). It also refuses Liger's fused cross-entropy, so
+    the chunked head is what every rayfit run computes."""
+    weight_grad = 4 * config.vocab_size * config.hidden_size if spec.model.method == "full" else 0
+    return head_tile_bytes(spec, config, tokens) + weight_grad
+
+
+def head_tile_bytes(spec: JobSpec, config, tokens: int) -> int:
+    """The chunked head's logits tiles: on a GPU one in the forward and one in the backward, which Triton kernels
+    overwrite in place. A CPU has no Triton, and TRL's torch fallback (`_backward_tile` in trl/kernels/
+    chunked_logprob.py) makes float32 copies of the whole tile (y, z, log p, p, the gradient, the target mask and
+    the two temporaries of `grad += g * (is_target - p)`): 8.25 tiles at its peak, where a GPU holds one. Measured:
+    262 MiB more RssAnon in its backward for SmolLM2's 255 x 32,768 float32 tile, 8.2 tiles."""
     m = spec.model
-    a = DTYPE_BYTES[m.quantization.compute_dtype if m.method == "qlora" else m.dtype]
-    tile = min(tokens, 4096) * min(config.vocab_size, 32768) * a
-    weight_grad = 4 * config.vocab_size * config.hidden_size if m.method == "full" else 0
-    return 2 * tile + weight_grad
+    cells = min(tokens, 4096) * min(config.vocab_size, 32768)
+    if not spec.cluster.use_gpu:
+        return int(CPU_FALLBACK_TILES * cells * 4)  # rayfit computes in float32 on CPU
+    return 2 * cells * DTYPE_BYTES[m.quantization.compute_dtype if m.method == "qlora" else m.dtype]
 
 
 def _activation_parts(spec: JobSpec, config, counts: ParamCounts, terms) -> tuple[int, int, int, int]:

@@ -62,6 +62,11 @@ def format_plan(plan: Plan) -> str:
             if m.generation
             else []
         ),
+        *(
+            [f"  never at once          {_gib(-m.overlap)}   (FSDP2: the head's logits tiles and the gradients)"]
+            if m.overlap
+            else []
+        ),
         f"  reserve                {_gib(m.reserve)}",
         f"  total                  {_gib(m.total)}   " + _verdict(plan),
         "",

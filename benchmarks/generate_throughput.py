@@ -110,10 +110,9 @@ def rayfit_generate(prompts: list[str], max_tokens: int, replicas: int, folder: 
         max_model_len=1024,
         dtype="float32",
         replicas=replicas,
-        batch_size=8,
         block_rows=8,  # small blocks: their times show the decoding rate (after_first_block)
         sampling={"ignore_eos": True},
-        **engine,
+        **({"batch_size": 8} | engine),
     )
     blocks: list[tuple[float, int]] = []  # (when, rows) of each written block
 

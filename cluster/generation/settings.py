@@ -53,9 +53,16 @@ class EngineSettings(Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Weights dtype; auto: float32 on CPU replicas (gpus_per_replica 0), else vLLM's choice."
     )
-    batch_size: int = Field(16, ge=1, description="Rows sent to an engine at a time (Ray Data batch).")
-    max_num_seqs: int = Field(64, ge=1, description="Sequences one engine decodes together (continuous batching).")
-    enforce_eager: bool = Field(False, description="Skip torch.compile and graph capture: starts in seconds, decodes slower.")
+    # Ray Data keeps up to 8 batches in flight per engine: 8 x 32 rows fill the engine's 256 sequences
+    batch_size: int = Field(32, ge=1, description="Rows sent to an engine at a time (Ray Data batch; 8 in flight).")
+    max_num_seqs: int = Field(
+        256, ge=1, description="Sequences one engine decodes together at most (continuous batching; the KV cache may hold fewer)."
+    )
+    enforce_eager: bool | None = Field(
+        None,
+        description="Skip torch.compile and graph capture: starts sooner, decodes slower. null: eager on CPU replicas "
+        "(sooner end to end at the sizes measured, docs/generate.md), compiled on GPUs.",
+    )
     cpu_kv_cache_gib: float = Field(1, gt=0, description="KV cache size on CPU in GiB (VLLM_CPU_KVCACHE_SPACE).")
     engine_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Extra vLLM engine arguments (AsyncEngineArgs field names); they win over ours."

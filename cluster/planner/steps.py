@@ -25,8 +25,10 @@ from cluster.spec.job import JobSpec
 # A process with torch, transformers, PEFT and bitsandbytes imported: 0.55 GiB measured (docs/benchmarks.md), rounded up.
 PROCESS_BASELINE = 1 * GiB
 # A vLLM engine replica's processes besides the weights and KV cache: Ray Data's engine actor, vLLM's engine core and
-# its worker came to about 2.1 GiB RSS on CPU with the tiny test model (docs/generate.md), rounded up.
-VLLM_BASELINE = int(2.5 * GiB)
+# its worker. Their peak RSS, each process counted once, less the float32 weights and the 1 GiB KV cache, came to
+# 2.75 GiB on CPU with the embedded 135M model (benchmarks/results/generate_throughput.json,
+# engine_rss_less_weights_and_kv_gib; an upper figure, as the three peaks need not coincide).
+VLLM_BASELINE = int(2.75 * GiB)
 # GRPO's rollout engine on CPU is one process (vLLM's engine in the Ray actor, no multiprocessing): its RSS less the
 # weights and the 1 GiB KV cache came to 1.43 GiB (benchmarks/results/grpo_rollouts.json), rounded up.
 VLLM_ONE_PROCESS_BASELINE = int(1.5 * GiB)

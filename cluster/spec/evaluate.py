@@ -37,8 +37,10 @@ class EvaluateSpec(Section):
     max_new_tokens: int = Field(128, ge=1, description="Greedy generation length for generation metrics.")
     batch_size: int = Field(8, ge=1, description="Prompts sent to a vLLM engine at a time (Ray Data batch).")
     replicas: int = Field(1, ge=1, description="vLLM engine replicas answering the held-out prompts (one GPU each on GPUs).")
-    enforce_eager: bool = Field(
-        False, description="vLLM without torch.compile / CUDA graphs: starts in seconds, decodes slower (small eval sets)."
+    enforce_eager: bool | None = Field(
+        None,
+        description="vLLM without torch.compile / CUDA graphs: starts sooner, decodes slower. null: eager on CPU "
+        "engines, compiled on GPUs (as rayfit generate).",
     )
     engine_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Extra vLLM engine arguments for evaluation's engines (AsyncEngineArgs names)."

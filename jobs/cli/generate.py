@@ -71,7 +71,12 @@ def register(subparsers) -> None:
     p.add_argument("--dtype", help="auto, float32, bfloat16 or float16")
     p.add_argument("--batch-size", type=int, help="rows sent to an engine at a time")
     p.add_argument("--block-rows", type=int, help="input rows per output block (the unit a rerun skips)")
-    p.add_argument("--enforce-eager", action="store_true", default=None, help="skip torch.compile: starts faster")
+    p.add_argument(
+        "--enforce-eager",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="skip torch.compile (--no-enforce-eager: compile); default: eager on CPU replicas, compiled on GPUs",
+    )
     p.add_argument(
         "--as-training-data",
         action="store_true",

@@ -8,6 +8,7 @@ local Ray. The pairs go to --out
 
 from __future__ import annotations
 
+import argparse
 import os
 
 from cluster.spec import load_spec
@@ -22,7 +23,12 @@ def add_pairs_action(sub) -> None:
     p.add_argument("--max-new-tokens", type=int, default=96, help="generation length of the rejected answers")
     p.add_argument("--limit", type=int, help="use only the first N SFT rows")
     p.add_argument("--replicas", type=int, default=1, help="vLLM engine replicas answering the prompts")
-    p.add_argument("--enforce-eager", action="store_true", help="vLLM without torch.compile: starts in seconds, decodes slower")
+    p.add_argument(
+        "--enforce-eager",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="vLLM without torch.compile (--no-enforce-eager: compile); default: eager on CPU engines, compiled on GPUs",
+    )
     p.add_argument(
         "--address",
         default=os.environ.get("RAY_ADDRESS"),

@@ -94,3 +94,19 @@ def test_blocks_of_another_job_are_not_mixed_in(tmp_path):
     BlockWriter(out, "jsonl", 10, {"model": "a"}).finished()
     with pytest.raises(UserError, match=r"holds blocks of another generation job \(it differs in model\)"):
         BlockWriter(out, "jsonl", 10, {"model": "b"}).finished()
+
+
+def test_engines_are_eager_on_cpu_and_compiled_on_gpus_unless_told():
+    """enforce_eager's auto (null): eager on CPU replicas, where torch.compile's start costs more than it saves at
+    the sizes measured (benchmarks/results/generate_sweep.json), vLLM's compiled default on GPUs; a value given wins,
+    from the file or the flags (--enforce-eager / --no-enforce-eager)."""
+    from cluster.generation.engine import engine_kwargs
+    from jobs.cli import build_parser
+
+    assert engine_kwargs(GenerateSettings(**BASE), [])["enforce_eager"] is True
+    assert engine_kwargs(GenerateSettings(**BASE, gpus_per_replica=1), [])["enforce_eager"] is False
+    assert engine_kwargs(GenerateSettings(**BASE, enforce_eager=False), [])["enforce_eager"] is False
+    assert engine_kwargs(GenerateSettings(**BASE, gpus_per_replica=1, enforce_eager=True), [])["enforce_eager"] is True
+    parse = build_parser().parse_args
+    assert parse(["generate", "m", "--input", "i.jsonl", "--output", "o.jsonl"]).enforce_eager is None
+    assert parse(["generate", "m", "--input", "i.jsonl", "--output", "o.jsonl", "--no-enforce-eager"]).enforce_eager is False

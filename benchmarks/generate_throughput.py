@@ -97,6 +97,7 @@ def transformers_path(prompts: list[str], max_tokens: int, batch_size: int = 8) 
 def rayfit_generate(prompts: list[str], max_tokens: int, replicas: int, folder: Path, label: str, **engine) -> dict:
     """`rayfit generate` (prepare + generate, as the CLI runs them) on the Ray this process is connected to; `engine`:
     GenerateSettings fields that differ from its defaults (max_num_seqs, batch_size, enforce_eager)."""
+    from cluster.generation.engine import engine_kwargs
     from cluster.generation.pipeline import generate, prepare
     from cluster.generation.settings import GenerateSettings
 
@@ -136,7 +137,7 @@ def rayfit_generate(prompts: list[str], max_tokens: int, replicas: int, folder: 
         "path": label,
         "replicas": replicas,
         **engine,
-        "max_num_seqs": settings.max_num_seqs,
+        "max_num_seqs": engine_kwargs(settings, [])["max_num_seqs"],  # the engine's, its auto resolved (on CPU)
         "enforce_eager": settings.enforce_eager,
         "output_tokens": report.output_tokens,
         "seconds": done - started,
@@ -155,7 +156,7 @@ def after_first_block(run: dict, max_tokens: int) -> float | None:
     (rows <= max_num_seqs; runs before it was recorded had the old default, 64): then the rows decode together and the
     blocks only show them ending."""
     blocks = run["blocks"]
-    if sum(n for _, n in blocks) <= run.get("max_num_seqs", 64) or len(blocks) < 2 or blocks[-1][0] <= blocks[0][0]:
+    if sum(n for _, n in blocks) <= (run.get("max_num_seqs") or 64) or len(blocks) < 2 or blocks[-1][0] <= blocks[0][0]:
         return None
     return sum(n for _, n in blocks[1:]) * max_tokens / (blocks[-1][0] - blocks[0][0])
 

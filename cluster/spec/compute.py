@@ -75,8 +75,8 @@ class ClusterSpec(Section):
         if not isinstance(data, dict) or "deepspeed" not in data or "sharding" in data:
             return data
         old = data["deepspeed"]
-        if old not in DEEPSPEED_SPELLINGS:
-            return data  # pydantic names the bad value
+        if not isinstance(old, str) or old not in DEEPSPEED_SPELLINGS:
+            return data  # pydantic names the bad value (a list or a mapping here included)
         new = DEEPSPEED_SPELLINGS[old]
         warnings.warn(
             f"cluster.deepspeed: {old} is deprecated; write cluster.sharding: {new} (the same setup).",

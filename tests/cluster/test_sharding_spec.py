@@ -36,6 +36,12 @@ def test_the_old_deepspeed_spelling_still_works_with_a_warning_naming_the_new_on
     assert spec.model_dump(exclude_unset=True)["cluster"] == {"sharding": new}  # what crosses to the workers
 
 
+@pytest.mark.parametrize("bad", [[], {"stage": 3}, "zero4"])
+def test_an_old_spelling_that_is_no_stage_is_named(bad):
+    with pytest.raises(SpecError, match=r"cluster\.deepspeed: .*Fix: "):
+        validate_spec(_spec(deepspeed=bad))
+
+
 def test_fsdp2_together_with_deepspeed_is_a_named_error():
     with pytest.raises(SpecError) as e:
         validate_spec(_spec(sharding="fsdp2", deepspeed="zero3"))

@@ -169,6 +169,7 @@ def test_any_plain_data_is_a_spec_or_a_named_error(data):
 @given(spec_shaped())
 @example({"model": {"base": "x", "lora": None, "method": "full"}, "data": {"train": [{"path": "x"}]}, "output": {"name": "t"}})
 @example({"model": {"base": "x"}, "data": {"train": [{"path": "x"}]}, "output": {"name": "t"}, "train": {"data": {}}})
+@example({"model": {"base": "x"}, "data": {"train": [{"path": "x"}]}, "output": {"name": "t"}, "cluster": {"deepspeed": []}})
 def test_spec_shaped_data_is_a_spec_or_a_named_error(data):
     result = answered(validate_spec, data, "data")
     if isinstance(result, JobSpec):

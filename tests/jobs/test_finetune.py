@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,27 +15,18 @@ import yaml
 
 from cluster.spec import load_spec
 from tests.conftest import private_ray
+from tests.jobs.test_secrets import SECRETS, files_holding
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _run(spec_path: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
-    env.pop("RAY_ADDRESS", None)
-    return subprocess.run(
-        [sys.executable, "-m", "jobs.finetune", str(spec_path), "--address", "local"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-@pytest.mark.slow
-def test_finetune_job_end_to_end(tiny_model_dir, tmp_path):
-    """Train, merge, evaluate every held-out row (a vLLM engine on the job's 2-CPU local Ray, then the loss task):
-    about 50 s of job plus the engine's start: 90-210 s on a busy 2-core box."""
+@pytest.fixture(scope="module")
+def e2e(tiny_model_dir, tmp_path_factory):
+    """ONE whole job for this module's end-to-end tests: train, merge, evaluate every held-out row (a vLLM engine on
+    the job's 2-CPU local Ray, then the loss task), with fake secrets in its environment and Ray's session folder kept
+    apart, so that the same run is also searched for leaks. About 50 s of job plus the engine's start: 90-210 s on a
+    busy 2-core box. Yields (the finished process, its run folder, the module's folder, Ray's session folder)."""
+    tmp = tmp_path_factory.mktemp("e2e")
     spec = {
         "model": {"base": str(tiny_model_dir), "method": "lora", "dtype": "float32", "lora": {"r": 8, "alpha": 16}},
         "data": {"train": [{"path": "embedded:construction-faq"}], "eval_split": 0.05, "max_seq_len": 256},
@@ -48,15 +41,43 @@ def test_finetune_job_end_to_end(tiny_model_dir, tmp_path):
             "keep_checkpoints": 1,
         },
         "cluster": {"num_workers": 2, "gpus_per_worker": 0, "cpus_per_worker": 1},
-        "output": {"storage": str(tmp_path / "runs"), "name": "job"},
+        "output": {"storage": str(tmp / "runs"), "name": "job"},
         "merge": {"enabled": True},
         "evaluate": {"enabled": True, "max_new_tokens": 2, "enforce_eager": True},  # every held-out row, as the demo
     }
-    path = tmp_path / "spec.yaml"
+    path = tmp / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
-    proc = _run(path)
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rfs-"))  # short: Ray's socket paths must stay under 107 characters
+    env = {
+        **os.environ,
+        **SECRETS,
+        "RAY_TMPDIR": str(ray_tmp),
+        "RAY_AUTH_MODE": "disabled",
+        "HF_HUB_OFFLINE": "1",
+        "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+        "PYTHONPATH": str(REPO),
+    }
+    env.pop("RAY_ADDRESS", None)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "jobs.finetune", str(path), "--address", "local"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        yield proc, tmp / "runs" / "job", tmp, ray_tmp
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_finetune_job_end_to_end(e2e):
+    """The job's whole path, on the module's one run (`e2e`: over 60 s, see there)."""
+    proc, run, _, _ = e2e
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    run = tmp_path / "runs" / "job"
     record = json.loads((run / "run.json").read_text())
     assert record["status"] == "succeeded" and record["name"] == "job"
     # keep_checkpoints: 1 leaves only the newest (Ray keeps the latest for resume), which is then the best
@@ -74,6 +95,20 @@ def test_finetune_job_end_to_end(tiny_model_dir, tmp_path):
     assert load_spec(REPO / "jobs" / "specs" / "demo-cpu.yaml").evaluate.max_samples is None
     assert (run / "loss.png").is_file() and list((run / "data").iterdir())
     assert "rayfit: plan:" in proc.stdout
+
+
+@pytest.mark.slow
+def test_the_job_writes_no_secret_anywhere(e2e):
+    """Secrets in the job's environment reach none of its files (run folder, export, evaluation), Ray's session logs
+    or its own output: the module's one run (`e2e`), searched in full."""
+    proc, run, tmp, ray_tmp = e2e
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (run / "run.json").is_file() and (run / "export" / "manifest.json").is_file()  # it wrote what it should
+    needles = {name: value.encode() for name, value in SECRETS.items()}
+    leaks = files_holding(tmp, needles) + files_holding(ray_tmp, needles)
+    leaks += [f"job log: {name}" for name, value in needles.items() if value in (proc.stdout + proc.stderr).encode()]
+    assert not leaks, leaks
+    assert list(ray_tmp.rglob("*.log")) or list(ray_tmp.rglob("*.out")), "Ray's session logs were not searched"
 
 
 def test_spec_errors_are_one_message_without_traceback(tmp_path):

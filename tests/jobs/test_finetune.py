@@ -20,6 +20,20 @@ from tests.jobs.test_secrets import SECRETS, files_holding
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _run(spec_path: Path, timeout: int = 600, **env: str) -> subprocess.CompletedProcess:
+    """`python -m jobs.finetune SPEC --address local` (a private local Ray) as a user runs it, with `env` added."""
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0", **env}
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.run(
+        [sys.executable, "-m", "jobs.finetune", str(spec_path), "--address", "local"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 @pytest.fixture(scope="module")
 def e2e(tiny_model_dir, tmp_path_factory):
     """ONE whole job for this module's end-to-end tests: train, merge, evaluate every held-out row (a vLLM engine on
@@ -48,27 +62,8 @@ def e2e(tiny_model_dir, tmp_path_factory):
     path = tmp / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     ray_tmp = Path(tempfile.mkdtemp(prefix="rfs-"))  # short: Ray's socket paths must stay under 107 characters
-    env = {
-        **os.environ,
-        **SECRETS,
-        "RAY_TMPDIR": str(ray_tmp),
-        "RAY_AUTH_MODE": "disabled",
-        "HF_HUB_OFFLINE": "1",
-        "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
-        "PYTHONPATH": str(REPO),
-    }
-    env.pop("RAY_ADDRESS", None)
     try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "jobs.finetune", str(path), "--address", "local"],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
-        )
-        yield proc, tmp / "runs" / "job", tmp, ray_tmp
+        yield _run(path, timeout=900, **SECRETS, RAY_TMPDIR=str(ray_tmp)), tmp / "runs" / "job", tmp, ray_tmp
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
 

@@ -82,6 +82,21 @@ def markdown(t: dict[str, Any]) -> str:
     return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
 
 
+def portable_command(command: str) -> str:
+    """`command` with each absolute path outside this repository cut to its file name (a log under the author's
+    scratch folder, say): a results file names nothing that only one machine has."""
+    repo = RESULTS_DIR.parents[1]
+
+    def portable(arg: str) -> str:
+        key, eq, value = arg.rpartition("=") if arg.startswith("--") and "=" in arg else ("", "", arg)
+        path = Path(value)
+        if path.is_absolute() and not path.is_relative_to(repo):
+            value = path.name
+        return f"{key}{eq}{value}"
+
+    return shlex.join(portable(arg) for arg in shlex.split(command))
+
+
 def write_results(
     name: str,
     *,
@@ -98,7 +113,7 @@ def write_results(
     record = {
         "name": name,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": command or shlex.join(["python", *sys.orig_argv[1:]]),
+        "command": portable_command(command or shlex.join(["python", *sys.orig_argv[1:]])),
         "machine": machine(),
         "versions": versions(),
         "runs": runs,

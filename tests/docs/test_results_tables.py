@@ -3,6 +3,7 @@ The checker's own tests show it fails when one figure of a copy of docs/benchmar
 
 from __future__ import annotations
 
+import shlex
 import shutil
 
 from tests.conftest import REPO
@@ -72,3 +73,25 @@ def test_checker_says_clearly_when_the_demo_results_file_is_missing(tmp_path):
     (tmp_path / "benchmarks" / "results" / "demo.json").write_text(demo)
     [problem] = check(readme, tmp_path, every_table=True)
     assert "row 1 is ['eval loss', '3.73', '2.90']" in problem and "'2.91'" in problem
+
+
+def test_results_files_name_no_path_outside_the_repository(tmp_path):
+    """A results file's command keeps paths inside the repository and cuts others (a scratch log) to their name."""
+    import json
+
+    from benchmarks.results import write_results
+
+    inside = REPO / "benchmarks" / "results" / "x.json"
+    out = write_results(
+        "probe",
+        runs=[],
+        summary={},
+        command=f"python -m benchmarks.suite_time --output /scratch/logs/run.log --log={tmp_path}/a.log --in {inside}",
+        directory=tmp_path,
+    )
+    assert json.loads(out.read_text())["command"] == (
+        f"python -m benchmarks.suite_time --output run.log --log=a.log --in {inside}"
+    )
+    commands = {p.name: json.loads(p.read_text())["command"] for p in (REPO / "benchmarks" / "results").glob("*.json")}
+    absolute = {name: c for name, c in commands.items() if any(arg.startswith("/") for arg in shlex.split(c))}
+    assert not absolute, f"committed results files whose command names a path of one machine: {absolute}"

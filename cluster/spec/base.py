@@ -19,6 +19,11 @@ class Section(BaseModel):
         return []
 
 
+def dotted(path) -> str:
+    """A field path as users read it: keys joined by dots, an empty key written '' (so it is never blank)."""
+    return ".".join(str(x) if x != "" else "''" for x in path)
+
+
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong with a spec: where (a dotted field path), what, and the fix."""

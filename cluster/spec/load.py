@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from cluster.spec.base import Problem, Section, SpecError
+from cluster.spec.base import Problem, Section, SpecError, dotted
 from cluster.spec.job import SECTIONS, JobSpec, all_problems
 from cluster.spec.reader import read_yaml_file
 
@@ -109,7 +109,7 @@ def _rules_on_valid_sections(data: dict) -> list[Problem]:
 
 
 def _from_pydantic(cls: type[BaseModel], err: dict) -> Problem:
-    loc = ".".join(str(x) if x != "" else "''" for x in err["loc"]) or "(root)"
+    loc = dotted(err["loc"]) or "(root)"
     kind, value = err["type"], err.get("input")
     if kind == "extra_forbidden":
         key, parent = str(err["loc"][-1]), err["loc"][:-1]

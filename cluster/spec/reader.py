@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from cluster.spec.base import Problem, SpecError
+from cluster.spec.base import Problem, SpecError, dotted
 
 MAX_BYTES = 1 << 20  # a spec is a few KB; a chat template a few more
 MAX_DEPTH = 64  # nesting levels, aliases expanded; specs use about 5
@@ -205,7 +205,7 @@ def _duplicate_keys(node: yaml.Node | None) -> list[Problem]:
             for k, v in n.value:
                 if isinstance(k, yaml.ScalarNode) and k.value != "<<":
                     key, line = (k.tag, k.value), k.start_mark.line + 1
-                    where = ".".join((*path, k.value))
+                    where = dotted((*path, k.value))
                     if key in first:
                         found.append(
                             Problem(

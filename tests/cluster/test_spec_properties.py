@@ -132,6 +132,7 @@ def answered(call, *args):
 @example("model:\n  base: a\n  base: b\n")
 @example("model: [" * 100 + "]" * 100)
 @example("? [a, b]\n: c\n")  # an unhashable key
+@example("'': a\n'': b\n")  # an empty key given twice once gave a problem with an empty field name
 @example("model: {base: x, lora: {r: .nan}}\ndata: {train: [{path: x}]}\noutput: {name: t}\n")
 def test_any_yamlish_text_is_a_spec_or_a_named_error(text):
     doc = answered(read_yaml_text, text, "t.yaml")

@@ -47,7 +47,7 @@ def sweep(prompts: list[str], max_tokens: int) -> list[dict]:
     return runs
 
 
-def sweep_tables(runs: list[dict], prompts: int, max_tokens: int) -> dict:
+def sweep_tables(runs: list[dict], prompts: int, max_tokens: int) -> tuple[dict, dict]:
     """The summary and table `sweep`. End to end only: with 128 or 256 rows in flight, most rows are answered in the
     first wave, so the rate after the first block says little."""
     from benchmarks.results import table
@@ -56,11 +56,11 @@ def sweep_tables(runs: list[dict], prompts: int, max_tokens: int) -> dict:
     header = ["engine", "first block s", "wall s", "tok/s end to end"]
     best = max(runs, key=lambda r: r["tok_s"])
     summary = {"prompts": prompts, "max_tokens": max_tokens, "fastest_end_to_end": best["path"]}
-    return {"summary": summary, "tables": {"sweep": table(header, rows)}}
+    return summary, {"sweep": table(header, rows)}
 
 
 def main() -> None:
-    from benchmarks.results import read_results, write_results
+    from benchmarks.results import resummarize, write_results
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--prompts", type=int, default=256)
@@ -68,13 +68,15 @@ def main() -> None:
     parser.add_argument("--resummarize", action="store_true", help="recompute the results file's table from its runs")
     args = parser.parse_args()
     if args.resummarize:
-        old = read_results("generate_sweep")
-        note = f"measured {old['date']} by `{old['command']}`; table recomputed from the runs by --resummarize"
-        tables = sweep_tables(old["runs"], old["summary"]["prompts"], old["summary"]["max_tokens"])
-        write_results("generate_sweep", runs=old["runs"], command=old["command"], notes=note, **tables)
+
+        def recompute(old: dict) -> tuple[dict, dict]:
+            return sweep_tables(old["runs"], old["summary"]["prompts"], old["summary"]["max_tokens"])
+
+        resummarize("generate_sweep", recompute)
         return
     runs = sweep(questions(args.prompts), args.max_tokens)
-    write_results("generate_sweep", runs=runs, **sweep_tables(runs, args.prompts, args.max_tokens))
+    summary, tables = sweep_tables(runs, args.prompts, args.max_tokens)
+    write_results("generate_sweep", runs=runs, summary=summary, tables=tables)
 
 
 if __name__ == "__main__":

@@ -266,18 +266,16 @@ def main() -> None:
 
 
 def resummarize() -> None:
-    """Recompute the summary and tables of benchmarks/results/generate_throughput.json from its raw runs (no new
-    measurement); the file keeps its measuring command, and says when it was recomputed."""
-    from benchmarks.results import read_results, write_results
+    """Recompute the summary and tables of benchmarks/results/generate_throughput.json from its raw runs."""
+    from benchmarks import results
 
-    old = read_results("generate_throughput")
-    old_summary = old["summary"]
-    for run in old["runs"]:
-        run.pop("second_half_tok_s", None)  # an earlier estimate, counted from the middle row: wrong when rows end in waves
-    summary, tables = summarize(old["runs"], old_summary["prompts"], old_summary["max_tokens"])
-    summary["load_average"] = old_summary.get("load_average")
-    note = f"measured {old['date']} by `{old['command']}`; summary and tables recomputed from the runs by --resummarize"
-    write_results("generate_throughput", runs=old["runs"], summary=summary, tables=tables, command=old["command"], notes=note)
+    def recompute(old: dict) -> tuple[dict, dict]:
+        for run in old["runs"]:
+            run.pop("second_half_tok_s", None)  # an earlier estimate, counted from the middle row: wrong when rows end in waves
+        summary, tables = summarize(old["runs"], old["summary"]["prompts"], old["summary"]["max_tokens"])
+        return {**summary, "load_average": old["summary"].get("load_average")}, tables
+
+    results.resummarize("generate_throughput", recompute)
 
 
 def summarize(runs: list[dict], prompts: int, max_tokens: int) -> tuple[dict, dict]:

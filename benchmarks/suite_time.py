@@ -4,11 +4,13 @@
                                                                           # folder, run `make test` there, time it
     python -m benchmarks.suite_time --log FILE --name suite_time_before  # read a finished run's pytest output
     python -m benchmarks.suite_time --clone --target demo --name demo_fresh_clone   # `make demo` in a fresh clone
+    python -m benchmarks.suite_time --clone --cpu                        # and where the CPU time went, by process kind
 
 `--clone` is what CI does: a clean clone (so a missing install step shows), then `make test`, which creates the venv
 (pip's cache makes that minutes, not the first download) and runs pytest with `--durations=25`. The wall time is the
 whole `make test`; pytest's own line (`N passed, M skipped in S s`) and its 25 slowest steps are parsed from the
-output. Writes benchmarks/results/<name>.json (tables `total` and `durations`), which docs/testing.md quotes.
+output. Writes benchmarks/results/<name>.json (tables `total` and `durations`, and with `--cpu` a table `cpu` from
+benchmarks/process_cpu.py), which docs/testing.md quotes.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
+from benchmarks.process_cpu import ProcessCpu
 from benchmarks.results import table, write_results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,9 +93,12 @@ def main() -> None:
     parser.add_argument("--commit", help="with --log: the commit that log's suite ran at")
     parser.add_argument("--output", type=Path, default=Path("suite_time.log"), help="with --clone: where make's output goes")
     parser.add_argument("--target", choices=["test", "demo"], default="test", help="with --clone: the make target")
+    parser.add_argument("--cpu", action="store_true", help="with --clone: sample every process's CPU time while it runs")
     args = parser.parse_args()
+    cpu = None
     if args.clone:
-        output, wall, commit, demo = run_clone(args.output.resolve(), args.target)
+        with ProcessCpu() if args.cpu else nullcontext() as cpu:
+            output, wall, commit, demo = run_clone(args.output.resolve(), args.target)
         if args.target == "demo":
             return write_demo(args.name, wall, commit, demo)
         how = "make test in a fresh git clone (venv created by make from pip's cache)"
@@ -117,11 +124,15 @@ def main() -> None:
         ],
     )
     durations = table(["seconds", "phase", "test"], [[f"{s['seconds']:.1f}", s["phase"], s["test"]] for s in parsed["slowest"]])
+    tables = {"total": total, "durations": durations}
+    if cpu is not None:
+        run["cpu_by_kind"], run["busy_cpu_s"] = cpu.by_kind(), round(cpu.busy_s, 1)
+        tables["cpu"] = cpu.table()
     write_results(
         args.name,
         runs=[run],
         summary={"passed": counts.get("passed", 0), "pytest_s": parsed["pytest_s"], "wall_s": run["wall_s"]},
-        tables={"total": total, "durations": durations},
+        tables=tables,
     )
 
 

@@ -33,8 +33,28 @@ def metrics_steps(api, job_id: str) -> list[tuple[str, int]]:
     return [(e.id, e.data["step"]) for e in reversed(found) if e.type == "metrics"]
 
 
+def settled_free_cpus(service, timeout_s: float = 300) -> float:
+    """The CPUs Ray has free once every Ray job submitted earlier has ended and that number has held still for 3 s:
+    an earlier test's job releases its workers' CPUs after it ends, and a CPU freed after the holder took its share
+    would let the job start."""
+    import ray
+    from ray.job_submission import JobSubmissionClient
+
+    ray_jobs = JobSubmissionClient(service["head"]["jobs"])
+    deadline, last, since = time.monotonic() + timeout_s, None, time.monotonic()
+    while time.monotonic() < deadline:
+        live = [j.submission_id for j in ray_jobs.list_jobs() if j.submission_id and not j.status.is_terminal()]  # not drivers
+        free = ray.available_resources().get("CPU", 0)
+        if live or free != last:
+            last, since = free, time.monotonic()
+        elif time.monotonic() - since >= 3:
+            return free
+        time.sleep(0.5)
+    pytest.fail(f"the head did not settle in {timeout_s} s: Ray jobs not ended {live}, free CPUs {free}")
+
+
 @contextmanager
-def cluster_full():
+def cluster_full(service):
     """An actor holds every CPU Ray has free (the test process is connected to the session's Ray) until the block ends."""
     import ray
 
@@ -43,8 +63,7 @@ def cluster_full():
         def ready(self) -> bool:
             return True
 
-    free = ray.available_resources().get("CPU", 0)
-    holder = Holder.options(num_cpus=free).remote()
+    holder = Holder.options(num_cpus=settled_free_cpus(service)).remote()
     ray.get(holder.ready.remote(), timeout=60)
     try:
         yield
@@ -72,7 +91,7 @@ def gated(service) -> dict:
     held_out = training_rows(n=12).splitlines()[8:]  # other phrasings than the training rows (no contamination)
     valid = api.files.create(file=("valid.jsonl", io.BytesIO(("\n".join(held_out) + "\n").encode())), purpose="fine-tune")
     spec = {"train": {"max_steps": STEPS, "logging_steps": 1, "save_steps": 6}, "evaluate": IMPOSSIBLE_GATE}
-    with cluster_full():  # the job waits in Ray's queue while no CPU is free
+    with cluster_full(service):  # the job waits in Ray's queue while no CPU is free
         job = api.fine_tuning.jobs.create(
             model="tiny", training_file=train.id, validation_file=valid.id, suffix="gate", extra_body={"rayfit": {"spec": spec}}
         )

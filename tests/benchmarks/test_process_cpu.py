@@ -1,0 +1,50 @@
+"""benchmarks/process_cpu.py: process titles sorted into kinds, and a child's CPU time found while it runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks.process_cpu import OTHER, ProcessCpu, kind
+
+
+@pytest.mark.parametrize(
+    ("title", "expected"),
+    [
+        ("ray::RayTrainWorker.run_train_fn", "Ray Train workers"),
+        ("ray::TrainController.run", "Ray Train controllers and their helper actors"),
+        ("ray::PreemptionWatcher", "Ray Train controllers and their helper actors"),
+        ("ray::MapWorker(MapBatches(vLLMEngineStageUDF))", "vLLM engines (Serve replicas, generation, rollouts)"),
+        ("ray::MapWorker(MapBatches(_Tokenize))", "Ray Data actors and tasks"),
+        ("VLLM::EngineCore", "vLLM engines (Serve replicas, generation, rollouts)"),
+        ("ray::IDLE", "Ray workers started and never used (ray::IDLE)"),
+        (
+            "raylet /x/ray/core/src/ray/raylet/raylet --raylet_socket_name=/tmp/ray/s",
+            "Ray daemons (GCS, raylet, log monitor, dashboard, agents)",
+        ),
+        ("python /x/.venv/bin/python -m pytest -q -n 2", "pytest and its xdist workers"),
+        ("python /x/.venv/bin/python -u -c import sys;exec(eval(sys.stdin.readline()))", "pytest and its xdist workers"),
+        (
+            "python /x/.venv/bin/python -m jobs.finetune /tmp/pytest-of-root/pytest-0/spec.yaml",
+            "Python processes the tests start (jobs, CLIs, one-process baselines)",
+        ),
+        ("cc1plus /usr/lib/gcc/x86_64-linux-gnu/12/cc1plus -quiet", "C++ compilers (torch.compile, DeepSpeed ops)"),
+        ("kdamond.0 ", OTHER),
+    ],
+)
+def test_process_titles_are_sorted_into_kinds(title, expected):
+    assert kind(title) == expected
+
+
+def test_a_child_that_burns_cpu_is_counted_under_its_kind():
+    """The child burns 2 CPU seconds, then idles for 2 s so that a sample after its burn is sure to come."""
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 2: pass\ntime.sleep(2)\n"
+    with ProcessCpu(interval_s=0.2) as cpu:
+        subprocess.run([sys.executable, "-c", burn], check=True)
+    found = cpu.by_kind()["Python processes the tests start (jobs, CLIs, one-process baselines)"]
+    assert 2.0 <= found["cpu_s"] < 2.6, found
+    assert cpu.busy_s >= found["cpu_s"] * 0.9  # the machine was busy at least while the child burned
+    shares = {row[0]: row for row in cpu.table()["rows"]}
+    assert shares["sampled, all kinds"][2] and shares[next(iter(shares))][3].endswith("%")

@@ -7,6 +7,9 @@ kind (a Ray Train worker, a vLLM engine, Ray's own daemons, ...), beside the mac
 
 A process's CPU time is its last sampled value, so a process that lives less than a second may be missed and one
 that exits loses at most its last second: the `sampled` row says how much of the machine's busy time is accounted for.
+A process's kind is read from its newest title (a Ray worker starts as `ray::IDLE` and becomes the actor it runs),
+except that a pytest process stays one: a library that sets the process title (vLLM's engine does, through
+setproctitle) would otherwise move a test process's whole CPU time to that library's kind.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import psutil
 
 from benchmarks.results import table
 
+OTHER = "everything else (kernel, system services)"
+PYTEST = "pytest and its xdist workers"
 # (kind, pattern on "name cmdline"), first match wins: a Ray actor's process title is `ray::<Class>.<method>`.
 KINDS: tuple[tuple[str, str], ...] = (
     ("vLLM engines (Serve replicas, generation, rollouts)", r"VLLM|EngineCore|vLLMEngineStage|RolloutEngine|ServeReplica"),
@@ -36,12 +41,11 @@ KINDS: tuple[tuple[str, str], ...] = (
         r"|ray start|ray\.util\.client",
     ),
     ("other Ray tasks and actors", r"ray::"),
-    ("pytest and its xdist workers", r"-m pytest|/pytest\b(?!-)|import sys;exec\(eval\(sys\.stdin"),
+    (PYTEST, r"-m pytest|/pytest\b(?!-)|import sys;exec\(eval\(sys\.stdin"),
     ("C++ compilers (torch.compile, DeepSpeed ops)", r"cc1plus|\bg\+\+|\bninja\b|\bld\b|\bas\b"),
     ("Chromium (console tests)", r"chrom"),
     ("Python processes the tests start (jobs, CLIs, one-process baselines)", r"python|rayfit"),
 )
-OTHER = "everything else (kernel, system services)"
 
 
 def kind(text: str) -> str:
@@ -60,6 +64,7 @@ class ProcessCpu:
     def __init__(self, interval_s: float = 1.0):
         self.interval_s = interval_s
         self.seen: dict[tuple[int, float], tuple[str, float]] = {}  # (pid, start time) -> (kind, CPU seconds)
+        self.titles: dict[tuple[int, float], list[str]] = {}  # (pid, start time) -> [first title, newest title]
         self.before: dict[tuple[int, float], float] = {}  # CPU seconds of the processes already running at the start
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -88,7 +93,10 @@ class ProcessCpu:
                 continue
             key = (info["pid"], info["create_time"])
             text = f"{info['name']} {' '.join(info['cmdline'] or [])}"
-            self.seen[key] = (kind(text), info["cpu_times"].user + info["cpu_times"].system)
+            titles = self.titles.setdefault(key, [text, text])
+            titles[1] = text
+            first = kind(titles[0])
+            self.seen[key] = (first if first == PYTEST else kind(text), info["cpu_times"].user + info["cpu_times"].system)
 
     def by_kind(self) -> dict[str, dict[str, float]]:
         """{kind: {"processes": n, "cpu_s": seconds}}, CPU-heaviest first; a process already running at the start counts
@@ -102,6 +110,20 @@ class ProcessCpu:
             entry["processes"] += 1
             entry["cpu_s"] += seconds
         return dict(sorted(found.items(), key=lambda item: -item[1]["cpu_s"]))
+
+    def heaviest(self, count: int = 25) -> list[dict]:
+        """The `count` processes that used the most CPU: kind, CPU seconds, first and newest title (200 characters)."""
+        used = {key: seconds - self.before.get(key, 0.0) for key, (_, seconds) in self.seen.items()}
+        top = sorted(used, key=used.get, reverse=True)[:count]
+        return [
+            {
+                "kind": self.seen[k][0],
+                "cpu_s": round(used[k], 1),
+                "first": self.titles[k][0][:200],
+                "newest": self.titles[k][1][:200],
+            }
+            for k in top
+        ]
 
     def table(self) -> dict:
         """kind | processes | CPU seconds | share of the busy CPU, then the sampled total and the machine's busy time."""

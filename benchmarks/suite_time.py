@@ -126,7 +126,7 @@ def main() -> None:
     durations = table(["seconds", "phase", "test"], [[f"{s['seconds']:.1f}", s["phase"], s["test"]] for s in parsed["slowest"]])
     tables = {"total": total, "durations": durations}
     if cpu is not None:
-        run["cpu_by_kind"], run["busy_cpu_s"] = cpu.by_kind(), round(cpu.busy_s, 1)
+        run["cpu_by_kind"], run["busy_cpu_s"], run["heaviest_processes"] = cpu.by_kind(), round(cpu.busy_s, 1), cpu.heaviest()
         tables["cpu"] = cpu.table()
     write_results(
         args.name,

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from benchmarks.process_cpu import OTHER, ProcessCpu, kind
+from benchmarks.process_cpu import OTHER, PYTEST, ProcessCpu, kind
 
 
 @pytest.mark.parametrize(
@@ -48,3 +48,18 @@ def test_a_child_that_burns_cpu_is_counted_under_its_kind():
     assert cpu.busy_s >= found["cpu_s"] * 0.9  # the machine was busy at least while the child burned
     shares = {row[0]: row for row in cpu.table()["rows"]}
     assert shares["sampled, all kinds"][2] and shares[next(iter(shares))][3].endswith("%")
+
+
+def test_a_pytest_process_that_a_library_renames_stays_a_pytest_process():
+    """vLLM's engine renames the process it runs in (setproctitle); a test process running one stays under pytest.
+    The child waits a second before it renames itself, so that a sample sees its first title, as in a suite."""
+    # the title is built at run time: its literal in the command line would make the first title a vLLM one
+    rename = "import setproctitle, time\ntime.sleep(1)\nsetproctitle.setproctitle('V' + 'LLM::Engine' + 'Core')\n"
+    rename += "t = time.process_time()\n"
+    rename += "while time.process_time() - t < 1: pass\ntime.sleep(1.5)\n"
+    with ProcessCpu(interval_s=0.2) as cpu:
+        child = subprocess.Popen([sys.executable, "-c", rename, "-m", "pytest"])  # "-m pytest" in its first title
+        child.wait()
+    renamed = [p for p in cpu.heaviest() if p["newest"].startswith("VLLM::EngineCore")]
+    assert renamed and renamed[0]["kind"] == PYTEST and renamed[0]["first"].startswith("python "), renamed
+    assert renamed[0]["cpu_s"] >= 1.0

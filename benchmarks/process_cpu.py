@@ -7,7 +7,7 @@ kind (a Ray Train worker, a vLLM engine, Ray's own daemons, ...), beside the mac
 
 A process's CPU time is its last sampled value, so a process that lives less than a second may be missed and one
 that exits loses at most its last second: the `sampled` row says how much of the machine's busy time is accounted for.
-A process's kind is read from its newest title (a Ray worker starts as `ray::IDLE` and becomes the actor it runs),
+A process's kind is read from its newest full title (a Ray worker starts as `ray::IDLE` and becomes the actor it runs),
 except that a pytest process stays one: a library that sets the process title (vLLM's engine does, through
 setproctitle) would otherwise move a test process's whole CPU time to that library's kind.
 """
@@ -41,8 +41,10 @@ KINDS: tuple[tuple[str, str], ...] = (
         r"|ray start|ray\.util\.client",
     ),
     ("other Ray tasks and actors", r"ray::"),
+    ("the measuring process (benchmarks.suite_time and its sampler)", r"-m benchmarks\.suite_time"),
+    ("make's venv set-up (pip)", r"-m pip "),
     (PYTEST, r"-m pytest|/pytest\b(?!-)|import sys;exec\(eval\(sys\.stdin"),
-    ("C++ compilers (torch.compile, DeepSpeed ops)", r"cc1plus|\bg\+\+|\bninja\b|\bld\b|\bas\b"),
+    ("C++ compilers (torch.compile, DeepSpeed ops)", r"^(cc1plus|g\+\+|c\+\+|gcc|ninja|as|ld|collect2) "),  # by process name
     ("Chromium (console tests)", r"chrom"),
     ("Python processes the tests start (jobs, CLIs, one-process baselines)", r"python|rayfit"),
 )
@@ -63,8 +65,7 @@ class ProcessCpu:
 
     def __init__(self, interval_s: float = 1.0):
         self.interval_s = interval_s
-        self.seen: dict[tuple[int, float], tuple[str, float]] = {}  # (pid, start time) -> (kind, CPU seconds)
-        self.titles: dict[tuple[int, float], list[str]] = {}  # (pid, start time) -> [first title, newest title]
+        self.seen: dict[tuple[int, float], list] = {}  # (pid, start time) -> [first title, newest title, CPU seconds]
         self.before: dict[tuple[int, float], float] = {}  # CPU seconds of the processes already running at the start
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -72,7 +73,7 @@ class ProcessCpu:
     def __enter__(self) -> ProcessCpu:
         self.busy0, self.wall0 = busy_seconds(), time.monotonic()
         self.sample()
-        self.before = {key: seconds for key, (_, seconds) in self.seen.items()}
+        self.before = {key: seconds for key, (_, _, seconds) in self.seen.items()}
         self._thread.start()
         return self
 
@@ -91,21 +92,26 @@ class ProcessCpu:
             info = proc.info
             if info["cpu_times"] is None or info["create_time"] is None:
                 continue
-            key = (info["pid"], info["create_time"])
-            text = f"{info['name']} {' '.join(info['cmdline'] or [])}"
-            titles = self.titles.setdefault(key, [text, text])
-            titles[1] = text
-            first = kind(titles[0])
-            self.seen[key] = (first if first == PYTEST else kind(text), info["cpu_times"].user + info["cpu_times"].system)
+            title = f"{info['name']} {' '.join(info['cmdline'] or [])}"
+            entry = self.seen.setdefault((info["pid"], info["create_time"]), [title, title, 0.0])
+            if info["cmdline"]:  # an exiting process shows only its name, cut to 15 characters (`ray::ServeRepli`)
+                entry[1] = title
+            entry[2] = info["cpu_times"].user + info["cpu_times"].system
+
+    def used(self) -> dict[tuple[int, float], tuple[str, float]]:
+        """{process: (kind, CPU seconds)} of every process that used CPU while the block ran (one already running at
+        the start counts from then)."""
+        found = {}
+        for key, (first, newest, seconds) in self.seen.items():
+            seconds -= self.before.get(key, 0.0)
+            if seconds > 0:
+                found[key] = (PYTEST if kind(first) == PYTEST else kind(newest), seconds)
+        return found
 
     def by_kind(self) -> dict[str, dict[str, float]]:
-        """{kind: {"processes": n, "cpu_s": seconds}}, CPU-heaviest first; a process already running at the start counts
-        from then, and one that used no CPU since is left out."""
+        """{kind: {"processes": n, "cpu_s": seconds}}, CPU-heaviest first."""
         found: dict[str, dict[str, float]] = {}
-        for key, (name, seconds) in self.seen.items():
-            seconds -= self.before.get(key, 0.0)
-            if seconds <= 0:
-                continue
+        for name, seconds in self.used().values():
             entry = found.setdefault(name, {"processes": 0, "cpu_s": 0.0})
             entry["processes"] += 1
             entry["cpu_s"] += seconds
@@ -113,15 +119,10 @@ class ProcessCpu:
 
     def heaviest(self, count: int = 25) -> list[dict]:
         """The `count` processes that used the most CPU: kind, CPU seconds, first and newest title (200 characters)."""
-        used = {key: seconds - self.before.get(key, 0.0) for key, (_, seconds) in self.seen.items()}
-        top = sorted(used, key=used.get, reverse=True)[:count]
+        used = self.used()
+        top = sorted(used, key=lambda key: used[key][1], reverse=True)[:count]
         return [
-            {
-                "kind": self.seen[k][0],
-                "cpu_s": round(used[k], 1),
-                "first": self.titles[k][0][:200],
-                "newest": self.titles[k][1][:200],
-            }
+            {"kind": used[k][0], "cpu_s": round(used[k][1], 1), "first": self.seen[k][0][:200], "newest": self.seen[k][1][:200]}
             for k in top
         ]
 

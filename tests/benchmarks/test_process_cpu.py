@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
+import psutil
 import pytest
 
 from benchmarks.process_cpu import OTHER, PYTEST, ProcessCpu, kind
@@ -31,7 +33,12 @@ from benchmarks.process_cpu import OTHER, PYTEST, ProcessCpu, kind
             "Python processes the tests start (jobs, CLIs, one-process baselines)",
         ),
         ("cc1plus /usr/lib/gcc/x86_64-linux-gnu/12/cc1plus -quiet", "C++ compilers (torch.compile, DeepSpeed ops)"),
+        (
+            "python /x/python -c import numpy as np; print(1)",
+            "Python processes the tests start (jobs, CLIs, one-process baselines)",
+        ),
         ("kdamond.0 ", OTHER),
+        ("python /x/python -m pip install -q -e .[test,serve-cpu]", "make's venv set-up (pip)"),
     ],
 )
 def test_process_titles_are_sorted_into_kinds(title, expected):
@@ -46,8 +53,11 @@ def test_a_child_that_burns_cpu_is_counted_under_its_kind():
     found = cpu.by_kind()["Python processes the tests start (jobs, CLIs, one-process baselines)"]
     assert 2.0 <= found["cpu_s"] < 2.6, found
     assert cpu.busy_s >= found["cpu_s"] * 0.9  # the machine was busy at least while the child burned
-    shares = {row[0]: row for row in cpu.table()["rows"]}
-    assert shares["sampled, all kinds"][2] and shares[next(iter(shares))][3].endswith("%")
+    rows = {row[0]: row for row in cpu.table()["rows"]}
+    python = rows["Python processes the tests start (jobs, CLIs, one-process baselines)"]
+    assert python[2] == f"{found['cpu_s']:.0f}" and python[3] == f"{found['cpu_s'] / cpu.busy_s:.1%}"
+    sampled = sum(k["cpu_s"] for k in cpu.by_kind().values())
+    assert rows["sampled, all kinds"][2] == f"{sampled:.0f}" and list(rows)[-1].startswith("the machine's busy CPU over")
 
 
 def test_a_pytest_process_that_a_library_renames_stays_a_pytest_process():
@@ -63,3 +73,19 @@ def test_a_pytest_process_that_a_library_renames_stays_a_pytest_process():
     renamed = [p for p in cpu.heaviest() if p["newest"].startswith("VLLM::EngineCore")]
     assert renamed and renamed[0]["kind"] == PYTEST and renamed[0]["first"].startswith("python "), renamed
     assert renamed[0]["cpu_s"] >= 1.0
+
+
+def test_an_exiting_process_keeps_the_kind_of_its_last_full_title():
+    """A process that has exited but is not yet reaped shows no command line, only its name (`python`): it stays
+    under the kind its full title gave it. The child burns 1 CPU second, exits, and is reaped only after samples."""
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 1: pass\n"
+    with ProcessCpu(interval_s=0.2) as cpu:
+        child = subprocess.Popen([sys.executable, "-c", burn, "-m", "pip", "install"])
+        zombie, deadline = psutil.Process(child.pid), time.monotonic() + 30
+        while zombie.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:  # exited, not reaped
+            time.sleep(0.05)
+        assert zombie.status() == psutil.STATUS_ZOMBIE
+        time.sleep(1)  # five samples of the exited child
+        child.wait()
+    found = cpu.by_kind()
+    assert found["make's venv set-up (pip)"]["cpu_s"] >= 0.9, found

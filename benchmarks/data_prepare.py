@@ -37,6 +37,7 @@ def main() -> None:
     import datasets
     import ray
 
+    from cluster.data import pipeline
     from cluster.data.pipeline import read_all, tokenize
     from cluster.model.load import load_tokenizer
     from cluster.spec import validate_spec
@@ -84,12 +85,15 @@ def main() -> None:
         return time.perf_counter() - t
 
     def on_ray(cpus: int) -> float:
+        """Ray Data at any row count (the job itself uses it from pipeline.ROWS_FOR_RAY samples on)."""
         ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+        rule, pipeline.ROWS_FOR_RAY = pipeline.ROWS_FOR_RAY, 0
         try:
             t = time.perf_counter()
             tokenize(loaded, spec(cpus, False).data, tokenizer)
             return time.perf_counter() - t
         finally:
+            pipeline.ROWS_FOR_RAY = rule
             ray.shutdown()
 
     configs = {

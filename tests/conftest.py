@@ -17,6 +17,10 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One OpenMP thread in every process the tests start (drivers, one-process baselines, vLLM engines; Ray already gives
+# its 1-CPU workers one): the suite runs two test processes on two cores, so a second OpenMP thread mostly spins,
+# waiting for the core the other test holds (the `one_torch_thread` fixture below, for the pytest process itself).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 # gcsfs (2026.x) by default asks GCS's gRPC control plane for each bucket's layout (hierarchical namespace, zonal),
 # which the GCS emulator lacks: every first use of a bucket then waits 60 s and falls back to the plain JSON API.
 # Read when gcsfs is imported, so it is set here, before any test imports it (docs/platform-notes.md).

@@ -24,6 +24,10 @@ from cluster.spec import DataSpec
 from cluster.spec.data import SourceSpec
 
 ROWS_PER_PROC = 200  # below this many rows per process, forking costs more than it saves
+# Below this many samples, rendering and tokenizing in this process is done before Ray Data's tokenizer actors have
+# started and loaded the tokenizer: about 4 s, which only a cluster's many CPUs win back, over more rows
+# (benchmarks/results/data_prepare-{500,2000,5000}.json: 5,000 rows took 1.9 s here, 5.3 s on Ray Data).
+ROWS_FOR_RAY = 10_000
 COLUMNS = ["input_ids", "labels"]
 
 
@@ -137,8 +141,9 @@ def _near_duplicates(loaded: Loaded, data: DataSpec) -> None:
 
 
 def tokenize(loaded: Loaded, data: DataSpec, tokenizer) -> Dataset:
-    """Render and tokenize every kept sample in parallel (Ray Data when Ray is running, else datasets.map with
-    num_proc) and apply the length policy; text documents longer than max_seq_len become windows."""
+    """Render and tokenize every kept sample in parallel (Ray Data when Ray is running and there are ROWS_FOR_RAY
+    samples or more, else datasets.map with num_proc) and apply the length policy; text documents longer than
+    max_seq_len become windows."""
     report = loaded.report
     if not loaded.samples:
         raise UserError(
@@ -159,7 +164,7 @@ def tokenize(loaded: Loaded, data: DataSpec, tokenizer) -> Dataset:
         "overlap": data.window_overlap,
         "min_tokens": data.min_tokens,
     }
-    if _ray_running():
+    if len(loaded.samples) >= ROWS_FOR_RAY and _ray_running():
         from cluster.data.ray_tokenize import tokenize_on_ray
 
         ds = tokenize_on_ray(loaded.samples, kwargs, data.num_proc)

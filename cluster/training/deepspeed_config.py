@@ -6,6 +6,7 @@ time, cluster/model/sharded_load.py) and goes to the Trainer, and `zero.Init` ca
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from cluster.spec import JobSpec
@@ -14,6 +15,25 @@ from cluster.spec import JobSpec
 REDUCE_BUCKET = 50_000_000
 PREFETCH_BUCKET = 50_000_000
 PARAM_PERSISTENCE_THRESHOLD = 100_000  # DeepSpeed's default, for when the model's width is not known
+
+
+def import_deepspeed():
+    """DeepSpeed, imported without the mlflow its autotuner imports when mlflow is installed: 1.6 of DeepSpeed's
+    3 CPU seconds of import, paid by every training worker (the Trainer imports DeepSpeed through accelerate even
+    when a run does not shard with it). rayfit never runs DeepSpeed's autotuner, which only reads mlflow to log its
+    trials. Later `import deepspeed` calls reuse this one, and mlflow itself imports as usual afterwards (the
+    `report_to: [mlflow]` callback)."""
+    if "deepspeed" in sys.modules:
+        return sys.modules["deepspeed"]
+    hide_mlflow = "mlflow" not in sys.modules
+    if hide_mlflow:
+        sys.modules["mlflow"] = None  # `import mlflow` raises ImportError; the autotuner then sets has_mlflow = False
+    try:
+        import deepspeed
+    finally:
+        if hide_mlflow:
+            del sys.modules["mlflow"]
+    return deepspeed
 
 
 def deepspeed_config(spec: JobSpec, world_size: int, on_gpu: bool, hidden_size: int | None = None) -> dict[str, Any] | None:

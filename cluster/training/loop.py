@@ -22,7 +22,7 @@ from cluster.sharding import SHARDINGS
 from cluster.spec import JobSpec, validate_spec
 from cluster.training.callbacks import CheckpointReporter, FaultInjection, RunArtifacts, node_leader
 from cluster.training.collectives import barrier, from_rank0
-from cluster.training.deepspeed_config import deepspeed_config
+from cluster.training.deepspeed_config import deepspeed_config, import_deepspeed
 from cluster.training.elastic import OwnStepCounters, checkpoint_world, for_world, universal_copy
 from cluster.training.fsdp import ConsolidatedWeights, trainer_on_cpu
 from cluster.training.levers import check_levers
@@ -41,6 +41,7 @@ def train_loop(config: dict[str, Any], callbacks: tuple = ()) -> dict[str, Any]:
     """
     from transformers import PrinterCallback, set_seed
 
+    import_deepspeed()  # before the Trainer's own import of it, which would also import mlflow
     spec = validate_spec(config["spec"])  # the worker re-validates what crossed the Ray boundary
     run = config["run"]
     scratch = Path(tempfile.gettempdir(), "rayfit", config["scratch"])  # an absolute `scratch` stays as it is
@@ -221,8 +222,7 @@ def _ranks(under_ray: bool) -> tuple[int, int, int]:
 
 def _init_deepspeed_comm(on_gpu: bool) -> None:
     """DeepSpeed's comm over the existing process group (Ray's), or over a new one-process group without Ray."""
-    import deepspeed
-
+    deepspeed = import_deepspeed()
     _one_process_env()
     deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo", auto_mpi_discovery=False)
 

@@ -10,7 +10,14 @@ from cluster.noise import runtime_env
 from cluster.objectives import recipe_for
 from cluster.run_folder import run_uri
 from cluster.spec import JobSpec
-from cluster.training.loop import train_loop
+
+
+def worker_loop(config: dict) -> dict:
+    """What each Ray Train worker runs: cluster.training.loop.train_loop, imported on the worker, so that the driver
+    building the trainer does not import the training stack (TRL, PEFT, bitsandbytes: seconds of CPU per job)."""
+    from cluster.training.loop import train_loop
+
+    return train_loop(config)
 
 
 def loop_config(spec: JobSpec, train_path: str, eval_path: str | None, actors: dict | None = None) -> dict:
@@ -33,10 +40,10 @@ def build_trainer(
     train_path: str,
     eval_path: str | None,
     extra_env: dict[str, str] | None = None,
-    loop=train_loop,
+    loop=worker_loop,
     actors: dict | None = None,
 ):
-    """A TorchTrainer that runs `loop` (`train_loop`, or a function that calls it) on `cluster.num_workers` workers
+    """A TorchTrainer that runs `loop` (`worker_loop`, or a function that calls train_loop) on `cluster.num_workers` workers
     (from `cluster.min_workers` up, for an elastic run) and keeps checkpoints in storage; `actors` are what the
     objective runs beside the workers (handles passed to every worker).
 
@@ -78,7 +85,7 @@ def build_trainer(
     )
 
 
-def fit(spec: JobSpec, train_path: str, eval_path: str | None, extra_env: dict[str, str] | None = None, loop=train_loop):
+def fit(spec: JobSpec, train_path: str, eval_path: str | None, extra_env: dict[str, str] | None = None, loop=worker_loop):
     """Run training to the end (restarting failed workers up to cluster.max_failures) and return Ray's Result.
 
     What the objective runs beside the workers (GRPO's vLLM rollout engine) lives exactly as long as this call. A

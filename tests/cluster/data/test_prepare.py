@@ -152,9 +152,11 @@ def test_parallel_tokenization_gives_the_same_rows_and_hash(tiny_tokenizer, tmp_
 
 @pytest.mark.slow
 def test_ray_data_tokenization_matches_the_local_path(tiny_tokenizer, tmp_path, monkeypatch):
-    """With Ray running, prepare_datasets tokenizes through Ray Data on 2 actors: same rows, same hash, same report."""
+    """With Ray running, prepare_datasets tokenizes through Ray Data on 2 actors from pipeline.ROWS_FOR_RAY samples
+    on (lowered here to the FAQ's size): same rows, same hash, same report. Below it, in this process, Ray or not."""
     import ray
 
+    import cluster.data.pipeline as pipeline
     import cluster.data.ray_tokenize as ray_tokenize
 
     calls = []
@@ -165,6 +167,9 @@ def test_ray_data_tokenization_matches_the_local_path(tiny_tokenizer, tmp_path, 
     local = prepare_datasets(spec, tiny_tokenizer, str(tmp_path / "local"))
     private_ray(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2, log_to_driver=False)
     try:
+        small = prepare_datasets(spec, tiny_tokenizer, str(tmp_path / "small"))
+        assert calls == [] and pipeline.ROWS_FOR_RAY > local.report.rows_read  # fewer samples: no actors started
+        monkeypatch.setattr(pipeline, "ROWS_FOR_RAY", local.report.rows_kept)
         on_ray = prepare_datasets(spec, tiny_tokenizer, str(tmp_path / "ray"))
         # The tokenizing actors are gone once the data is prepared, so the trainer's workers can take every CPU.
         deadline = time.time() + 60
@@ -173,5 +178,6 @@ def test_ray_data_tokenization_matches_the_local_path(tiny_tokenizer, tmp_path, 
         assert ray.available_resources().get("CPU", 0) == 2
     finally:
         ray.shutdown()
-    assert calls == [1] and on_ray.report == local.report
+    assert calls == [1] and on_ray.report == local.report == small.report
     assert on_ray.train()[:] == local.train()[:] and on_ray.eval()[:] == local.eval()[:]
+    assert small.train()[:] == local.train()[:]

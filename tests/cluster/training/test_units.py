@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -13,6 +15,7 @@ from cluster.spec import SpecError, validate_spec
 from cluster.training.checkpoints import latest_metrics
 from cluster.training.collator import IGNORE, make_collator
 from cluster.training.deepspeed_config import deepspeed_config
+from tests.conftest import REPO
 
 
 def _spec(**sections):
@@ -78,6 +81,34 @@ def test_zero2_on_cpu_trains_in_fp32():
     cfg = deepspeed_config(_spec(cluster={"sharding": "deepspeed_zero2", "gpus_per_worker": 0}), world_size=2, on_gpu=False)
     assert cfg["zero_optimization"]["stage"] == 2 and "offload_param" not in cfg["zero_optimization"]
     assert cfg["bf16"] == {"enabled": False} and cfg["fp16"] == {"enabled": False}
+
+
+def test_deepspeed_is_imported_without_mlflow_which_still_imports_after():
+    """A fresh interpreter (this one may hold both already): the worker's DeepSpeed import leaves mlflow out, its
+    autotuner knows it has none, and the `report_to: [mlflow]` callback can still import mlflow afterwards."""
+    pytest.importorskip("mlflow")
+    code = (
+        "import sys; from cluster.training.deepspeed_config import import_deepspeed; import_deepspeed()\n"
+        "from deepspeed.autotuning import autotuner\n"
+        "print('deepspeed' in sys.modules, 'mlflow' in sys.modules, autotuner.has_mlflow)\n"
+        "import mlflow; print(mlflow.__name__)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.splitlines()[-2:] == ["True False False", "mlflow"]  # after DeepSpeed's accelerator notice
+
+
+def test_the_job_driver_does_not_import_the_training_stack():
+    """The finetune job's driver builds the TorchTrainer without importing TRL, PEFT, bitsandbytes or DeepSpeed
+    (seconds of CPU per job): only the workers do, when they run `worker_loop`."""
+    code = (
+        "import sys, jobs.finetune; from cluster.training.trainer import fit, worker_loop; "
+        "import cluster.data, cluster.planner, cluster.tasks, cluster.model.load\n"
+        "print(sorted(m for m in ('trl', 'peft', 'bitsandbytes', 'deepspeed', 'cluster.training.loop') if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.splitlines()[-1] == "[]"
 
 
 def test_newest_complete_skips_folders_without_manifest(tmp_path):

@@ -23,9 +23,18 @@ STACKS: tuple[tuple[str, str], ...] = (
     ("torch alone", "import torch"),
     ("Ray Train's API, which a job's driver imports (ray.train.torch)", "import ray.train.torch"),
     ("a vLLM engine (vllm)", "import vllm"),
+    (
+        "a job's driver (jobs.finetune and what its steps import: data, planner, trainer, tasks)",
+        "import jobs.finetune, cluster.data, cluster.planner, cluster.tasks, cluster.training.trainer, ray.train.torch",
+    ),
     ("rayfit's training loop module (cluster.training.loop)", "import cluster.training.loop"),
     (
         "a Ray Train worker's libraries (the loop, TRL's SFTTrainer, DeepSpeed, datasets, ray.train.torch)",
+        "import cluster.training.loop, datasets, ray.train.torch; from trl import SFTTrainer; "
+        "from cluster.training.deepspeed_config import import_deepspeed; import_deepspeed()",
+    ),
+    (
+        "the same, with DeepSpeed imported as the Trainer does (its autotuner then imports mlflow)",
         "import cluster.training.loop, deepspeed, datasets, ray.train.torch; from trl import SFTTrainer",
     ),
 )

@@ -21,6 +21,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # its 1-CPU workers one): the suite runs two test processes on two cores, so a second OpenMP thread mostly spins,
 # waiting for the core the other test holds (the `one_torch_thread` fixture below, for the pytest process itself).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Ray starts one idle worker per CPU for each new driver (every test's and job's ray.init), ahead of any task; in the
+# suite most were never used (docs/testing.md: "Ray workers started and never used"). Workers start when needed instead.
+os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
 # gcsfs (2026.x) by default asks GCS's gRPC control plane for each bucket's layout (hierarchical namespace, zonal),
 # which the GCS emulator lacks: every first use of a bucket then waits 60 s and falls back to the plain JSON API.
 # Read when gcsfs is imported, so it is set here, before any test imports it (docs/platform-notes.md).

@@ -17,13 +17,10 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# One OpenMP thread in every process the tests start (drivers, one-process baselines, vLLM engines; Ray already gives
-# its 1-CPU workers one): the suite runs two test processes on two cores, so a second OpenMP thread mostly spins,
-# waiting for the core the other test holds (the `one_torch_thread` fixture below, for the pytest process itself).
+# One OpenMP thread in the test processes and every process they start (drivers, one-process baselines, vLLM engines;
+# Ray already gives its 1-CPU workers one). Set before torch is imported anywhere: the suite runs two test processes on
+# two cores, so a second OpenMP thread mostly spins, waiting for the core the other test holds.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-# Ray starts one idle worker per CPU for each new driver (every test's and job's ray.init), ahead of any task; in the
-# suite most were never used (docs/testing.md: "Ray workers started and never used"). Workers start when needed instead.
-os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
 # gcsfs (2026.x) by default asks GCS's gRPC control plane for each bucket's layout (hierarchical namespace, zonal),
 # which the GCS emulator lacks: every first use of a bucket then waits 60 s and falls back to the plain JSON API.
 # Read when gcsfs is imported, so it is set here, before any test imports it (docs/platform-notes.md).
@@ -171,15 +168,3 @@ def object_store(request):
         return f"s3://{name}"
 
     return bucket
-
-
-@pytest.fixture(scope="module")
-def one_torch_thread():
-    """One intra-op thread for tiny-model tests: on a 2-core box, OpenMP threads spinning against other processes
-    make each tiny forward 10-50x slower (measured 0.02 s with one thread, 0.15-1 s with two under load)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

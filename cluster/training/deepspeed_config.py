@@ -18,11 +18,11 @@ PARAM_PERSISTENCE_THRESHOLD = 100_000  # DeepSpeed's default, for when the model
 
 
 def import_deepspeed():
-    """DeepSpeed, imported without the mlflow its autotuner imports when mlflow is installed: 1.6 of DeepSpeed's
-    3 CPU seconds of import, paid by every training worker (the Trainer imports DeepSpeed through accelerate even
-    when a run does not shard with it). rayfit never runs DeepSpeed's autotuner, which only reads mlflow to log its
-    trials. Later `import deepspeed` calls reuse this one, and mlflow itself imports as usual afterwards (the
-    `report_to: [mlflow]` callback)."""
+    """DeepSpeed, imported without the mlflow its autotuner imports when mlflow is installed, which every training
+    worker paid for: the Trainer imports DeepSpeed through accelerate even when a run does not shard with it (about
+    0.9 of a worker's 11.9 CPU seconds of imports, benchmarks/results/import_cost.json). rayfit never runs DeepSpeed's
+    autotuner, which only reads mlflow to log its trials. Later `import deepspeed` calls reuse this one, and mlflow
+    itself imports as usual afterwards (the `report_to: [mlflow]` callback)."""
     if "deepspeed" in sys.modules:
         return sys.modules["deepspeed"]
     hide_mlflow = "mlflow" not in sys.modules

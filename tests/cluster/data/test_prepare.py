@@ -153,7 +153,7 @@ def test_parallel_tokenization_gives_the_same_rows_and_hash(tiny_tokenizer, tmp_
 @pytest.mark.slow
 def test_ray_data_tokenization_matches_the_local_path(tiny_tokenizer, tmp_path, monkeypatch):
     """With Ray running, prepare_datasets tokenizes through Ray Data on 2 actors from pipeline.ROWS_FOR_RAY samples
-    on (lowered here to the FAQ's size): same rows, same hash, same report. Below it, in this process, Ray or not."""
+    on (lowered here to 1): same rows, same hash, same report. Below it, in this process, Ray or not."""
     import ray
 
     import cluster.data.pipeline as pipeline
@@ -169,7 +169,7 @@ def test_ray_data_tokenization_matches_the_local_path(tiny_tokenizer, tmp_path, 
     try:
         small = prepare_datasets(spec, tiny_tokenizer, str(tmp_path / "small"))
         assert calls == [] and pipeline.ROWS_FOR_RAY > local.report.rows_read  # fewer samples: no actors started
-        monkeypatch.setattr(pipeline, "ROWS_FOR_RAY", local.report.rows_kept)
+        monkeypatch.setattr(pipeline, "ROWS_FOR_RAY", 1)
         on_ray = prepare_datasets(spec, tiny_tokenizer, str(tmp_path / "ray"))
         # The tokenizing actors are gone once the data is prepared, so the trainer's workers can take every CPU.
         deadline = time.time() + 60

@@ -14,7 +14,7 @@ from tests.cluster.training.preference_data import prepared, write_pairs
 
 
 @pytest.fixture(scope="module")
-def dpo_trainer(tiny_model_dir, tmp_path_factory, one_torch_thread):
+def dpo_trainer(tiny_model_dir, tmp_path_factory):
     from cluster.data import load_prepared
     from cluster.model.load import load_tokenizer
 

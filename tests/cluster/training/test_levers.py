@@ -131,7 +131,7 @@ def _train(tmp_path, model_dir, data, name, **train):
 
 
 @pytest.fixture(scope="module")
-def plain_step(tmp_path_factory, tiny_model_dir, tiny_data, one_torch_thread):
+def plain_step(tmp_path_factory, tiny_model_dir, tiny_data):
     return _train(tmp_path_factory.mktemp("plain"), tiny_model_dir, tiny_data, "plain")
 
 

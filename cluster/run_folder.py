@@ -52,8 +52,8 @@ def part(run: str, name: str) -> str:
 def checkpoint_dir_name(step: int) -> str:
     """The folder name of the checkpoint taken after optimizer step `step`; names sort in step order.
 
-    Every rank derives the same name without talking to the others, and a save repeated after a restart
-    replaces an incomplete folder of the same step instead of leaving it beside the complete one.
+    Every rank derives the same name without talking to the others, and a save repeated after a restart writes
+    the folder of the same step again (cleared first by `clear_past`) instead of leaving one beside the other.
     """
     return f"{PREFIX}{step:08d}"
 
@@ -120,6 +120,21 @@ def resume_point(candidates: list[str], cache: Path, say=print) -> tuple[str, Pa
             continue
         return uri, local
     return None
+
+
+def clear_past(run: str, step: int, say=print) -> list[str]:
+    """Remove the run's checkpoint folders past `step`, the checkpoint an attempt resumes from (0: none), and return them.
+
+    None of them can be resumed from (`step` is the newest recorded, complete and intact checkpoint), and the attempt
+    writes their steps again. A file an earlier attempt left in one (a rank's shards whose save never completed, or
+    the shards of another worker count) would stay beside the new files, and the next resume would skip the folder
+    as differing from its manifest.
+    """
+    past = [storage.join(run, name) for name in storage.list_dirs(run) if (s := step_of(name)) is not None and s > step]
+    for uri in past:
+        say(f"rayfit: removing {uri}: an earlier attempt left it unfinished or unrecorded; this one writes it again")
+        storage.remove(uri)
+    return past
 
 
 def newest(found: list[CheckpointInfo]) -> CheckpointInfo | None:

@@ -88,6 +88,13 @@ def list_files(uri: str) -> list[str]:
     return sorted(Path(p["name"]).name for p in fs.ls(path, detail=True) if p["type"] == "file")
 
 
+def remove(uri: str) -> None:
+    """Delete the file or folder at `uri` with everything in it; nothing when there is none."""
+    fs, path = url_to_fs(uri)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
 def download_dir(uri: str, dest: Path) -> Path:
     """Copy a remote folder to `dest` (a no-op returning the path for local URIs)."""
     if not is_remote(uri):

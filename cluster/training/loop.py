@@ -16,7 +16,7 @@ from cluster import storage
 from cluster.manifest import read_manifest
 from cluster.model.load import load_tokenizer, train_dtype
 from cluster.objectives import recipe_for
-from cluster.run_folder import local_copy, resume_point
+from cluster.run_folder import clear_past, local_copy, resume_point, step_of
 from cluster.service.training_hooks import metrics_sink, service_callbacks
 from cluster.sharding import SHARDINGS
 from cluster.spec import JobSpec, validate_spec
@@ -141,6 +141,8 @@ def _resume_point(
         candidates = _recorded_checkpoints(config["run"]) if under_ray else [c for c in [config.get("resume_from")] if c]
         found = resume_point(candidates, cache)
         choice = (found[0], checkpoint_world(read_manifest(str(found[1])))) if found else None
+        if under_ray:  # the folders past it are written again: no earlier attempt's files may stay in them
+            clear_past(config["run"], step_of(found[0]) if found else 0)
     choice = from_rank0(choice)  # (URI, workers that wrote it): one manifest read, from rank 0's verified copy
     if not choice:
         return None, None, None

@@ -214,6 +214,36 @@ def test_resume_skips_incomplete_and_altered_checkpoints_with_a_reason(tmp_path)
     assert "zero_pp_rank_0_optim_states.pt: checksum differs" in said[-1]
 
 
+def test_an_attempt_clears_the_checkpoints_past_its_resume_point(tmp_path, object_store):
+    """Checkpoint folders past the one an attempt resumes from are removed before it trains, each named: one a 2-worker
+    attempt began (its rank-1 shard, no manifest) and one written but never recorded. Written again by a 1-worker
+    attempt, they would keep the rank-1 files, and the next resume would skip them as differing from their manifest.
+    The resume point, older checkpoints and the rest of the run folder stay: in a local run folder and in a bucket."""
+    from cluster import storage
+    from cluster.run_folder import clear_past
+
+    spec = _spec(output={"storage": str(tmp_path), "name": "run"})
+    local = tmp_path / "run"
+    _checkpoint(local, 10, spec, 1.0), _checkpoint(local, 20, spec, 1.0), _checkpoint(local, 40, spec, 1.0)
+    begun = local / checkpoint_dir_name(30) / "global_step"
+    begun.mkdir(parents=True)
+    (begun / "zero_pp_rank_1_optim_states.pt").write_bytes(b"rank1-30")
+    (local / "data" / "abc").mkdir(parents=True)
+    (local / "data" / "abc" / "rows.arrow").write_bytes(b"rows")
+    remote = storage.join(object_store("runs"), "run")
+    storage.upload_dir(local, remote)
+
+    for run in (remote, str(local)):
+        said: list[str] = []
+        past = [storage.join(run, checkpoint_dir_name(step)) for step in (30, 40)]
+        assert clear_past(run, 20, say=said.append) == past
+        assert storage.list_dirs(run) == ["checkpoint_00000010", "checkpoint_00000020", "data"]
+        assert storage.exists(storage.join(run, "data", "abc", "rows.arrow"))
+        unfinished = "an earlier attempt left it unfinished or unrecorded; this one writes it again"
+        assert said == [f"rayfit: removing {uri}: {unfinished}" for uri in past]
+        assert clear_past(run, 20, say=said.append) == [] and len(said) == 2
+
+
 def test_manifest_of_several_nodes_lists_each_file_once():
     from cluster.manifest import merge_file_tables
 

@@ -71,6 +71,8 @@ def base_run(tiny_app, lora_set, tmp_path_factory):
 
 
 def test_200_rows_give_200_greedy_answers_equal_to_the_serve_app(base_run, tiny_app):
+    """Over 60 s when it runs first (194 s in a full suite run): it pays the package's Serve app and the module's
+    base_run (one engine for 202 rows), which the next two tests share."""
     rows, out, report, _ = base_run
     answered = [r for r in out if r["error"] is None]
     assert [r["index"] for r in answered] == list(range(200))
@@ -101,7 +103,9 @@ def test_progress_shows_rows_per_second_and_eta(base_run):
 
 def test_killed_halfway_then_rerun_gives_the_full_output_once_and_equals_the_served_adapter(tiny_app, lora_set, tmp_path):
     """A LoRA checkpoint as MODEL (its base + the adapter), run by the CLI against this Ray, SIGKILLed once a block
-    is written, then run again: every row once, and the answers of the adapter the Serve app serves as `alpha`."""
+    is written, then run again: every row once, and the answers of the adapter the Serve app serves as `alpha`.
+    Over 60 s (161 s in a full suite run): two engine starts, since the killed driver's engine dies with it, and two
+    CLI drivers (both join the package's Ray through --address, so no Ray of their own starts)."""
     import ray
 
     rows = [{"instruction": QUESTION, "output": ANSWERS["alpha"]}] + faq_rows(79)

@@ -69,9 +69,12 @@ def preference_rows(chosen: str = ANSWER, rejected: str = "No permit is needed."
     return "".join(json.dumps(r) + "\n" for r in rows)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def ray_head():
-    """`ray start --head` with the dashboard (Ray's job server) on free 127.0.0.1 ports; stopped by pid after."""
+    """`ray start --head` with the dashboard (Ray's job server) on free 127.0.0.1 ports; stopped by pid after this
+    package's tests (package scope: an idle head's daemons, Serve controller and proxy keep using CPU until stopped)."""
+    from torch.utils.cpp_extension import get_default_build_root
+
     temp = Path(tempfile.mkdtemp(prefix="rfsvc-", dir="/tmp"))  # short: Ray's socket paths must stay < 108 chars
     gcs, dashboard, client, agent = free_ports(4)
     env = {
@@ -79,6 +82,9 @@ def ray_head():
         "RAY_AUTH_MODE": "disabled",
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
         "HOME": str(temp),
+        # DeepSpeed's CPU ops are compiled into torch's extension cache under HOME: this head shares the test run's
+        # cache instead of compiling them again in its own HOME (two compiler runs of about 30 CPU-s each).
+        "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root(),
         "VLLM_CPU_OMP_THREADS_BIND": "nobind",
         "VLLM_CPU_KVCACHE_SPACE": "1",
     }
@@ -99,7 +105,7 @@ def ray_head():
         shutil.rmtree(temp, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def service(ray_head, tiny_model_dir, tmp_path_factory):
     """The app with `storage`: tenants a (1 concurrent job, 1 MB stored), b and c, jobs submitted to the head's job
     server with this checkout on PYTHONPATH (the `finetune.runtime_env` arg). Yields a dict of what tests need."""

@@ -50,7 +50,8 @@ def local_ray():
 
 def test_every_held_out_row_is_answered_by_one_engine_with_and_without_the_adapter(run, tiny_model_dir, local_ray):
     """The LoRA run's export is evaluated; its answers come from ONE engine: the base without the adapter, the tuned
-    rows with the run's checkpoint (the export's source) as the adapter. Every held-out sample is scored."""
+    rows with the run's checkpoint (the export's source) as the adapter. Every held-out sample is scored.
+    Over 60 s (about 70 s in a full suite run): the module's run (trained and merged) and Ray start here, and one engine."""
     out = run["storage"] / "eval-run" / "eval"
     report = evaluate_run(run["spec"], run["export"], str(out))
     assert {p.name for p in out.iterdir()} >= {"report.json", "report.md", "chart.png", "answers.jsonl"}
@@ -83,7 +84,8 @@ def test_every_held_out_row_is_answered_by_one_engine_with_and_without_the_adapt
 
 def test_the_same_model_as_base_and_tuned_is_within_noise_and_fails_an_improvement_gate(run, tiny_model_dir, tmp_path, local_ray):
     """An untrained adapter (LoRA B = 0) is the base model itself: its answers equal the base's row for row, every
-    difference interval is [0, 0], and a gate asking for any improvement beyond noise fails the job."""
+    difference interval is [0, 0], and a gate asking for any improvement beyond noise fails the job. Over 60 s (about
+    70 s in a full suite run): an engine start of its own, since its adapter is not the trained run's."""
     spec, zero = train_run(tiny_model_dir, tmp_path, steps=0)
     spec = JobSpec.model_validate({**spec, "evaluate": {**spec["evaluate"], "gate_metric": "rouge_l", "min_improvement": 0.0}})
     with pytest.raises(UserError, match=r"does not beat base by more than evaluate.min_improvement 0.0 .* \(within noise\)"):

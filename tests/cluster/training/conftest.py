@@ -102,6 +102,40 @@ def ray_local():
     ray.shutdown()
 
 
+@pytest.fixture(scope="package")
+def lora_run(ray_local, tiny_model_dir, tiny_data, tmp_path_factory):
+    """An uninterrupted 10-step LoRA run on 2 workers, named sft-a, checkpoints at steps 5 and 10: its spec, run
+    folder and Ray's Result. test_ray_training inspects it, resubmits it and compares a faulty run with it;
+    test_dpo_runs warm-starts from it (one fit for both)."""
+    from cluster.spec import validate_spec
+    from cluster.training.trainer import fit
+
+    storage = tmp_path_factory.mktemp("runs")
+    spec = tiny_spec(tiny_model_dir, storage, "sft-a")
+    result = fit(validate_spec(spec), tiny_data["train_path"], tiny_data["eval_path"])
+    return spec, storage / "sft-a", result
+
+
+@pytest.fixture(scope="package")
+def one_process(request, tiny_model_dir, tiny_data, tmp_path_factory) -> dict[str, dict[int, float]]:
+    """Per-step losses, by run name, of the one-process baselines that the selected modules of this package declare:
+    each module's `one_process_runs(model_dir, data, storage)` returns train_loop configs. They are all trained in one
+    fresh process without Ray, one start-up for the package instead of one per module; the runs without DeepSpeed go
+    first, before a DeepSpeed run leaves its one-process group initialised."""
+    from cluster.spec import validate_spec
+
+    storage = tmp_path_factory.mktemp("one-process")
+    here = __name__.rsplit(".", 1)[0] + "."
+    modules = {m.__name__: m for item in request.session.items if (m := getattr(item, "module", None)) is not None}
+    declared = [
+        modules[n].one_process_runs for n in sorted(modules) if n.startswith(here) and hasattr(modules[n], "one_process_runs")
+    ]
+    configs = [config for runs in declared for config in runs(tiny_model_dir, tiny_data, storage)]
+    configs.sort(key=lambda config: validate_spec(config["spec"]).cluster.zero_stage > 0)  # stable: declared order
+    run_single_processes(configs, storage)
+    return {Path(config["run"]).name: log_losses(Path(config["run"])) for config in configs}
+
+
 def log_losses(run: Path) -> dict[int, float]:
     """Per-step train loss from the run's log_history.json."""
     history = json.loads((run / "log_history.json").read_text())

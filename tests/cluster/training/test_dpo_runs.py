@@ -17,6 +17,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_dpo_resumes_after_worker_failure_with_the_same_final_loss(ray_local, tiny_model_dir, tmp_path):
+    """Over 60 s: two fits, the uninterrupted reference and the faulty run, whose worker group starts twice."""
     data = {"train": [{"path": str(write_pairs(tmp_path / "pairs.jsonl", 48))}], "eval_split": 0.1}
     spec = tiny_spec(
         tiny_model_dir,
@@ -41,13 +42,13 @@ def test_dpo_resumes_after_worker_failure_with_the_same_final_loss(ray_local, ti
     assert not (run / "checkpoint_00000010" / "ref").exists()  # one adapter saved: the reference is the disabled adapter
 
 
-def test_warm_starts_continue_the_model_and_record_lineage(ray_local, tiny_model_dir, tiny_data, tmp_path):
-    a = tiny_spec(tiny_model_dir, tmp_path, "sft-a")
-    fit(validate_spec(a), tiny_data["train_path"], tiny_data["eval_path"])
-    b = tiny_spec(tiny_model_dir, tmp_path, "sft-b", model={"init_from": str(tmp_path / "sft-a")}, train={"max_steps": 5})
+def test_warm_starts_continue_the_model_and_record_lineage(lora_run, tiny_model_dir, tiny_data, tmp_path):
+    """Over 60 s: two fits here (B, C) and, when it runs first, the package's 10-step LoRA run A."""
+    _, a_run, _ = lora_run  # A: tiny_spec's 10-step LoRA run named sft-a, shared with test_ray_training
+    b = tiny_spec(tiny_model_dir, tmp_path, "sft-b", model={"init_from": str(a_run)}, train={"max_steps": 5})
     fit(validate_spec(b), tiny_data["train_path"], tiny_data["eval_path"])
     # B's evaluation before its first step scores A's final weights on the same eval rows
-    assert eval_losses(tmp_path / "sft-b")[0] == pytest.approx(eval_losses(tmp_path / "sft-a")[-1], rel=1e-5)
+    assert eval_losses(tmp_path / "sft-b")[0] == pytest.approx(eval_losses(a_run)[-1], rel=1e-5)
     lineage_b = read_manifest(str(tmp_path / "sft-b" / "checkpoint_00000005"))["lineage"]
     assert lineage_b["run"] == "sft-a" and lineage_b["uri"].endswith("sft-a/checkpoint_00000010")
     assert lineage_b["step"] == 10 and lineage_b["parent"] is None

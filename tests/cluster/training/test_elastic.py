@@ -1,25 +1,32 @@
 """Elastic runs: a ZeRO-3 checkpoint written by 2 workers continues on 1, and one written by 1 continues on 2, with
-the same global batch; the losses stay an uninterrupted run's. Ray's own resizing (a node lost with no replacement,
-then capacity back) is exercised on two nodes in tests/cluster/multinode."""
+the same global batch; the losses stay an uninterrupted run's. Both are one chain of attempts on one run folder
+(1 worker, then 2, then 1 again), so that three fits serve the two transitions. Ray's own resizing (a node lost with no
+replacement, then capacity back) is exercised on two nodes in tests/cluster/multinode."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from cluster.spec import validate_spec
 from cluster.training.elastic import checkpoint_world, for_world
 from cluster.training.trainer import fit, loop_config
-from tests.cluster.training.conftest import log_losses, run_single_process, tiny_spec
+from tests.cluster.training.conftest import log_losses, tiny_spec
 
 pytestmark = pytest.mark.slow
 
-STEPS, SAVE, FAIL = 8, 4, 6
+# Checkpoints every 4 steps; the attempt on 1 worker fails at step 6, the one on 2 at step 10, each after a checkpoint.
+STEPS, SAVE, FAILS = 12, 4, (6, 10)
+# (workers that wrote a checkpoint, workers that resumed from it) -> (that checkpoint's step, the step of the resumed
+# attempt's first checkpoint, up to which a test reads the losses)
+TRANSITIONS = {(1, 2): (SAVE, 2 * SAVE), (2, 1): (2 * SAVE, STEPS)}
 
 
 def _spec(model_dir, storage, workers: int) -> dict:
-    """Global batch 2: two workers with one micro-batch each, or one worker accumulating two."""
+    """Global batch 2: two workers with one micro-batch each, or one worker accumulating two. Three checkpoints kept:
+    the chain's tests read all three."""
     spec = tiny_spec(
         model_dir,
         storage,
@@ -29,6 +36,7 @@ def _spec(model_dir, storage, workers: int) -> dict:
         train={
             "max_steps": STEPS,
             "save_steps": SAVE,
+            "keep_checkpoints": 3,
             "eval_steps": None,
             "learning_rate": 3e-4,
             "gradient_accumulation_steps": 2 // workers,
@@ -38,37 +46,54 @@ def _spec(model_dir, storage, workers: int) -> dict:
     return spec
 
 
+def one_process_runs(model_dir: Path, data: dict, storage: Path) -> list[dict]:
+    """The same global batch in one process, without interruption, for the package's `one_process` fixture."""
+    return [loop_config(validate_spec(_spec(model_dir, storage, 1)), data["train_path"], None)]
+
+
 @pytest.fixture(scope="module")
-def uninterrupted(ray_local, tiny_model_dir, tiny_data, tmp_path_factory) -> dict[int, float]:
-    """Per-step losses of the same global batch in one process, without interruption."""
-    tmp = tmp_path_factory.mktemp("elastic-baseline")
-    run_single_process(loop_config(validate_spec(_spec(tiny_model_dir, tmp, 1)), tiny_data["train_path"], None), tmp)
-    return log_losses(tmp / "elastic")
+def chain(ray_local, tiny_model_dir, tiny_data, tmp_path_factory) -> Path:
+    """The run folder of one run trained by three attempts: on 1 worker until the injected failure at step 6 (after
+    checkpoint 4), resumed on 2 until the one at step 10 (after checkpoint 8), resumed on 1 to the end (step 12)."""
+    from ray.train import TrainingFailedError
+
+    storage = tmp_path_factory.mktemp("elastic")
+    for workers, fail in zip((1, 2), FAILS, strict=True):
+        env = {"RAYFIT_FAIL_AT_STEP": str(fail)}
+        with pytest.raises(TrainingFailedError):  # the injected failure ends the attempt (no restarts)
+            fit(validate_spec(_spec(tiny_model_dir, storage, workers)), tiny_data["train_path"], None, extra_env=env)
+    fit(validate_spec(_spec(tiny_model_dir, storage, 1)), tiny_data["train_path"], None)
+    return storage / "elastic"
+
+
+def _losses_up_to(run: Path, step: int) -> dict[int, float]:
+    """Per-step losses as the attempt that wrote checkpoint `step` had them: the run's log when the run ended there,
+    else the checkpoint's trainer state (a failed attempt writes no log_history.json)."""
+    if step == STEPS:
+        return log_losses(run)
+    history = json.loads((run / f"checkpoint_{step:08d}" / "trainer_state.json").read_text())["log_history"]
+    return {e["step"]: e["loss"] for e in history if "loss" in e}
 
 
 @pytest.mark.parametrize("first,then", [(2, 1), (1, 2)])
-def test_zero3_checkpoint_resumes_on_another_worker_count(uninterrupted, tiny_model_dir, tiny_data, tmp_path, first, then):
-    from ray.train import TrainingFailedError
-
-    env = {"RAYFIT_FAIL_AT_STEP": str(FAIL)}
-    with pytest.raises(TrainingFailedError):  # the injected failure ends the first attempt after checkpoint 4
-        fit(validate_spec(_spec(tiny_model_dir, tmp_path, first)), tiny_data["train_path"], None, extra_env=env)
-    fit(validate_spec(_spec(tiny_model_dir, tmp_path, then)), tiny_data["train_path"], None, extra_env=env)
-
-    run = tmp_path / "elastic"
-    checkpoint = run / f"checkpoint_{SAVE:08d}"
+def test_zero3_checkpoint_resumes_on_another_worker_count(chain, one_process, first, then):
+    """Over 60 s for the first of the two: the chain's three fits (a ZeRO-3 universal conversion in two of them)."""
+    run, uninterrupted = chain, one_process["elastic"]
+    resumed_at, last_step = TRANSITIONS[(first, then)]
+    checkpoint = run / f"checkpoint_{resumed_at:08d}"
     assert json.loads((checkpoint / "manifest.json").read_text())["world_size"] == first
-    last = json.loads((run / f"checkpoint_{STEPS:08d}" / "manifest.json").read_text())
+    last = json.loads((run / f"checkpoint_{last_step:08d}" / "manifest.json").read_text())
     assert last["world_size"] == then
     assert last["resumed_from"] == {"checkpoint": str(checkpoint), "world_size": first, "resharded_for": then}
     # the stored checkpoint still holds exactly its manifest's files: the universal copy lives on the worker
     assert not list(checkpoint.glob("*_universal"))
 
-    resumed = log_losses(run)  # steps 1-4 restored from the checkpoint's trainer state, 5-8 trained after resuming
-    assert sorted(resumed) == list(range(1, STEPS + 1)), resumed
+    # steps up to the checkpoint restored from its trainer state, the next ones trained after resuming
+    resumed = _losses_up_to(run, last_step)
+    assert sorted(resumed) == list(range(1, last_step + 1)), resumed
     for step, loss in resumed.items():  # equal here (DeepSpeed's shared step counter made it drift 3e-4 by step 8)
         assert abs(loss - uninterrupted[step]) / uninterrupted[step] <= 1e-4, (step, loss, uninterrupted[step])
-    assert resumed[STEPS] < uninterrupted[1]
+    assert resumed[last_step] < uninterrupted[1]
 
 
 def test_gradient_accumulation_keeps_the_global_batch():

@@ -1,4 +1,5 @@
-"""LoRA and QLoRA on 2 Ray Train workers, fault injection with resume, and resubmission of a finished run."""
+"""LoRA and QLoRA on 2 Ray Train workers, fault injection with resume, and resubmission of a finished run (the LoRA run
+is the package's `lora_run`, which test_dpo_runs warm-starts from)."""
 
 from __future__ import annotations
 
@@ -32,15 +33,6 @@ ADAPTER_FILES = {
 
 def _fit(spec: dict, data: dict, env: dict | None = None):
     return fit(validate_spec(spec), data["train_path"], data["eval_path"], extra_env=env)
-
-
-@pytest.fixture(scope="module")
-def lora_run(ray_local, tiny_model_dir, tiny_data, tmp_path_factory):
-    """An uninterrupted 10-step LoRA run on 2 workers, checkpoints at steps 5 and 10."""
-    storage = tmp_path_factory.mktemp("runs")
-    spec = tiny_spec(tiny_model_dir, storage, "lora")
-    result = _fit(spec, tiny_data)
-    return spec, storage / "lora", result
 
 
 def _assert_adapter_checkpoint(folder: Path, spec: dict, step: int, method: str):
@@ -86,6 +78,7 @@ def test_qlora_on_two_workers(ray_local, tiny_model_dir, tiny_data, tmp_path):
 
 
 def test_worker_failure_resumes_from_last_checkpoint(lora_run, tiny_data, tmp_path):
+    """Over 60 s: one fit that starts its worker group twice (the injected failure, then the restart)."""
     spec, reference, _ = lora_run
     spec = {**spec, "output": {"storage": str(tmp_path), "name": "faulty"}}
     _fit(spec, tiny_data, env={"RAYFIT_FAIL_AT_STEP": "7"})
@@ -105,7 +98,8 @@ def test_resubmitting_a_finished_run_resumes_and_skips_incomplete(lora_run, tiny
     (run / "checkpoint_00000099").mkdir()  # a save interrupted before its manifest: must never be used
     (run / "checkpoint_00000099" / "adapter_model.safetensors").write_bytes(b"partial")
     _fit(spec, tiny_data)
-    # resumed at step 10 of 10: nothing trained, nothing rewritten
+    # resumed at step 10 of 10: nothing trained, nothing rewritten; the interrupted save past it is cleared away
     assert (run / "checkpoint_00000010" / "manifest.json").read_text() == before
+    assert not (run / "checkpoint_00000099").exists()
     history = json.loads((run / "log_history.json").read_text())
     assert max(e["step"] for e in history) == 10

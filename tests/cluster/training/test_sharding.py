@@ -18,7 +18,7 @@ import torch
 
 from cluster.spec import validate_spec
 from cluster.training.trainer import fit, loop_config
-from tests.cluster.training.conftest import log_losses, run_single_processes, tiny_spec
+from tests.cluster.training.conftest import log_losses, tiny_spec
 from tests.cluster.training.shard_probe import probed_loop, probes
 
 pytestmark = pytest.mark.slow
@@ -53,16 +53,13 @@ def _spec(model_dir: Path, storage: Path, name: str, method: str, sharding: str,
     return spec
 
 
-@pytest.fixture(scope="module")
-def one_process(ray_local, tiny_model_dir, tiny_data, tmp_path_factory) -> dict[str, dict[int, float]]:
-    """Per-step losses of QLoRA, LoRA and full fine-tunes in one process without sharding, global batch 2."""
-    tmp = tmp_path_factory.mktemp("one-process")
-    configs = [
-        loop_config(validate_spec(_spec(tiny_model_dir, tmp, method, method, "ddp", workers=1)), tiny_data["train_path"], None)
+def one_process_runs(model_dir: Path, data: dict, storage: Path) -> list[dict]:
+    """QLoRA, LoRA and full fine-tunes in one process without sharding, global batch 2: the package's `one_process`
+    fixture trains them (with the other modules' baselines) and keys their losses by method."""
+    return [
+        loop_config(validate_spec(_spec(model_dir, storage, method, method, "ddp", workers=1)), data["train_path"], None)
         for method in ("qlora", "lora", "full")
     ]
-    run_single_processes(configs, tmp)
-    return {method: log_losses(tmp / method) for method in ("qlora", "lora", "full")}
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +92,8 @@ def _one_process_4bit_bytes(tiny_model_dir: Path) -> tuple[int, list[int]]:
 
 
 def test_zero3_qlora_holds_half_the_4bit_base_on_each_rank_and_trains_like_one_process(zero3_qlora, one_process, tiny_model_dir):
-    """Over 60 s: one 2-worker DeepSpeed run and one process training QLoRA, LoRA and full (shared by this module)."""
+    """Over 60 s: one 2-worker DeepSpeed run (shared by this module) and, when first, the package's one-process
+    baselines (this module's QLoRA, LoRA and full among them)."""
     spec, run = zero3_qlora
     whole, sizes = _one_process_4bit_bytes(tiny_model_dir)
     assert whole == 147_456  # uint8 storage on one process; float32 storage under ZeRO-3 packs the same bytes

@@ -12,14 +12,13 @@ def apply_fields(fields: dict, mapping: dict[str, str]) -> dict:
     every list of messages. A record without a mapped key raises RowProblem naming the key."""
     if not mapping:
         return fields
-    out = dict(fields)
-    for part, key in mapping.items():
-        if part in INSIDE_MESSAGES:
-            continue
+    renamed = {part: key for part, key in mapping.items() if part not in INSIDE_MESSAGES}
+    for part, key in renamed.items():
         if fields.get(key) is None:  # absent, or empty in a short CSV row
             raise RowProblem("missing field", f"no {key!r} (mapped to {part} by fields:)")
-        out.pop(key, None)  # one key may feed two parts
-        out[part] = fields[key]
+    # every mapped key leaves before any part is set: one key may feed two parts, one of them under its own name
+    out = {k: v for k, v in fields.items() if k not in renamed.values()}
+    out.update({part: fields[key] for part, key in renamed.items()})
     inner = {mapping[p]: p for p in INSIDE_MESSAGES if p in mapping}
     if inner:
         for part, value in out.items():

@@ -88,6 +88,7 @@ def test_to_sample_gives_a_sample_or_a_named_row_problem(record, fmt):
 @BUDGET
 @given(RECORDS, st.dictionaries(st.sampled_from(["prompt", "completion", "messages", "role", "content"]), KEYS, max_size=3))
 @example({"text": []}, {"prompt": "text", "completion": "text"})  # found by hypothesis: one key mapped twice
+@example({"prompt": []}, {"prompt": "prompt", "completion": "prompt"})  # found by hypothesis: ... once to its own name
 def test_mapping_renames_or_names_the_missing_key(record, mapping):
     try:
         out = apply_fields(record, mapping)

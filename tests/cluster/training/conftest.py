@@ -147,24 +147,6 @@ def eval_losses(run: Path) -> list[float]:
     return [e["eval_loss"] for e in history if "eval_loss" in e]
 
 
-def run_single_process(config: dict, tmp: Path) -> None:
-    """train_loop in a fresh Python process without Ray (its process group and DeepSpeed state stay out of pytest)."""
-    import subprocess
-    import sys
-
-    cfg = tmp / "loop-config.json"
-    cfg.write_text(json.dumps(config))
-    code = "import json,sys; from cluster.training.loop import train_loop; train_loop(json.load(open(sys.argv[1])))"
-    proc = subprocess.run(
-        [sys.executable, "-c", code, str(cfg)],
-        cwd=Path(__file__).resolve().parents[3],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-
-
 def run_single_processes(configs: list[dict], tmp: Path) -> None:
     """Several train_loop configs one after another in one fresh Python process without Ray (one start-up for all)."""
     import subprocess

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.cluster.training.conftest import run_single_process, tiny_spec
+from tests.cluster.training.conftest import run_single_processes, tiny_spec
 
 
 def test_tensorboard_and_mlflow_record_the_runs_losses(tmp_path, tiny_model_dir, tiny_data, monkeypatch):
@@ -28,7 +28,7 @@ def test_tensorboard_and_mlflow_record_the_runs_losses(tmp_path, tiny_model_dir,
     run = tmp_path / "runs" / "trackers"
     config = {"spec": spec, "run": str(run), "train_path": tiny_data["train_path"], "eval_path": None}
     config["scratch"] = str(tmp_path / "scratch")
-    run_single_process(config, tmp_path)
+    run_single_processes([config], tmp_path)
 
     logged = {e["step"]: e["loss"] for e in json.loads((run / "log_history.json").read_text()) if "loss" in e}
     assert sorted(logged) == [1, 2, 3, 4]

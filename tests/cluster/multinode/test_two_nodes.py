@@ -17,6 +17,7 @@ import yaml
 from cluster.spec import validate_spec
 from cluster.training.trainer import loop_config
 from tests.cluster.multinode.conftest import BUCKET, REPO, s3fs_client
+from tests.cluster.training.conftest import run_single_processes
 
 pytestmark = pytest.mark.slow
 
@@ -159,19 +160,7 @@ def _one_process_losses(cluster, spec: dict, train_path: str, tmp: Path) -> dict
         "train": {**spec["train"], "gradient_accumulation_steps": 2, "save_steps": steps + 1},
         "output": {"storage": str(tmp / "single"), "name": "single"},
     }
-    cfg = tmp / "loop-config.json"
-    cfg.write_text(json.dumps(loop_config(validate_spec(single), train_path, None)))
-    code = "import json,sys; from cluster.training.loop import train_loop; train_loop(json.load(open(sys.argv[1])))"
-    proc = subprocess.run(
-        [sys.executable, "-c", code, str(cfg)],
-        cwd=REPO,
-        env=cluster.node_env("single"),
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    run_single_processes([loop_config(validate_spec(single), train_path, None)], tmp, cluster.node_env("single"), 900)
     return _losses(json.loads((tmp / "single" / "single" / "log_history.json").read_text()))
 
 

@@ -147,8 +147,9 @@ def eval_losses(run: Path) -> list[float]:
     return [e["eval_loss"] for e in history if "eval_loss" in e]
 
 
-def run_single_processes(configs: list[dict], tmp: Path) -> None:
-    """Several train_loop configs one after another in one fresh Python process without Ray (one start-up for all)."""
+def run_single_processes(configs: list[dict], tmp: Path, env: dict | None = None, timeout: int = 600) -> None:
+    """Several train_loop configs one after another in one fresh Python process without Ray (one start-up for all),
+    in `env` (default: this process's)."""
     import subprocess
     import sys
 
@@ -161,8 +162,9 @@ def run_single_processes(configs: list[dict], tmp: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-c", code, str(cfg)],
         cwd=Path(__file__).resolve().parents[3],
+        env=env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]

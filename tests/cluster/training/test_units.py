@@ -224,7 +224,8 @@ def test_an_attempt_clears_the_checkpoints_past_its_resume_point(tmp_path, objec
 
     spec = _spec(output={"storage": str(tmp_path), "name": "run"})
     local = tmp_path / "run"
-    _checkpoint(local, 10, spec, 1.0), _checkpoint(local, 20, spec, 1.0), _checkpoint(local, 40, spec, 1.0)
+    for step in (10, 20, 40):
+        _checkpoint(local, step, spec, 1.0)
     begun = local / checkpoint_dir_name(30) / "global_step"
     begun.mkdir(parents=True)
     (begun / "zero_pp_rank_1_optim_states.pt").write_bytes(b"rank1-30")

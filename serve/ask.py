@@ -13,6 +13,11 @@ import socket
 import sys
 from pathlib import Path
 
+# Serve's controller gives a new HTTP proxy three readiness checks of 5 s, then kills it and starts another, and
+# `serve.start` fails on the killed one ("The actor never ran"). A busy machine can take longer to start a Ray worker.
+# The controller reads it at start, so it is set before `ray.init` (docs/platform-notes.md).
+PROXY_READY_TIMEOUT = ("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
+
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: parse, serve, ask, print, shut down."""
@@ -85,6 +90,7 @@ def ask(
         adapter_dir(uri)
     target = model or (next(iter(adapters)) if adapters else parsed.base_name())
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # see docs/platform-notes.md: a stray token file breaks local clients
+    os.environ.setdefault(*PROXY_READY_TIMEOUT)
     port = free_port()
     ray.init(num_cpus=num_cpus, include_dashboard=False, object_store_memory=200 * 1024**2, log_to_driver=False)
     try:

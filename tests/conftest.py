@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from serve.ask import PROXY_READY_TIMEOUT
+
 # Tests never reach a hub, and Ray Train workers' print patch floods logs (docs/platform-notes.md).
 # One Ray auth mode for every in-process Ray session of the test run: a driver process that started Ray with token
 # auth (the default) and later starts another local Ray with auth disabled gets every actor of the second one
@@ -25,6 +27,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # which the GCS emulator lacks: every first use of a bucket then waits 60 s and falls back to the plain JSON API.
 # Read when gcsfs is imported, so it is set here, before any test imports it (docs/platform-notes.md).
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+# Every Ray the tests start (in process, `ray start` heads, cluster nodes) inherits this, so Serve's first HTTP proxy
+# is not killed as unready while the other test process keeps both cores busy (serve/ask.py).
+os.environ.setdefault(*PROXY_READY_TIMEOUT)
 
 REPO = Path(__file__).resolve().parents[1]
 
